@@ -1,0 +1,6 @@
+//! Typed kernel launchers. Each checks shapes, fetches its cached pipeline and bind group, and
+//! records one or more dispatches into an [`Encoder`](crate::Encoder); nothing here waits.
+
+pub mod elementwise;
+pub mod matmul;
+pub mod reduce;

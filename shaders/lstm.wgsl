@@ -1,0 +1,3 @@
+// Placeholder until the lstm kernels land.
+@compute @workgroup_size(1)
+fn placeholder() {}
