@@ -750,6 +750,39 @@ impl Encoder {
         Ok(())
     }
 
+    /// Copies `count` elements from `src[src_offset..]` to `dst[dst_offset..]` (offsets in
+    /// elements): how a row range of one tensor (one time step of a window) moves to another.
+    pub fn copy_region(
+        &mut self,
+        src: &Tensor,
+        src_offset: usize,
+        dst: &Tensor,
+        dst_offset: usize,
+        count: usize,
+    ) -> Result<()> {
+        if src_offset + count > src.len() || dst_offset + count > dst.len() {
+            return crate::error::shape_err(
+                "copy_region",
+                format!(
+                    "{count} elements from offset {src_offset} of {:?} to offset {dst_offset} of {:?} run past the end",
+                    src.shape(),
+                    dst.shape()
+                ),
+            );
+        }
+        self.pass = None;
+        if let Some(enc) = self.encoder.as_mut() {
+            enc.copy_buffer_to_buffer(
+                src.buffer(),
+                (src_offset * 4) as u64,
+                dst.buffer(),
+                (dst_offset * 4) as u64,
+                (count * 4) as u64,
+            );
+        }
+        Ok(())
+    }
+
     /// Zeroes a tensor.
     pub fn clear(&mut self, t: &Tensor) {
         self.pass = None;
