@@ -1,0 +1,37 @@
+//! Data sets and tasks for `dni`, in pure Rust (no GPU):
+//!
+//! - [`mnist`]: the MNIST IDX reader (gzipped or not), batching and epoch shuffling;
+//! - [`copy`]: the Copy and Repeat Copy tasks as endless streams with their curriculum;
+//! - [`text`]: character-level corpora and the streams a language model trains and evaluates on;
+//! - [`rng`]: the project's small deterministic RNG (no `rand` dependency).
+//!
+//! Every loader reports bad input through [`DataError`], whose messages name the problem, the file and
+//! the fix.
+
+pub mod copy;
+pub mod error;
+pub mod mnist;
+pub mod rng;
+pub mod text;
+
+pub use copy::{
+    bits_error, CopyKind, Curriculum, CurriculumConfig, Level, Observed, PredScale, TaskStream,
+    Window,
+};
+pub use error::DataError;
+pub use mnist::{EpochShuffler, Mnist, MnistSplit};
+pub use rng::Rng;
+pub use text::{CharStream, Corpus, EvalStream, Fractions, TextFile, TextFormat, Vocab};
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::path::PathBuf;
+
+    /// A fresh empty directory under the system temp dir, unique per test tag and process.
+    pub(crate) fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dni-tasks-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        dir
+    }
+}

@@ -1,0 +1,1252 @@
+//! Experiment configuration: TOML file + command-line overrides -> typed, validated [`Config`].
+//!
+//! Every struct denies unknown fields so that a typo is an error, not a silently ignored setting. Errors
+//! name the file and the key; values set on the command line say so.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// Task-specific sections of the file.
+const SECTIONS: [&str; 4] = ["rnn", "copy", "charlm", "mnist"];
+
+/// Which experiment to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    Copy,
+    RepeatCopy,
+    Charlm,
+    Mnist,
+}
+
+impl Task {
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Copy => "copy",
+            Task::RepeatCopy => "repeat_copy",
+            Task::Charlm => "charlm",
+            Task::Mnist => "mnist",
+        }
+    }
+
+    /// The config sections this task reads.
+    pub fn sections(self) -> &'static [&'static str] {
+        match self {
+            Task::Copy | Task::RepeatCopy => &["rnn", "copy"],
+            Task::Charlm => &["rnn", "charlm"],
+            Task::Mnist => &["mnist"],
+        }
+    }
+
+    /// The Copy-task flavour, for the two copy tasks.
+    pub fn copy_kind(self) -> Option<dni_tasks::CopyKind> {
+        match self {
+            Task::Copy => Some(dni_tasks::CopyKind::Copy),
+            Task::RepeatCopy => Some(dni_tasks::CopyKind::RepeatCopy),
+            Task::Charlm | Task::Mnist => None,
+        }
+    }
+}
+
+/// GPU backend selection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Auto,
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+/// Recurrent training method (paper 2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RnnMethod {
+    /// Truncated BPTT: zero gradient at the chunk's last state.
+    Bptt,
+    /// Synthetic gradient for the chunk's last state.
+    Dni,
+    /// DNI plus the auxiliary task of predicting the synthetic gradient `T` steps ahead.
+    DniAux,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    #[default]
+    Adam,
+    Sgd,
+}
+
+/// Feed-forward training method (paper 3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MnistMethod {
+    /// Only the output layer learns (a lower bound).
+    Nobp,
+    /// Ordinary backpropagation.
+    Bp,
+    /// Synthetic gradients from the activations.
+    Dni,
+    /// Synthetic gradients conditioned on the label.
+    Cdni,
+}
+
+impl MnistMethod {
+    fn uses_sg(self) -> bool {
+        matches!(self, MnistMethod::Dni | MnistMethod::Cdni)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SgModel {
+    Linear,
+    Mlp,
+}
+
+/// Text file format of the char-LM corpus.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorpusFormat {
+    /// Every character is a symbol.
+    #[default]
+    Plain,
+    /// Character-level Penn Treebank (space-separated symbols, one sentence a line).
+    Ptb,
+}
+
+impl From<CorpusFormat> for dni_tasks::TextFormat {
+    fn from(f: CorpusFormat) -> Self {
+        match f {
+            CorpusFormat::Plain => dni_tasks::TextFormat::Plain,
+            CorpusFormat::Ptb => dni_tasks::TextFormat::PtbChar,
+        }
+    }
+}
+
+/// The whole experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub task: Task,
+    /// Seed of every random stream in the run.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub run: RunConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rnn: Option<RnnConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charlm: Option<CharLmConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mnist: Option<MnistConfig>,
+    /// Where the values came from, for error messages; not part of the TOML.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// The file a config was read from and the keys the command line set.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Origin {
+    pub path: PathBuf,
+    /// Key (`rnn.T`) -> the argument that set it (`--set rnn.T=0`).
+    pub overridden: BTreeMap<String, String>,
+}
+
+/// `[run]`: bookkeeping of the run, not of the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Runs are created under this directory.
+    #[serde(default = "default_out_dir")]
+    pub out_dir: PathBuf,
+    /// Directory name of the run; default `<task>-<method>[-T<T>]-<timestamp>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Steps between metric read-backs (each one stalls the GPU queue, so not every step).
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+    #[serde(default)]
+    pub backend: Backend,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            out_dir: default_out_dir(),
+            name: None,
+            log_every: default_log_every(),
+            backend: Backend::Auto,
+        }
+    }
+}
+
+/// `[rnn]`: the LSTM and its training (copy, repeat_copy, charlm).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RnnConfig {
+    /// LSTM units.
+    pub hidden: usize,
+    /// Parallel streams.
+    pub batch: usize,
+    /// Truncation length: steps per forward/backward chunk.
+    #[serde(rename = "T")]
+    pub t: usize,
+    pub method: RnnMethod,
+    /// Factor applied to the synthetic gradient when it is injected (paper: 0.1).
+    #[serde(default = "default_sg_scale")]
+    pub sg_scale: f64,
+    /// Weight of the aux loss for `dni_aux`.
+    #[serde(default = "default_one")]
+    pub aux_weight: f64,
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    /// SGD momentum (ignored by Adam).
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Step budget (one step = one chunk of `T` steps).
+    pub steps: u64,
+    /// Clip the global gradient norm to this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_clip: Option<f64>,
+}
+
+/// `[copy]`: curriculum of the copy tasks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyConfig {
+    #[serde(default = "default_one_usize")]
+    pub start_n: usize,
+    /// Repeat Copy only.
+    #[serde(default = "default_one_usize")]
+    pub start_r: usize,
+    /// Stop the curriculum (and the run) once a level with this `N` is passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_n: Option<usize>,
+    /// Bits per output character below which a level is passed.
+    #[serde(default = "default_threshold_bits")]
+    pub threshold_bits: f64,
+    /// Output characters the error is averaged over.
+    #[serde(default = "default_window_chars")]
+    pub window_chars: u64,
+}
+
+impl Default for CopyConfig {
+    fn default() -> Self {
+        CopyConfig {
+            start_n: 1,
+            start_r: 1,
+            max_n: None,
+            threshold_bits: default_threshold_bits(),
+            window_chars: default_window_chars(),
+        }
+    }
+}
+
+impl CopyConfig {
+    pub fn to_curriculum(&self) -> dni_tasks::CurriculumConfig {
+        dni_tasks::CurriculumConfig {
+            start_n: self.start_n,
+            start_r: self.start_r,
+            threshold_bits: self.threshold_bits,
+            window_chars: self.window_chars,
+            max_n: self.max_n,
+        }
+    }
+}
+
+/// `[charlm]`: character-level language modelling.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CharLmConfig {
+    /// Training text. Without `valid` and `test` it is split 0.9 / 0.05 / 0.05.
+    pub train: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
+    #[serde(default)]
+    pub format: CorpusFormat,
+    /// Steps between validation runs.
+    #[serde(default = "default_eval_every")]
+    pub eval_every: u64,
+    /// Evaluate on at most this many characters (the whole split when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_chars: Option<usize>,
+    /// Stop after this many evaluations without a better validation BPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<u32>,
+    /// Stop, and report the wall-clock time, when validation BPC reaches this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_bpc: Option<f64>,
+}
+
+/// `[mnist]`: the feed-forward MNIST experiments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MnistConfig {
+    /// Directory with the four IDX files (gzipped or not).
+    #[serde(default = "default_mnist_dir")]
+    pub data_dir: PathBuf,
+    /// Hidden layers.
+    #[serde(default = "default_layers")]
+    pub layers: usize,
+    /// Units per hidden layer.
+    #[serde(default = "default_hidden")]
+    pub hidden: usize,
+    #[serde(default = "default_hidden")]
+    pub batch: usize,
+    pub steps: u64,
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    /// SGD momentum (ignored by Adam).
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    pub method: MnistMethod,
+    /// Synthetic-gradient model; default `mlp` for dni and `linear` for cdni.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_model: Option<SgModel>,
+    /// Units per hidden layer of the `mlp` SG model.
+    #[serde(default = "default_sg_hidden")]
+    pub sg_hidden: usize,
+    /// Hidden layers of the `mlp` SG model.
+    #[serde(default = "default_sg_layers")]
+    pub sg_layers: usize,
+    /// Probability that a block runs its backward pass and update on a step.
+    #[serde(default = "default_one")]
+    pub p_update: f64,
+    /// Complete unlock: synthetic inputs as well as synthetic gradients.
+    #[serde(default)]
+    pub unlock: bool,
+    /// BP(λ): `λ·true + (1-λ)·synthetic` gradient; 0 = purely synthetic.
+    #[serde(default)]
+    pub lambda: f64,
+    /// Steps between test-set evaluations.
+    #[serde(default = "default_mnist_eval_every")]
+    pub eval_every: u64,
+    /// Run each block on its own worker thread.
+    #[serde(default = "default_true")]
+    pub threads: bool,
+}
+
+impl MnistConfig {
+    /// The SG model in effect (None for methods without synthetic gradients).
+    pub fn sg_model(&self) -> Option<SgModel> {
+        match self.method {
+            MnistMethod::Nobp | MnistMethod::Bp => None,
+            MnistMethod::Dni => Some(self.sg_model.unwrap_or(SgModel::Mlp)),
+            MnistMethod::Cdni => Some(self.sg_model.unwrap_or(SgModel::Linear)),
+        }
+    }
+}
+
+fn default_seed() -> u64 {
+    1
+}
+fn default_out_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+fn default_log_every() -> u64 {
+    50
+}
+fn default_sg_scale() -> f64 {
+    0.1
+}
+fn default_one() -> f64 {
+    1.0
+}
+fn default_one_usize() -> usize {
+    1
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_threshold_bits() -> f64 {
+    dni_tasks::copy::DEFAULT_THRESHOLD_BITS
+}
+fn default_window_chars() -> u64 {
+    dni_tasks::copy::DEFAULT_WINDOW_CHARS
+}
+fn default_eval_every() -> u64 {
+    500
+}
+fn default_mnist_dir() -> PathBuf {
+    PathBuf::from("data/mnist")
+}
+fn default_layers() -> usize {
+    4
+}
+fn default_hidden() -> usize {
+    256
+}
+fn default_sg_hidden() -> usize {
+    1024
+}
+fn default_sg_layers() -> usize {
+    2
+}
+fn default_mnist_eval_every() -> u64 {
+    200
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Command-line changes to a config file.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `KEY=VALUE` pairs (`rnn.T=8`); VALUE is read as a TOML value, else as a string.
+    pub set: Vec<String>,
+    /// Step budget of the task's section (`rnn.steps` or `mnist.steps`).
+    pub steps: Option<u64>,
+    pub out_dir: Option<PathBuf>,
+    pub backend: Option<Backend>,
+}
+
+/// Splits `KEY=VALUE` and reads VALUE as a TOML value (`8`, `1e-3`, `true`, `"x"`), else as a string.
+fn parse_set(arg: &str) -> anyhow::Result<(String, toml::Value)> {
+    let (key, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--set {arg}: expected KEY=VALUE, e.g. --set rnn.T=8"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        bail!("--set {arg}: the key must be a dotted path such as rnn.T or task");
+    }
+    let raw = raw.trim();
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    Ok((key.to_string(), value))
+}
+
+/// Sets `key` (dotted) in `table`, creating sections on the way.
+fn set_key(
+    table: &mut toml::Table,
+    key: &str,
+    value: toml::Value,
+    arg: &str,
+) -> anyhow::Result<()> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or(key);
+    let mut at = table;
+    let mut walked = String::new();
+    for part in parts {
+        if !walked.is_empty() {
+            walked.push('.');
+        }
+        walked.push_str(part);
+        let entry = at
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = match entry {
+            toml::Value::Table(t) => t,
+            other => bail!(
+                "{arg}: `{walked}` is a {}, not a section, so it has no key `{}`",
+                other.type_str(),
+                &key[walked.len() + 1..]
+            ),
+        };
+    }
+    at.insert(last.to_string(), value);
+    Ok(())
+}
+
+impl Config {
+    /// Reads `path`, applies `overrides`, and validates; relative data paths are checked from the current
+    /// directory.
+    pub fn load(path: &Path, overrides: &Overrides) -> anyhow::Result<Config> {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        Config::load_with_base(path, overrides, &cwd)
+    }
+
+    /// [`Config::load`] with relative data paths resolved from `base` (tests use the repository root).
+    pub fn load_with_base(
+        path: &Path,
+        overrides: &Overrides,
+        base: &Path,
+    ) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read config file {}; see configs/ for examples",
+                path.display()
+            )
+        })?;
+        let mut cfg = Config::parse(&text, path, &overrides.set)?;
+        cfg.apply_typed(overrides);
+        cfg.resolve_defaults();
+        cfg.validate(base)?;
+        Ok(cfg)
+    }
+
+    /// TOML text + `--set` overrides -> Config, with errors attributed to the file or to the override.
+    fn parse(text: &str, path: &Path, sets: &[String]) -> anyhow::Result<Config> {
+        let file = path.display();
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| anyhow!("{file}: {}", e.to_string().trim_end()))?;
+        let mut origin = Origin {
+            path: path.to_path_buf(),
+            overridden: BTreeMap::new(),
+        };
+        let mut parsed = Vec::with_capacity(sets.len());
+        for arg in sets {
+            let (key, value) = parse_set(arg)?;
+            let label = format!("--set {arg}");
+            set_key(&mut table, &key, value.clone(), &label)?;
+            origin.overridden.insert(key.clone(), label.clone());
+            parsed.push((key, value, label));
+        }
+        // A section the task does not use would fail below as "missing field"; say what is wrong instead.
+        if let Some(task) = table
+            .get("task")
+            .and_then(|v| v.clone().try_into::<Task>().ok())
+        {
+            for (key, _, label) in &parsed {
+                let top = key.split('.').next().unwrap_or(key);
+                if SECTIONS.contains(&top) && !task.sections().contains(&top) {
+                    bail!(
+                        "{label}: section [{top}] is not used by task = \"{}\" (in {file}); it uses [{}]",
+                        task.name(),
+                        task.sections().join("], [")
+                    );
+                }
+            }
+        }
+        let all_err = match table.clone().try_into::<Config>() {
+            Ok(mut cfg) => {
+                cfg.origin = origin;
+                return Ok(cfg);
+            }
+            Err(e) => e,
+        };
+        // Parsing the text keeps line numbers, so blame the file when its own problem persists.
+        let file_err = toml::from_str::<Config>(text).err();
+        if let Some(e) = &file_err {
+            if e.message() == all_err.message() {
+                bail!("{file}: {}", e.to_string().trim_end());
+            }
+        }
+        // Otherwise blame the first override that changes the outcome.
+        let mut partial: toml::Table = toml::from_str(text)?;
+        let mut previous = file_err.map(|e| e.message().to_string());
+        for (key, value, label) in parsed {
+            set_key(&mut partial, &key, value, &label)?;
+            let now = partial
+                .clone()
+                .try_into::<Config>()
+                .err()
+                .map(|e| e.message().to_string());
+            if let Some(msg) = &now {
+                if now != previous {
+                    bail!("{label}: {} (in {file})", msg.trim_end());
+                }
+            }
+            previous = now;
+        }
+        bail!(
+            "{file} (with the --set overrides): {}",
+            all_err.message().trim_end()
+        )
+    }
+
+    fn apply_typed(&mut self, o: &Overrides) {
+        if let Some(steps) = o.steps {
+            let label = format!("--steps {steps}");
+            if let Some(rnn) = self.rnn.as_mut().filter(|_| self.task != Task::Mnist) {
+                rnn.steps = steps;
+                self.origin.overridden.insert("rnn.steps".into(), label);
+            } else if let Some(mnist) = self.mnist.as_mut() {
+                mnist.steps = steps;
+                self.origin.overridden.insert("mnist.steps".into(), label);
+            }
+        }
+        if let Some(dir) = &o.out_dir {
+            self.run.out_dir = dir.clone();
+            self.origin
+                .overridden
+                .insert("run.out_dir".into(), format!("--out {}", dir.display()));
+        }
+        if let Some(b) = o.backend {
+            self.run.backend = b;
+            self.origin.overridden.insert(
+                "run.backend".into(),
+                format!("--backend {b:?}").to_lowercase(),
+            );
+        }
+    }
+
+    /// Fills in defaults that depend on other settings, so the saved config shows what ran.
+    fn resolve_defaults(&mut self) {
+        if self.task.copy_kind().is_some() && self.copy.is_none() {
+            self.copy = Some(CopyConfig::default());
+        }
+        if let Some(m) = self.mnist.as_mut() {
+            m.sg_model = m.sg_model();
+        }
+    }
+
+    /// Checks for impossible or contradictory values; reports all of them at once.
+    pub fn validate(&self, base: &Path) -> anyhow::Result<()> {
+        let mut v = Validator {
+            cfg: self,
+            problems: Vec::new(),
+        };
+        v.check_sections();
+        v.check_run();
+        if let Some(rnn) = &self.rnn {
+            v.check_rnn(rnn);
+        }
+        if let Some(copy) = &self.copy {
+            v.check_copy(copy);
+        }
+        if let Some(lm) = &self.charlm {
+            v.check_charlm(lm, base);
+        }
+        if let Some(m) = &self.mnist {
+            v.check_mnist(m, base);
+        }
+        if v.problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", v.problems.join("\n"))
+        }
+    }
+
+    /// Step budget of the task's section (0 if the section is missing; `validate` rejects that).
+    pub fn steps(&self) -> u64 {
+        match self.task {
+            Task::Mnist => self.mnist.as_ref().map_or(0, |m| m.steps),
+            _ => self.rnn.as_ref().map_or(0, |r| r.steps),
+        }
+    }
+
+    /// Default run name without timestamp, e.g. `copy-dni-T5` or `mnist-cdni`.
+    pub fn run_label(&self) -> String {
+        match (&self.rnn, &self.mnist) {
+            (Some(rnn), _) if self.task != Task::Mnist => {
+                let method = serde_name(&rnn.method);
+                format!("{}-{method}-T{}", self.task.name(), rnn.t)
+            }
+            (_, Some(m)) => format!("{}-{}", self.task.name(), serde_name(&m.method)),
+            _ => self.task.name().to_string(),
+        }
+    }
+
+    /// The resolved config as TOML (what `config.toml` in the run directory holds).
+    pub fn to_toml_string(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(self).context("cannot serialise the config to TOML")
+    }
+}
+
+/// The name serde gives an enum value (`dni_aux`).
+fn serde_name<T: Serialize>(v: &T) -> String {
+    match toml::Value::try_from(v) {
+        Ok(toml::Value::String(s)) => s,
+        _ => String::from("?"),
+    }
+}
+
+struct Validator<'a> {
+    cfg: &'a Config,
+    problems: Vec<String>,
+}
+
+impl Validator<'_> {
+    /// Records `<file>: <key> = <value>: <reason>` when `ok` is false.
+    fn check(&mut self, ok: bool, key: &str, value: impl std::fmt::Display, reason: &str) {
+        if !ok {
+            let from = match self.cfg.origin.overridden.get(key) {
+                Some(arg) => format!(" (set by {arg})"),
+                None => String::new(),
+            };
+            self.problems.push(format!(
+                "{}: {key} = {value}: {reason}{from}",
+                self.cfg.origin.path.display()
+            ));
+        }
+    }
+
+    fn problem(&mut self, msg: String) {
+        self.problems
+            .push(format!("{}: {msg}", self.cfg.origin.path.display()));
+    }
+
+    fn check_sections(&mut self) {
+        let task = self.cfg.task;
+        let present: [(&str, bool); SECTIONS.len()] = [
+            ("rnn", self.cfg.rnn.is_some()),
+            ("copy", self.cfg.copy.is_some()),
+            ("charlm", self.cfg.charlm.is_some()),
+            ("mnist", self.cfg.mnist.is_some()),
+        ];
+        let needed = task.sections();
+        for (section, is_present) in present {
+            let used = needed.contains(&section);
+            if used && !is_present {
+                self.problem(format!(
+                    "task = \"{}\" needs a [{section}] section; see configs/ for an example",
+                    task.name()
+                ));
+            } else if !used && is_present {
+                self.problem(format!(
+                    "section [{section}] is not used by task = \"{}\"; remove it (or fix `task`)",
+                    task.name()
+                ));
+            }
+        }
+    }
+
+    fn check_run(&mut self) {
+        let run = &self.cfg.run;
+        self.check(
+            run.log_every >= 1,
+            "run.log_every",
+            run.log_every,
+            "must be at least 1 step",
+        );
+        if let Some(name) = &run.name {
+            let ok = !name.trim().is_empty()
+                && !name.contains(['/', '\\'])
+                && name != "."
+                && name != "..";
+            self.check(
+                ok,
+                "run.name",
+                format!("{name:?}"),
+                "must be a plain directory name (no path separators)",
+            );
+        }
+    }
+
+    fn check_rnn(&mut self, r: &RnnConfig) {
+        self.check(
+            r.hidden >= 1,
+            "rnn.hidden",
+            r.hidden,
+            "hidden must be at least 1",
+        );
+        self.check(
+            r.batch >= 1,
+            "rnn.batch",
+            r.batch,
+            "batch must be at least 1",
+        );
+        self.check(r.t >= 1, "rnn.T", r.t, "T must be at least 1");
+        self.check(
+            r.steps >= 1,
+            "rnn.steps",
+            r.steps,
+            "steps must be at least 1",
+        );
+        self.check_lr("rnn", r.lr, r.momentum);
+        self.check(
+            r.sg_scale.is_finite() && r.sg_scale >= 0.0,
+            "rnn.sg_scale",
+            r.sg_scale,
+            "must be a number >= 0 (paper: 0.1)",
+        );
+        self.check(
+            r.aux_weight.is_finite() && r.aux_weight >= 0.0,
+            "rnn.aux_weight",
+            r.aux_weight,
+            "must be a number >= 0",
+        );
+        if let Some(c) = r.grad_clip {
+            self.check(
+                c.is_finite() && c > 0.0,
+                "rnn.grad_clip",
+                c,
+                "must be > 0 (remove it to disable clipping)",
+            );
+        }
+    }
+
+    fn check_lr(&mut self, section: &str, lr: f64, momentum: f64) {
+        self.check(
+            lr.is_finite() && lr > 0.0,
+            &format!("{section}.lr"),
+            lr,
+            "the learning rate must be > 0",
+        );
+        self.check(
+            (0.0..1.0).contains(&momentum),
+            &format!("{section}.momentum"),
+            momentum,
+            "must be in [0, 1)",
+        );
+    }
+
+    fn check_copy(&mut self, c: &CopyConfig) {
+        self.check(
+            c.start_n >= 1,
+            "copy.start_n",
+            c.start_n,
+            "N must be at least 1",
+        );
+        self.check(
+            c.start_r >= 1,
+            "copy.start_r",
+            c.start_r,
+            "R must be at least 1",
+        );
+        self.check(
+            c.threshold_bits.is_finite() && c.threshold_bits > 0.0,
+            "copy.threshold_bits",
+            c.threshold_bits,
+            "must be > 0 bits per character (paper: 0.15)",
+        );
+        self.check(
+            c.window_chars >= 1,
+            "copy.window_chars",
+            c.window_chars,
+            "must be at least 1 character",
+        );
+        if let Some(max_n) = c.max_n {
+            self.check(
+                max_n >= c.start_n,
+                "copy.max_n",
+                max_n,
+                "must be at least copy.start_n",
+            );
+        }
+    }
+
+    fn check_file(&mut self, key: &str, path: &Path, base: &Path) {
+        if !base.join(path).is_file() {
+            self.check(
+                false,
+                key,
+                format!("{:?}", path.display().to_string()),
+                &format!(
+                    "no such file (relative paths start at {}); fix the path",
+                    base.display()
+                ),
+            );
+        }
+    }
+
+    fn check_charlm(&mut self, c: &CharLmConfig, base: &Path) {
+        self.check_file("charlm.train", &c.train, base);
+        match (&c.valid, &c.test) {
+            (Some(v), Some(t)) => {
+                self.check_file("charlm.valid", v, base);
+                self.check_file("charlm.test", t, base);
+            }
+            (None, None) => {}
+            _ => self.problem(
+                "charlm.valid and charlm.test go together: give both, or neither to split charlm.train \
+                 0.9/0.05/0.05"
+                    .to_string(),
+            ),
+        }
+        self.check(
+            c.eval_every >= 1,
+            "charlm.eval_every",
+            c.eval_every,
+            "must be at least 1 step",
+        );
+        if let Some(n) = c.eval_chars {
+            self.check(
+                n >= 1,
+                "charlm.eval_chars",
+                n,
+                "must be at least 1 (remove it to evaluate everything)",
+            );
+        }
+        if let Some(p) = c.patience {
+            self.check(
+                p >= 1,
+                "charlm.patience",
+                p,
+                "must be at least 1 evaluation (remove it to disable early stopping)",
+            );
+        }
+        if let Some(b) = c.target_bpc {
+            self.check(
+                b.is_finite() && b > 0.0,
+                "charlm.target_bpc",
+                b,
+                "must be > 0 bits per character",
+            );
+        }
+    }
+
+    fn check_mnist(&mut self, m: &MnistConfig, base: &Path) {
+        if !base.join(&m.data_dir).is_dir() {
+            self.check(
+                false,
+                "mnist.data_dir",
+                format!("{:?}", m.data_dir.display().to_string()),
+                &format!(
+                    "no such directory (relative paths start at {}); it must hold the four MNIST IDX files",
+                    base.display()
+                ),
+            );
+        }
+        self.check(
+            m.layers >= 1,
+            "mnist.layers",
+            m.layers,
+            "needs at least 1 hidden layer",
+        );
+        self.check(
+            m.hidden >= 1,
+            "mnist.hidden",
+            m.hidden,
+            "hidden must be at least 1",
+        );
+        self.check(
+            m.batch >= 1,
+            "mnist.batch",
+            m.batch,
+            "batch must be at least 1",
+        );
+        self.check(
+            m.steps >= 1,
+            "mnist.steps",
+            m.steps,
+            "steps must be at least 1",
+        );
+        self.check_lr("mnist", m.lr, m.momentum);
+        self.check(
+            m.sg_hidden >= 1,
+            "mnist.sg_hidden",
+            m.sg_hidden,
+            "must be at least 1",
+        );
+        if m.sg_model() == Some(SgModel::Mlp) {
+            self.check(
+                m.sg_layers >= 1,
+                "mnist.sg_layers",
+                m.sg_layers,
+                "an mlp SG model needs at least 1 hidden layer (or use sg_model = \"linear\")",
+            );
+        }
+        self.check(
+            m.p_update > 0.0 && m.p_update <= 1.0,
+            "mnist.p_update",
+            m.p_update,
+            "p_update is a probability in (0, 1]",
+        );
+        self.check(
+            (0.0..=1.0).contains(&m.lambda),
+            "mnist.lambda",
+            m.lambda,
+            "the BP(λ) mix must be in [0, 1]",
+        );
+        self.check(
+            m.eval_every >= 1,
+            "mnist.eval_every",
+            m.eval_every,
+            "must be at least 1 step",
+        );
+        let method = serde_name(&m.method);
+        if !m.method.uses_sg() {
+            let why = format!("only applies to method dni or cdni, not {method}");
+            self.check(!m.unlock, "mnist.unlock", m.unlock, &why);
+            self.check(m.p_update == 1.0, "mnist.p_update", m.p_update, &why);
+            self.check(m.lambda == 0.0, "mnist.lambda", m.lambda, &why);
+            self.check(
+                m.sg_model.is_none(),
+                "mnist.sg_model",
+                m.sg_model.map(|s| serde_name(&s)).unwrap_or_default(),
+                &why,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    fn temp_config(tag: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dni-train-cfg-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let p = dir.join("test.toml");
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+
+    fn load(tag: &str, text: &str, sets: &[&str]) -> anyhow::Result<Config> {
+        let p = temp_config(tag, text);
+        let o = Overrides {
+            set: sets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        Config::load_with_base(&p, &o, &repo_root())
+    }
+
+    fn err(tag: &str, text: &str, sets: &[&str]) -> String {
+        match load(tag, text, sets) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    const COPY: &str = r#"
+task = "copy"
+[rnn]
+hidden = 16
+batch = 4
+T = 3
+method = "dni"
+lr = 1e-3
+steps = 100
+"#;
+
+    #[test]
+    fn every_shipped_config_parses_and_validates() {
+        let dir = repo_root().join("configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("configs/ exists") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let cfg = Config::load_with_base(&path, &Overrides::default(), &repo_root())
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                // The resolved config must itself load again unchanged.
+                let again: Config = toml::from_str(&cfg.to_toml_string().unwrap()).unwrap();
+                assert_eq!(
+                    Config {
+                        origin: Origin::default(),
+                        ..cfg
+                    },
+                    again
+                );
+                n += 1;
+            }
+        }
+        assert!(n >= 10, "only {n} configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn defaults_and_resolution() {
+        let c = load("defaults", COPY, &[]).unwrap();
+        assert_eq!(c.seed, 1);
+        assert_eq!(c.run.log_every, 50);
+        assert_eq!(c.run.out_dir, PathBuf::from("runs"));
+        let rnn = c.rnn.as_ref().unwrap();
+        assert_eq!(
+            (rnn.t, rnn.sg_scale, rnn.optimizer),
+            (3, 0.1, Optimizer::Adam)
+        );
+        assert_eq!(c.copy, Some(CopyConfig::default()));
+        assert_eq!(c.copy.as_ref().unwrap().window_chars, 1000);
+        assert_eq!(c.run_label(), "copy-dni-T3");
+
+        let mnist = r#"
+task = "mnist"
+[mnist]
+steps = 10
+lr = 3e-4
+method = "cdni"
+"#;
+        let c = load("mnist-defaults", mnist, &[]).unwrap();
+        let m = c.mnist.as_ref().unwrap();
+        assert_eq!(m.sg_model, Some(SgModel::Linear));
+        assert_eq!(
+            (m.layers, m.hidden, m.batch, m.sg_hidden, m.sg_layers),
+            (4, 256, 256, 1024, 2)
+        );
+        assert!(m.threads && !m.unlock);
+        assert_eq!(c.run_label(), "mnist-cdni");
+        let c = load("mnist-dni", mnist, &["mnist.method=dni"]).unwrap();
+        assert_eq!(c.mnist.unwrap().sg_model, Some(SgModel::Mlp));
+    }
+
+    #[test]
+    fn unknown_key_in_file_names_file_key_and_line() {
+        let text = COPY.replace("hidden = 16", "hiden = 16");
+        let msg = err("unknown", &text, &[]);
+        assert!(msg.contains("test.toml"), "{msg}");
+        assert!(msg.contains("hiden"), "{msg}");
+        assert!(msg.contains("line 4"), "{msg}");
+    }
+
+    #[test]
+    fn bad_enum_value_lists_choices() {
+        let msg = err("enum", &COPY.replace("\"dni\"", "\"dnii\""), &[]);
+        assert!(msg.contains("dnii") && msg.contains("dni_aux"), "{msg}");
+    }
+
+    #[test]
+    fn overrides_apply_with_toml_types() {
+        let c = load(
+            "sets",
+            COPY,
+            &[
+                "rnn.T=8",
+                "rnn.lr=0.5",
+                "rnn.method=bptt",
+                "seed=7",
+                "run.name=my-run",
+                "copy.max_n=9",
+            ],
+        )
+        .unwrap();
+        let rnn = c.rnn.as_ref().unwrap();
+        assert_eq!((rnn.t, rnn.lr, rnn.method), (8, 0.5, RnnMethod::Bptt));
+        assert_eq!(c.seed, 7);
+        assert_eq!(c.run.name.as_deref(), Some("my-run"));
+        assert_eq!(c.copy.unwrap().max_n, Some(9));
+    }
+
+    #[test]
+    fn override_of_unknown_key_names_the_override() {
+        let msg = err("set-unknown", COPY, &["rnn.T=4", "rnn.hiddden=3"]);
+        assert!(msg.contains("--set rnn.hiddden=3"), "{msg}");
+        assert!(msg.contains("hiddden"), "{msg}");
+        let msg = err("set-type", COPY, &["rnn.T=four"]);
+        assert!(msg.contains("--set rnn.T=four"), "{msg}");
+        let msg = err("set-path", COPY, &["task.x=1"]);
+        assert!(msg.contains("`task` is a string, not a section"), "{msg}");
+        let msg = err("set-section", COPY, &["mnist.lr=1"]);
+        assert!(
+            msg.contains("--set mnist.lr=1: section [mnist] is not used by task = \"copy\""),
+            "{msg}"
+        );
+        let msg = err("set-noeq", COPY, &["rnn.T"]);
+        assert!(msg.contains("KEY=VALUE"), "{msg}");
+    }
+
+    #[test]
+    fn override_can_supply_a_missing_key() {
+        let c = load(
+            "set-fix",
+            &COPY.replace("steps = 100", ""),
+            &["rnn.steps=5"],
+        )
+        .unwrap();
+        assert_eq!(c.rnn.unwrap().steps, 5);
+    }
+
+    #[test]
+    fn impossible_values_name_file_key_and_reason() {
+        let msg = err("t0", &COPY.replace("T = 3", "T = 0"), &[]);
+        assert!(
+            msg.contains("test.toml: rnn.T = 0: T must be at least 1"),
+            "{msg}"
+        );
+        let msg = err("several", COPY, &["rnn.batch=0", "rnn.lr=-1"]);
+        assert!(
+            msg.contains("rnn.batch = 0: batch must be at least 1 (set by --set rnn.batch=0)"),
+            "{msg}"
+        );
+        assert!(msg.contains("rnn.lr = -1"), "{msg}");
+    }
+
+    #[test]
+    fn typed_overrides() {
+        let p = temp_config("typed", COPY);
+        let o = Overrides {
+            steps: Some(0),
+            out_dir: Some(PathBuf::from("elsewhere")),
+            backend: Some(Backend::Vulkan),
+            ..Default::default()
+        };
+        let msg = format!(
+            "{:#}",
+            Config::load_with_base(&p, &o, &repo_root()).unwrap_err()
+        );
+        assert!(
+            msg.contains("rnn.steps = 0") && msg.contains("(set by --steps 0)"),
+            "{msg}"
+        );
+        let o = Overrides {
+            steps: Some(9),
+            ..o
+        };
+        let c = Config::load_with_base(&p, &o, &repo_root()).unwrap();
+        assert_eq!(c.rnn.unwrap().steps, 9);
+        assert_eq!(c.run.out_dir, PathBuf::from("elsewhere"));
+        assert_eq!(c.run.backend, Backend::Vulkan);
+    }
+
+    #[test]
+    fn sections_must_match_the_task() {
+        let msg = err(
+            "unused",
+            &format!("{COPY}\n[mnist]\nsteps = 1\nlr = 1.0\nmethod = \"bp\"\n"),
+            &[],
+        );
+        assert!(
+            msg.contains("section [mnist] is not used by task = \"copy\""),
+            "{msg}"
+        );
+        let msg = err("missing", "task = \"charlm\"\n", &[]);
+        assert!(
+            msg.contains("needs a [rnn] section") && msg.contains("needs a [charlm] section"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn charlm_paths_are_checked() {
+        let lm = r#"
+task = "charlm"
+[rnn]
+hidden = 8
+batch = 2
+T = 5
+method = "dni_aux"
+lr = 1e-3
+steps = 10
+[charlm]
+train = "data/text/nope.txt"
+"#;
+        let msg = err("lm-missing", lm, &[]);
+        assert!(
+            msg.contains("charlm.train = \"data/text/nope.txt\": no such file"),
+            "{msg}"
+        );
+        let msg = err(
+            "lm-pair",
+            lm,
+            &[
+                "charlm.train=data/text/tinyshakespeare.txt",
+                "charlm.valid=data/text/ptb.char.valid.txt",
+            ],
+        );
+        assert!(msg.contains("go together"), "{msg}");
+        let c = load("lm-ok", lm, &["charlm.train=data/text/tinyshakespeare.txt"]).unwrap();
+        assert_eq!(c.charlm.unwrap().format, CorpusFormat::Plain);
+    }
+
+    #[test]
+    fn mnist_checks() {
+        let m = r#"
+task = "mnist"
+[mnist]
+steps = 10
+lr = 3e-4
+method = "bp"
+"#;
+        let msg = err("m-unlock", m, &["mnist.unlock=true", "mnist.p_update=0.5"]);
+        assert!(
+            msg.contains("mnist.unlock = true: only applies to method dni or cdni, not bp"),
+            "{msg}"
+        );
+        assert!(msg.contains("mnist.p_update = 0.5"), "{msg}");
+        let msg = err("m-p", m, &["mnist.method=cdni", "mnist.p_update=0"]);
+        assert!(msg.contains("p_update is a probability in (0, 1]"), "{msg}");
+        let msg = err("m-dir", m, &["mnist.data_dir=nowhere"]);
+        assert!(
+            msg.contains("mnist.data_dir = \"nowhere\": no such directory"),
+            "{msg}"
+        );
+    }
+}
