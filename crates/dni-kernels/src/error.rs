@@ -42,6 +42,9 @@ pub enum Error {
     /// Mapping a staging buffer for read-back failed.
     #[error("reading back from the GPU failed: {0}")]
     ReadBack(String),
+    /// An argument outside its valid range (a learning rate that is not finite, beta >= 1, ...).
+    #[error("invalid argument to {op}: {detail}")]
+    InvalidArgument { op: &'static str, detail: String },
     /// A tensor would exceed what one storage binding may hold on this adapter.
     #[error("tensor of {bytes} bytes exceeds this adapter's max storage binding of {limit} bytes")]
     TooLarge { bytes: u64, limit: u64 },
@@ -56,4 +59,23 @@ pub(crate) fn shape_err<T>(op: &'static str, detail: impl Into<String>) -> Resul
         op,
         detail: detail.into(),
     })
+}
+
+/// A kernel may not read and write the same buffer in one dispatch (WGSL storage bindings cannot
+/// alias); say so at record time instead of leaving wgpu to fail later.
+pub(crate) fn no_alias(
+    op: &'static str,
+    reads: &[&crate::tensor::Tensor],
+    writes: &[&crate::tensor::Tensor],
+) -> Result<()> {
+    for (i, w) in writes.iter().enumerate() {
+        let others = reads.iter().chain(writes.iter().skip(i + 1));
+        if others.into_iter().any(|t| t.id() == w.id()) {
+            return shape_err(
+                op,
+                format!("written tensor {w:?} is also bound as another operand"),
+            );
+        }
+    }
+    Ok(())
 }

@@ -135,13 +135,16 @@ struct BindKey {
 /// a program that keeps making new tensors reaches it.
 const BIND_CACHE_CAP: usize = 8192;
 
+/// A bind-group layout and the pipeline layout made from it.
+type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
+
 pub(crate) struct GpuInner {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     report: AdapterReport,
     limits: wgpu::Limits,
     modules: Mutex<HashMap<Kernel, Arc<wgpu::ShaderModule>>>,
-    layouts: Mutex<HashMap<Vec<Slot>, Arc<(wgpu::BindGroupLayout, wgpu::PipelineLayout)>>>,
+    layouts: Mutex<HashMap<Vec<Slot>, Arc<Layouts>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     bind_groups: Mutex<HashMap<BindKey, Arc<wgpu::BindGroup>>>,
     staging: Mutex<Vec<wgpu::Buffer>>,
@@ -377,20 +380,20 @@ impl Gpu {
             .inner
             .device
             .push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = self
-            .inner
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&layout),
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: overrides,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: self.inner.disk_cache.as_ref().map(|(c, _)| c),
-            });
+        let pipeline =
+            self.inner
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(&layout),
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: overrides,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: self.inner.disk_cache.as_ref().map(|(c, _)| c),
+                });
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
                 kernel: kernel.name(),
@@ -398,7 +401,9 @@ impl Gpu {
                 message: err.to_string(),
             });
         }
-        self.inner.pipelines_compiled.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .pipelines_compiled
+            .fetch_add(1, Ordering::Relaxed);
         let p = Arc::new(Pipeline {
             pipeline,
             layout: bgl,
@@ -618,7 +623,10 @@ fn convert_error(e: wgpu::Error) -> Error {
     }
 }
 
-fn make_layout(device: &wgpu::Device, slots: &[Slot]) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+fn make_layout(
+    device: &wgpu::Device,
+    slots: &[Slot],
+) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
     let entries: Vec<_> = slots
         .iter()
         .enumerate()
@@ -740,7 +748,11 @@ impl Encoder {
         if src.len() != dst.len() {
             return crate::error::shape_err(
                 "copy",
-                format!("source has {} elements, destination {}", src.len(), dst.len()),
+                format!(
+                    "source has {} elements, destination {}",
+                    src.len(),
+                    dst.len()
+                ),
             );
         }
         self.pass = None;

@@ -17,6 +17,7 @@
 //! # Ok::<(), dni_kernels::Error>(())
 //! ```
 
+pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod ops;

@@ -69,7 +69,11 @@ pub struct PipelineKey {
 }
 
 impl PipelineKey {
-    pub(crate) fn new(kernel: Kernel, entry: &'static str, overrides: &[(&'static str, f64)]) -> Self {
+    pub(crate) fn new(
+        kernel: Kernel,
+        entry: &'static str,
+        overrides: &[(&'static str, f64)],
+    ) -> Self {
         Self {
             kernel,
             entry,

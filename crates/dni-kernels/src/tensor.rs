@@ -38,7 +38,7 @@ impl Tensor {
             });
         }
         let bytes = (len * 4) as u64;
-        let limit = gpu.limits().max_storage_buffer_binding_size as u64;
+        let limit = gpu.limits().max_storage_buffer_binding_size;
         if bytes > limit {
             return Err(Error::TooLarge { bytes, limit });
         }
@@ -121,7 +121,10 @@ impl Tensor {
         if len != self.inner.len {
             return Err(Error::Shape {
                 op: "Tensor::reshape",
-                detail: format!("{:?} -> {:?} changes the element count", self.inner.shape, shape),
+                detail: format!(
+                    "{:?} -> {:?} changes the element count",
+                    self.inner.shape, shape
+                ),
             });
         }
         // A reshaped view is a new tensor id over the same buffer: wgpu::Buffer is a cheap handle.

@@ -24,10 +24,19 @@ pub fn gpu() -> Gpu {
 
 /// Asserts `|got - want| <= atol + rtol·|want|` element-wise; NaN or infinity anywhere fails.
 pub fn assert_close(got: &[f32], want: &[f32], rtol: f32, atol: f32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs {}",
+        got.len(),
+        want.len()
+    );
     let mut worst = (0usize, 0.0f32);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(g.is_finite(), "{what}: got[{i}] = {g} is not finite (want {w})");
+        assert!(
+            g.is_finite(),
+            "{what}: got[{i}] = {g} is not finite (want {w})"
+        );
         assert!(w.is_finite(), "{what}: reference[{i}] = {w} is not finite");
         let err = (g - w).abs();
         let excess = err - (atol + rtol * w.abs());

@@ -6,7 +6,16 @@ use dni_kernels::testing::{assert_close, gpu, Lcg};
 use dni_kernels::Tensor;
 
 #[allow(clippy::too_many_arguments)]
-fn check(m: usize, n: usize, k: usize, ta: bool, tb: bool, bias: bool, beta: bool, v: MatmulVariant) {
+fn check(
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    bias: bool,
+    beta: bool,
+    v: MatmulVariant,
+) {
     let gpu = gpu();
     let mut rng = Lcg::new((m * 31 + n * 7 + k) as u64);
     let a = rng.vec(m * k);
@@ -76,6 +85,16 @@ fn tiled_variant_matches_reference() {
             check(m, n, k, ta, tb, false, false, MatmulVariant::Tiled);
         }
         check(m, n, k, true, false, true, true, MatmulVariant::Tiled);
+    }
+}
+
+#[test]
+fn rows8_variant_matches_reference() {
+    for &(m, n, k) in SHAPES {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            check(m, n, k, ta, tb, false, false, MatmulVariant::Rows8);
+        }
+        check(m, n, k, false, true, true, true, MatmulVariant::Rows8);
     }
 }
 

@@ -49,8 +49,12 @@ enum Command {
     Train,
     /// List the GPU adapters.
     Devices,
-    /// Time kernels and training steps.
-    Bench,
+    /// Time kernels and training steps (the workloads of docs/BENCHMARKS.md).
+    Bench {
+        /// Fewer sizes and samples: a quick smoke run.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,7 +74,10 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Devices) => commands::devices::run(cli.backend.unwrap_or_default()),
-        Some(Command::Bench) => commands::bench::run(cli.backend.unwrap_or_default()),
+        Some(Command::Bench { quick }) => commands::bench::run(commands::bench::BenchOptions {
+            backend: cli.backend.unwrap_or_default(),
+            quick,
+        }),
         Some(Command::Train) => train(cli),
         None if cli.config.is_some() => train(cli),
         None => anyhow::bail!(

@@ -42,7 +42,11 @@ fn same_len(op: &'static str, ts: &[&Tensor]) -> Result<usize> {
         if t.len() != n {
             return shape_err(
                 op,
-                format!("operands differ in size: {:?} vs {:?}", ts[0].shape(), t.shape()),
+                format!(
+                    "operands differ in size: {:?} vs {:?}",
+                    ts[0].shape(),
+                    t.shape()
+                ),
             );
         }
     }
@@ -80,7 +84,14 @@ fn params(n: usize, alpha: f32, beta: f32) -> Params {
 /// `y = act(x)`.
 pub fn activate(enc: &mut Encoder, act: Activation, x: &Tensor, y: &Tensor) -> Result<()> {
     let n = same_len("activate", &[x, y])?;
-    launch(enc, "unary", &[("ACT", act.code())], S_IN_OUT, params(n, 1.0, 0.0), &[x, y])
+    launch(
+        enc,
+        "unary",
+        &[("ACT", act.code())],
+        S_IN_OUT,
+        params(n, 1.0, 0.0),
+        &[x, y],
+    )
 }
 
 /// `dx = dy · act'(y)`, where `y = act(x)` is the forward output; with `accumulate`, adds to dx.
@@ -111,23 +122,58 @@ pub fn axpy(enc: &mut Encoder, alpha: f32, x: &Tensor, y: &Tensor) -> Result<()>
 }
 
 /// `z = alpha·x + beta·y` (add: 1, 1; subtract: 1, -1). `z` must be a third tensor.
-pub fn axpby(enc: &mut Encoder, alpha: f32, x: &Tensor, beta: f32, y: &Tensor, z: &Tensor) -> Result<()> {
+pub fn axpby(
+    enc: &mut Encoder,
+    alpha: f32,
+    x: &Tensor,
+    beta: f32,
+    y: &Tensor,
+    z: &Tensor,
+) -> Result<()> {
     let n = same_len("axpby", &[x, y, z])?;
-    launch(enc, "axpby", &[], S_2IN_OUT, params(n, alpha, beta), &[x, y, z])
+    launch(
+        enc,
+        "axpby",
+        &[],
+        S_2IN_OUT,
+        params(n, alpha, beta),
+        &[x, y, z],
+    )
 }
 
 /// `z = alpha·x⊙y`.
 pub fn mul(enc: &mut Encoder, alpha: f32, x: &Tensor, y: &Tensor, z: &Tensor) -> Result<()> {
     let n = same_len("mul", &[x, y, z])?;
-    launch(enc, "mul", &[], S_2IN_OUT, params(n, alpha, 0.0), &[x, y, z])
+    launch(
+        enc,
+        "mul",
+        &[],
+        S_2IN_OUT,
+        params(n, alpha, 0.0),
+        &[x, y, z],
+    )
 }
 
 /// `y = alpha·y`.
 pub fn scale(enc: &mut Encoder, alpha: f32, y: &Tensor) -> Result<()> {
-    launch(enc, "scale", &[], S_INPLACE, params(y.len(), alpha, 0.0), &[y])
+    launch(
+        enc,
+        "scale",
+        &[],
+        S_INPLACE,
+        params(y.len(), alpha, 0.0),
+        &[y],
+    )
 }
 
 /// `y = value` everywhere.
 pub fn fill(enc: &mut Encoder, value: f32, y: &Tensor) -> Result<()> {
-    launch(enc, "fill", &[], S_INPLACE, params(y.len(), value, 0.0), &[y])
+    launch(
+        enc,
+        "fill",
+        &[],
+        S_INPLACE,
+        params(y.len(), value, 0.0),
+        &[y],
+    )
 }

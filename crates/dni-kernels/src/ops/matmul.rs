@@ -7,7 +7,13 @@ use crate::gpu::Encoder;
 use crate::pipeline::{Kernel, Slot};
 use crate::tensor::Tensor;
 
-const SLOTS: &[Slot] = &[Slot::Uniform, Slot::Read, Slot::Read, Slot::Read, Slot::ReadWrite];
+const SLOTS: &[Slot] = &[
+    Slot::Uniform,
+    Slot::Read,
+    Slot::Read,
+    Slot::Read,
+    Slot::ReadWrite,
+];
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -31,6 +37,8 @@ pub enum MatmulVariant {
     Register,
     /// 64x64 tiles through workgroup memory.
     Tiled,
+    /// 8 rows shared by a 64-lane workgroup, one column per lane.
+    Rows8,
 }
 
 /// Options of one product. `Default` is plain `C = A·B`.
@@ -110,14 +118,17 @@ pub fn matmul(enc: &mut Encoder, a: &Tensor, b: &Tensor, c: &Tensor, o: Matmul<'
     }
     if let Some(bias) = o.bias {
         if bias.len() != n {
-            return shape_err("matmul", format!("bias has {} elements, expected {n}", bias.len()));
+            return shape_err(
+                "matmul",
+                format!("bias has {} elements, expected {n}", bias.len()),
+            );
         }
     }
     let gpu = enc.gpu().clone();
-    let tiled = match o.variant {
-        MatmulVariant::Auto => !gpu.adapter().is_cpu(),
-        MatmulVariant::Register => false,
-        MatmulVariant::Tiled => true,
+    let variant = match o.variant {
+        MatmulVariant::Auto if gpu.adapter().is_cpu() => MatmulVariant::Register,
+        MatmulVariant::Auto => MatmulVariant::Tiled,
+        v => v,
     };
     let mut flags = 0u32;
     if o.trans_a {
@@ -149,10 +160,19 @@ pub fn matmul(enc: &mut Encoder, a: &Tensor, b: &Tensor, c: &Tensor, o: Matmul<'
             &dummy
         }
     };
-    let (entry, groups) = if tiled {
-        ("matmul_tiled", [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1])
-    } else {
-        ("matmul_reg", [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1])
+    let (entry, groups) = match variant {
+        MatmulVariant::Tiled => (
+            "matmul_tiled",
+            [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1],
+        ),
+        MatmulVariant::Rows8 => (
+            "matmul_rows8",
+            [n.div_ceil(64) as u32, m.div_ceil(8) as u32, 1],
+        ),
+        _ => (
+            "matmul_reg",
+            [n.div_ceil(4 * 4) as u32, m.div_ceil(4 * 16) as u32, 1],
+        ),
     };
     let pipeline = gpu.pipeline(Kernel::Matmul, entry, &[], SLOTS)?;
     let bind = gpu.bind(&pipeline, bytemuck::bytes_of(&params), &[a, b, bias, c])?;

@@ -22,7 +22,10 @@ struct Params {
 pub fn col_sum(enc: &mut Encoder, x: &Tensor, out: &Tensor, alpha: f32, beta: f32) -> Result<()> {
     let (rows, cols) = x.as_matrix();
     if out.len() != cols {
-        return shape_err("col_sum", format!("x is {rows}x{cols} but out has {} elements", out.len()));
+        return shape_err(
+            "col_sum",
+            format!("x is {rows}x{cols} but out has {} elements", out.len()),
+        );
     }
     let gpu = enc.gpu().clone();
     let pipeline = gpu.pipeline(Kernel::Reduce, "col_sum", &[], SLOTS)?;
@@ -40,7 +43,10 @@ pub fn col_sum(enc: &mut Encoder, x: &Tensor, out: &Tensor, alpha: f32, beta: f3
 /// `out[0] = alpha·Σ x + beta·out[0]`; `out` has one element.
 pub fn sum_all(enc: &mut Encoder, x: &Tensor, out: &Tensor, alpha: f32, beta: f32) -> Result<()> {
     if out.len() != 1 {
-        return shape_err("sum_all", format!("out must have 1 element, has {}", out.len()));
+        return shape_err(
+            "sum_all",
+            format!("out must have 1 element, has {}", out.len()),
+        );
     }
     let gpu = enc.gpu().clone();
     let pipeline = gpu.pipeline(Kernel::Reduce, "sum_all", &[], SLOTS)?;

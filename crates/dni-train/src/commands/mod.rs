@@ -1,19 +1,29 @@
 //! Subcommands other than training.
 
-/// `dni-train devices`: list the GPU adapters wgpu can see.
-pub mod devices {
-    use crate::config::Backend;
+pub mod bench;
+pub mod devices;
 
-    pub fn run(backend: Backend) -> anyhow::Result<()> {
-        anyhow::bail!("`dni-train devices` (backend {backend:?}) is not yet built")
+use anyhow::Context;
+use dni_kernels::{BackendChoice, Gpu, GpuOptions};
+
+use crate::config::Backend;
+
+/// Maps the CLI/config backend onto the kernel library's choice.
+pub fn backend_choice(b: Backend) -> BackendChoice {
+    match b {
+        Backend::Auto => BackendChoice::Auto,
+        Backend::Vulkan => BackendChoice::Vulkan,
+        Backend::Metal => BackendChoice::Metal,
+        Backend::Dx12 => BackendChoice::Dx12,
+        Backend::Gl => BackendChoice::Gl,
     }
 }
 
-/// `dni-train bench`: kernel and step timings.
-pub mod bench {
-    use crate::config::Backend;
-
-    pub fn run(backend: Backend) -> anyhow::Result<()> {
-        anyhow::bail!("`dni-train bench` (backend {backend:?}) is not yet built")
-    }
+/// Opens the GPU for a command, with the adapter named in the error when it fails.
+pub fn open_gpu(b: Backend) -> anyhow::Result<Gpu> {
+    Gpu::new(&GpuOptions {
+        backend: backend_choice(b),
+        ..Default::default()
+    })
+    .with_context(|| format!("opening a GPU (backend {b:?})"))
 }
