@@ -2,7 +2,8 @@
 // A is [M,K] row-major, or [K,M] when TRANS_A; B is [K,N], or [N,K] when TRANS_B.
 // Two entry points share the maths:
 //   matmul_reg   - register blocking only (4x4 outputs per invocation, no workgroup memory).
-//                  Best on CPU adapters (lavapipe/llvmpipe), where every barrier is expensive.
+//                  For CPU adapters (llvmpipe) without 8-wide subgroups, where every barrier
+//                  is expensive; matmul_subgroup.wgsl is faster where subgroups exist.
 //   matmul_tiled - 64x64 tiles staged through workgroup memory, 4x4 per invocation.
 //                  Best on real GPUs.
 // Out-of-range rows/columns are read at a clamped index and never stored, so no masking is
@@ -26,6 +27,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
+// 4 x 16 measured best of 8x8, 16x16, 32x2, 1x64, 2x32, 4x8, 4x32 on lavapipe (Mesa 25, AVX2).
 override WG_X: u32 = 4u;
 override WG_Y: u32 = 16u;
 
@@ -119,65 +121,6 @@ fn matmul_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
         bi3 += b_ks;
     }
     store_block(row0, col0, array<vec4<f32>, 4>(acc0, acc1, acc2, acc3));
-}
-
-// ---- row-uniform version for CPU adapters ----
-// llvmpipe runs the invocations of a workgroup as SIMD lanes and gathers every per-lane load.
-// Here all 64 lanes of a workgroup share the same 8 rows of A (their indices come from
-// workgroup_id only, so they are uniform: one scalar load, broadcast) and each lane owns one
-// column: per k, 8 broadcast loads of A and one gathered load of B feed 8 FMAs per lane.
-@compute @workgroup_size(64, 1, 1)
-fn matmul_rows8(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let row0 = wid.y * 8u;
-    let col = wid.x * 64u + lid.x;
-    let mr = p.m - 1u;
-    let colc = min(col, p.n - 1u);
-    let ta = (p.flags & 1u) != 0u;
-    let tb = (p.flags & 2u) != 0u;
-    let a_rs = select(p.k, 1u, ta);
-    let a_ks = select(1u, p.m, ta);
-    let b_ks = select(p.n, 1u, tb);
-    let o0 = min(row0, mr) * a_rs;
-    let o1 = min(row0 + 1u, mr) * a_rs;
-    let o2 = min(row0 + 2u, mr) * a_rs;
-    let o3 = min(row0 + 3u, mr) * a_rs;
-    let o4 = min(row0 + 4u, mr) * a_rs;
-    let o5 = min(row0 + 5u, mr) * a_rs;
-    let o6 = min(row0 + 6u, mr) * a_rs;
-    let o7 = min(row0 + 7u, mr) * a_rs;
-    var bi = select(colc, colc * p.k, tb);
-    var ak = 0u;
-    var lo = vec4<f32>(0.0);
-    var hi = vec4<f32>(0.0);
-    for (var kk = 0u; kk < p.k; kk++) {
-        let bv = vec4<f32>(b[bi]);
-        lo = fma(vec4<f32>(a[ak + o0], a[ak + o1], a[ak + o2], a[ak + o3]), bv, lo);
-        hi = fma(vec4<f32>(a[ak + o4], a[ak + o5], a[ak + o6], a[ak + o7]), bv, hi);
-        ak += a_ks;
-        bi += b_ks;
-    }
-    if (col >= p.n) {
-        return;
-    }
-    let vals = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
-    for (var r = 0u; r < 8u; r++) {
-        let row = row0 + r;
-        if (row >= p.m) {
-            break;
-        }
-        var v = p.alpha * vals[r];
-        if ((p.flags & 4u) != 0u) {
-            v += bias[col];
-        }
-        let idx = row * p.n + col;
-        if ((p.flags & 8u) != 0u) {
-            v += p.beta * c[idx];
-        }
-        c[idx] = v;
-    }
 }
 
 // ---- tiled version (16x16 invocations, 64x64 tile of C, BK = 16) ----

@@ -17,7 +17,7 @@ fn main() -> Result<(), dni_kernels::Error> {
     for n in ns {
         for v in [
             MatmulVariant::Register,
-            MatmulVariant::Rows8,
+            MatmulVariant::Subgroup8,
             MatmulVariant::Tiled,
         ] {
             let g = bench::matmul_gflops(&gpu, n, v, 5)?;

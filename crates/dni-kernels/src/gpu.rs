@@ -143,6 +143,7 @@ pub(crate) struct GpuInner {
     pub(crate) queue: wgpu::Queue,
     report: AdapterReport,
     limits: wgpu::Limits,
+    subgroup_size: Option<u32>,
     modules: Mutex<HashMap<Kernel, Arc<wgpu::ShaderModule>>>,
     layouts: Mutex<HashMap<Vec<Slot>, Arc<Layouts>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
@@ -223,6 +224,15 @@ impl Gpu {
         if use_disk_cache {
             features |= wgpu::Features::PIPELINE_CACHE;
         }
+        // Subgroup kernels are an optional fast path (CPU adapters with 8-wide subgroups).
+        let subgroup_size = if adapter.features().contains(wgpu::Features::SUBGROUP)
+            && std::env::var("DNI_SUBGROUPS").map_or(true, |v| v != "0")
+        {
+            features |= wgpu::Features::SUBGROUP;
+            (info.subgroup_min_size == info.subgroup_max_size).then_some(info.subgroup_min_size)
+        } else {
+            None
+        };
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("dni"),
@@ -264,6 +274,7 @@ impl Gpu {
                 queue,
                 report,
                 limits,
+                subgroup_size,
                 modules: Mutex::default(),
                 layouts: Mutex::default(),
                 pipelines: Mutex::default(),
@@ -294,6 +305,10 @@ impl Gpu {
     }
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits
+    }
+    /// The subgroup size when subgroups are enabled and the size is fixed (8 on lavapipe/AVX2).
+    pub fn subgroup_size(&self) -> Option<u32> {
+        self.inner.subgroup_size
     }
 
     /// Number of distinct pipelines compiled so far (lavapipe compiles each with LLVM).

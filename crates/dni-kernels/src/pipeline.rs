@@ -5,6 +5,7 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Matmul,
+    MatmulSubgroup,
     Elementwise,
     Reduce,
     Loss,
@@ -15,8 +16,9 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel family, for validation tests and warm-up.
-    pub const ALL: [Kernel; 7] = [
+    pub const ALL: [Kernel; 8] = [
         Kernel::Matmul,
+        Kernel::MatmulSubgroup,
         Kernel::Elementwise,
         Kernel::Reduce,
         Kernel::Loss,
@@ -28,6 +30,7 @@ impl Kernel {
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Matmul => "matmul",
+            Kernel::MatmulSubgroup => "matmul_subgroup",
             Kernel::Elementwise => "elementwise",
             Kernel::Reduce => "reduce",
             Kernel::Loss => "loss",
@@ -37,10 +40,16 @@ impl Kernel {
         }
     }
 
+    /// Whether the kernel needs `Features::SUBGROUP` (and so may be absent on some adapters).
+    pub fn needs_subgroups(self) -> bool {
+        matches!(self, Kernel::MatmulSubgroup)
+    }
+
     /// The WGSL source, compiled into the binary so a user's program needs no files at run time.
     pub fn source(self) -> &'static str {
         match self {
             Kernel::Matmul => include_str!("../../../shaders/matmul.wgsl"),
+            Kernel::MatmulSubgroup => include_str!("../../../shaders/matmul_subgroup.wgsl"),
             Kernel::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
             Kernel::Reduce => include_str!("../../../shaders/reduce.wgsl"),
             Kernel::Loss => include_str!("../../../shaders/loss.wgsl"),

@@ -25,7 +25,14 @@ fn shader_files() -> Vec<PathBuf> {
 fn check_source(name: &str, source: &str) -> usize {
     let module = naga::front::wgsl::parse_str(source)
         .unwrap_or_else(|e| panic!("{name}: WGSL parse error:\n{}", e.emit_to_string(source)));
-    let info = Validator::new(ValidationFlags::all(), Capabilities::default())
+    // Subgroup kernels are an optional fast path; they need the capability and, on D3D, SM 6.0.
+    let subgroups = source.contains("subgroupBroadcast");
+    let caps = if subgroups {
+        Capabilities::default() | Capabilities::SUBGROUP
+    } else {
+        Capabilities::default()
+    };
+    let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: validation error:\n{}", e.emit_to_string(source)));
 
@@ -80,7 +87,11 @@ fn check_source(name: &str, source: &str) -> usize {
         );
 
         let hlsl_options = hlsl::Options {
-            shader_model: hlsl::ShaderModel::V5_1,
+            shader_model: if subgroups {
+                hlsl::ShaderModel::V6_0
+            } else {
+                hlsl::ShaderModel::V5_1
+            },
             ..Default::default()
         };
         let hlsl_pipeline = hlsl::PipelineOptions {
@@ -96,9 +107,13 @@ fn check_source(name: &str, source: &str) -> usize {
         );
 
         let glsl_options = glsl::Options {
-            version: glsl::Version::Embedded {
-                version: 310,
-                is_webgl: false,
+            version: if subgroups {
+                glsl::Version::Desktop(450)
+            } else {
+                glsl::Version::Embedded {
+                    version: 310,
+                    is_webgl: false,
+                }
             },
             ..Default::default()
         };

@@ -37,8 +37,9 @@ pub enum MatmulVariant {
     Register,
     /// 64x64 tiles through workgroup memory.
     Tiled,
-    /// 8 rows shared by a 64-lane workgroup, one column per lane.
-    Rows8,
+    /// 8x16 blocks per 8-wide subgroup, A shared by subgroup broadcasts (needs subgroup size 8;
+    /// falls back to `Register` elsewhere).
+    Subgroup8,
 }
 
 /// Options of one product. `Default` is plain `C = A·B`.
@@ -125,9 +126,12 @@ pub fn matmul(enc: &mut Encoder, a: &Tensor, b: &Tensor, c: &Tensor, o: Matmul<'
         }
     }
     let gpu = enc.gpu().clone();
+    let sg8 = gpu.subgroup_size() == Some(8);
     let variant = match o.variant {
+        MatmulVariant::Auto if gpu.adapter().is_cpu() && sg8 => MatmulVariant::Subgroup8,
         MatmulVariant::Auto if gpu.adapter().is_cpu() => MatmulVariant::Register,
         MatmulVariant::Auto => MatmulVariant::Tiled,
+        MatmulVariant::Subgroup8 if !sg8 => MatmulVariant::Register,
         v => v,
     };
     let mut flags = 0u32;
@@ -160,21 +164,24 @@ pub fn matmul(enc: &mut Encoder, a: &Tensor, b: &Tensor, c: &Tensor, o: Matmul<'
             &dummy
         }
     };
-    let (entry, groups) = match variant {
+    let (kernel, entry, groups) = match variant {
         MatmulVariant::Tiled => (
+            Kernel::Matmul,
             "matmul_tiled",
             [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1],
         ),
-        MatmulVariant::Rows8 => (
-            "matmul_rows8",
-            [n.div_ceil(64) as u32, m.div_ceil(8) as u32, 1],
+        MatmulVariant::Subgroup8 => (
+            Kernel::MatmulSubgroup,
+            "matmul_sg8",
+            [n.div_ceil(128) as u32, m.div_ceil(8) as u32, 1],
         ),
         _ => (
+            Kernel::Matmul,
             "matmul_reg",
             [n.div_ceil(4 * 4) as u32, m.div_ceil(4 * 16) as u32, 1],
         ),
     };
-    let pipeline = gpu.pipeline(Kernel::Matmul, entry, &[], SLOTS)?;
+    let pipeline = gpu.pipeline(kernel, entry, &[], SLOTS)?;
     let bind = gpu.bind(&pipeline, bytemuck::bytes_of(&params), &[a, b, bias, c])?;
     enc.dispatch(&pipeline, &bind, groups);
     Ok(())
