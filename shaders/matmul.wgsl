@@ -27,7 +27,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
-// 4 x 16 measured best of 8x8, 16x16, 32x2, 1x64, 2x32, 4x8, 4x32 on lavapipe (Mesa 25, AVX2).
+// 4 x 16 was the fastest of 8x8, 16x16, 32x2, 1x64, 2x32, 4x8, 4x32 in one sweep on lavapipe
+// (Mesa 25, AVX2, a busy 2-core machine: treat the ranking as rough).
 override WG_X: u32 = 4u;
 override WG_Y: u32 = 16u;
 
