@@ -1,1 +1,4 @@
-
+pub mod ff;
+pub mod layers;
+pub mod recurrent;
+pub mod timescale;

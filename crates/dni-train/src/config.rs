@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
 /// Task-specific sections of the file.
-const SECTIONS: [&str; 4] = ["rnn", "copy", "charlm", "mnist"];
+const SECTIONS: [&str; 5] = ["rnn", "copy", "charlm", "mnist", "timescale"];
 
 /// Which experiment to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +20,8 @@ pub enum Task {
     RepeatCopy,
     Charlm,
     Mnist,
+    /// Two LSTMs at two timescales on an MNIST stream (paper 3.2).
+    TwoTimescale,
 }
 
 impl Task {
@@ -29,6 +31,7 @@ impl Task {
             Task::RepeatCopy => "repeat_copy",
             Task::Charlm => "charlm",
             Task::Mnist => "mnist",
+            Task::TwoTimescale => "two_timescale",
         }
     }
 
@@ -38,6 +41,7 @@ impl Task {
             Task::Copy | Task::RepeatCopy => &["rnn", "copy"],
             Task::Charlm => &["rnn", "charlm"],
             Task::Mnist => &["mnist"],
+            Task::TwoTimescale => &["timescale"],
         }
     }
 
@@ -46,7 +50,7 @@ impl Task {
         match self {
             Task::Copy => Some(dni_tasks::CopyKind::Copy),
             Task::RepeatCopy => Some(dni_tasks::CopyKind::RepeatCopy),
-            Task::Charlm | Task::Mnist => None,
+            Task::Charlm | Task::Mnist | Task::TwoTimescale => None,
         }
     }
 }
@@ -148,6 +152,8 @@ pub struct Config {
     pub charlm: Option<CharLmConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mnist: Option<MnistConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timescale: Option<TimescaleConfig>,
     /// Where the values came from, for error messages; not part of the TOML.
     #[serde(skip)]
     pub origin: Origin,
@@ -215,9 +221,18 @@ pub struct RnnConfig {
     pub momentum: f64,
     /// Step budget (one step = one chunk of `T` steps).
     pub steps: u64,
-    /// Clip the global gradient norm to this value.
+    /// Learning rate of the synthetic-gradient model and the aux head (same optimiser kind as
+    /// `optimizer`); default `lr / 10`: they regress onto targets that shrink as the task is learnt,
+    /// and Adam at the core's step size makes them noisier than the targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grad_clip: Option<f64>,
+    pub sg_lr: Option<f64>,
+}
+
+impl RnnConfig {
+    /// The SG model's learning rate in effect.
+    pub fn sg_lr(&self) -> f64 {
+        self.sg_lr.unwrap_or(self.lr / 10.0)
+    }
 }
 
 /// `[copy]`: curriculum of the copy tasks.
@@ -322,6 +337,9 @@ pub struct MnistConfig {
     /// Hidden layers of the `mlp` SG model.
     #[serde(default = "default_sg_layers")]
     pub sg_layers: usize,
+    /// Learning rate of the SG (and synthetic-input) models; default `lr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_lr: Option<f64>,
     /// Probability that a block runs its backward pass and update on a step.
     #[serde(default = "default_one")]
     pub p_update: f64,
@@ -348,6 +366,62 @@ impl MnistConfig {
             MnistMethod::Cdni => Some(self.sg_model.unwrap_or(SgModel::Linear)),
         }
     }
+}
+
+/// How the A→B connection of the two-timescale system is trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimescaleMethod {
+    /// The joint system unrolled T² steps before one update of both networks.
+    E2e,
+    /// A synthetic gradient for A's message; A updates every T steps.
+    Dni,
+    /// Decoupled, A gets no gradient from B.
+    Nodni,
+}
+
+/// `[timescale]`: the two-timescale MNIST system (paper 3.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimescaleConfig {
+    /// Directory with the four IDX files (gzipped or not).
+    #[serde(default = "default_mnist_dir")]
+    pub data_dir: PathBuf,
+    /// A answers every T steps; B ticks every T steps and answers every T ticks.
+    #[serde(rename = "T")]
+    pub t: usize,
+    /// LSTM units of A and of B.
+    pub hidden: usize,
+    pub batch: usize,
+    /// Step budget in steps of the digit stream (rounded up to whole blocks of T² steps).
+    pub steps: u64,
+    pub method: TimescaleMethod,
+    /// Adam learning rate of A and B.
+    pub lr: f64,
+    /// Optimiser of the synthetic-gradient model (SGD with momentum 0.9, or Adam).
+    #[serde(default)]
+    pub sg_optimizer: Optimizer,
+    /// Learning rate of the synthetic-gradient model; default `lr / 100`: B's message gradients are
+    /// mostly label noise, and Adam at the networks' rate fits the noise (the SG then explains less
+    /// than the zero predictor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_lr: Option<f64>,
+    /// Factor on the synthetic gradient when A receives it.
+    #[serde(default = "default_one")]
+    pub sg_scale: f64,
+    /// Steps between test-split evaluations.
+    #[serde(default = "default_timescale_eval_every")]
+    pub eval_every: u64,
+    /// Blocks of T² steps per evaluation (each has `batch` lanes).
+    #[serde(default = "default_timescale_eval_blocks")]
+    pub eval_blocks: usize,
+}
+
+fn default_timescale_eval_every() -> u64 {
+    2000
+}
+fn default_timescale_eval_blocks() -> usize {
+    50
 }
 
 fn default_seed() -> u64 {
@@ -562,7 +636,12 @@ impl Config {
     fn apply_typed(&mut self, o: &Overrides) {
         if let Some(steps) = o.steps {
             let label = format!("--steps {steps}");
-            if let Some(rnn) = self.rnn.as_mut().filter(|_| self.task != Task::Mnist) {
+            if let Some(ts) = self.timescale.as_mut() {
+                ts.steps = steps;
+                self.origin
+                    .overridden
+                    .insert("timescale.steps".into(), label);
+            } else if let Some(rnn) = self.rnn.as_mut().filter(|_| self.task != Task::Mnist) {
                 rnn.steps = steps;
                 self.origin.overridden.insert("rnn.steps".into(), label);
             } else if let Some(mnist) = self.mnist.as_mut() {
@@ -615,6 +694,9 @@ impl Config {
         if let Some(m) = &self.mnist {
             v.check_mnist(m, base);
         }
+        if let Some(ts) = &self.timescale {
+            v.check_timescale(ts, base);
+        }
         if v.problems.is_empty() {
             Ok(())
         } else {
@@ -626,12 +708,16 @@ impl Config {
     pub fn steps(&self) -> u64 {
         match self.task {
             Task::Mnist => self.mnist.as_ref().map_or(0, |m| m.steps),
+            Task::TwoTimescale => self.timescale.as_ref().map_or(0, |t| t.steps),
             _ => self.rnn.as_ref().map_or(0, |r| r.steps),
         }
     }
 
     /// Default run name without timestamp, e.g. `copy-dni-T5` or `mnist-cdni`.
     pub fn run_label(&self) -> String {
+        if let Some(ts) = &self.timescale {
+            return format!("{}-{}-T{}", self.task.name(), serde_name(&ts.method), ts.t);
+        }
         match (&self.rnn, &self.mnist) {
             (Some(rnn), _) if self.task != Task::Mnist => {
                 let method = serde_name(&rnn.method);
@@ -688,6 +774,7 @@ impl Validator<'_> {
             ("copy", self.cfg.copy.is_some()),
             ("charlm", self.cfg.charlm.is_some()),
             ("mnist", self.cfg.mnist.is_some()),
+            ("timescale", self.cfg.timescale.is_some()),
         ];
         let needed = task.sections();
         for (section, is_present) in present {
@@ -761,12 +848,12 @@ impl Validator<'_> {
             r.aux_weight,
             "must be a number >= 0",
         );
-        if let Some(c) = r.grad_clip {
+        if let Some(lr) = r.sg_lr {
             self.check(
-                c.is_finite() && c > 0.0,
-                "rnn.grad_clip",
-                c,
-                "must be > 0 (remove it to disable clipping)",
+                lr.is_finite() && lr > 0.0,
+                "rnn.sg_lr",
+                lr,
+                "the SG model's learning rate must be > 0 (remove it for the default lr / 10)",
             );
         }
     }
@@ -881,6 +968,54 @@ impl Validator<'_> {
         }
     }
 
+    fn check_timescale(&mut self, ts: &TimescaleConfig, base: &Path) {
+        if !base.join(&ts.data_dir).is_dir() {
+            self.check(
+                false,
+                "timescale.data_dir",
+                format!("{:?}", ts.data_dir.display().to_string()),
+                &format!(
+                    "no such directory (relative paths start at {}); it must hold the four MNIST IDX files",
+                    base.display()
+                ),
+            );
+        }
+        self.check(ts.t >= 2, "timescale.T", ts.t, "T must be at least 2");
+        for (key, v) in [
+            ("timescale.hidden", ts.hidden),
+            ("timescale.batch", ts.batch),
+            ("timescale.eval_blocks", ts.eval_blocks),
+        ] {
+            self.check(v >= 1, key, v, "must be at least 1");
+        }
+        for (key, v) in [
+            ("timescale.steps", ts.steps),
+            ("timescale.eval_every", ts.eval_every),
+        ] {
+            self.check(v >= 1, key, v, "must be at least 1 step");
+        }
+        self.check(
+            ts.lr.is_finite() && ts.lr > 0.0,
+            "timescale.lr",
+            ts.lr,
+            "the learning rate must be > 0",
+        );
+        if let Some(lr) = ts.sg_lr {
+            self.check(
+                lr.is_finite() && lr > 0.0,
+                "timescale.sg_lr",
+                lr,
+                "the SG model's learning rate must be > 0 (remove it for the default lr / 100)",
+            );
+        }
+        self.check(
+            ts.sg_scale.is_finite() && ts.sg_scale >= 0.0,
+            "timescale.sg_scale",
+            ts.sg_scale,
+            "must be a number >= 0",
+        );
+    }
+
     fn check_mnist(&mut self, m: &MnistConfig, base: &Path) {
         if !base.join(&m.data_dir).is_dir() {
             self.check(
@@ -924,6 +1059,14 @@ impl Validator<'_> {
             m.sg_hidden,
             "must be at least 1",
         );
+        if let Some(lr) = m.sg_lr {
+            self.check(
+                lr.is_finite() && lr > 0.0,
+                "mnist.sg_lr",
+                lr,
+                "the SG model's learning rate must be > 0 (remove it to use lr)",
+            );
+        }
         if m.sg_model() == Some(SgModel::Mlp) {
             self.check(
                 m.sg_layers >= 1,

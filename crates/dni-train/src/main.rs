@@ -49,6 +49,16 @@ enum Command {
     Train,
     /// List the GPU adapters.
     Devices,
+    /// Train a grid of truncation lengths × methods on a Copy / Repeat Copy config under one step
+    /// budget and print the largest episode length solved (the paper's Table 1).
+    Sweep {
+        /// Truncation lengths, e.g. --t 2,3,4,5,8.
+        #[arg(long = "t", value_name = "T,..", value_delimiter = ',', required = true)]
+        t: Vec<usize>,
+        /// Methods, e.g. --methods bptt,dni,dni_aux.
+        #[arg(long, value_name = "M,..", value_delimiter = ',', default_value = "bptt,dni,dni_aux")]
+        methods: Vec<String>,
+    },
     /// Time kernels and training steps (the workloads of docs/BENCHMARKS.md).
     Bench {
         /// Fewer sizes and samples: a quick smoke run.
@@ -79,6 +89,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             quick,
         }),
         Some(Command::Train) => train(cli),
+        Some(Command::Sweep { ref t, ref methods }) => {
+            let opts = experiments::sweep::SweepOptions {
+                ts: t.clone(),
+                methods: methods.clone(),
+            };
+            let path = cli
+                .config
+                .clone()
+                .context("sweep needs --config FILE (e.g. configs/copy.toml)")?;
+            let overrides = Overrides {
+                set: cli.set.clone(),
+                steps: cli.steps,
+                out_dir: cli.out.clone(),
+                backend: cli.backend,
+            };
+            experiments::sweep::run(&path, &overrides, &opts)
+        }
         None if cli.config.is_some() => train(cli),
         None => anyhow::bail!(
             "nothing to do: give --config FILE to train (examples in configs/), or a command \

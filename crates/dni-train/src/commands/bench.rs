@@ -51,6 +51,26 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
         println!("| {t} | {ms:.2} | {:.0} |", (16 * t) as f64 / (ms / 1e3));
     }
     println!();
+    println!("## W3, W4: whole recurrent training steps (upload, forward, loss, SG, backward, SGD update), median");
+    println!("| workload | variant | ms / step | throughput |");
+    println!("|---|---|---|---|");
+    for r in super::bench_rnn::run(&gpu, opts.quick)? {
+        println!(
+            "| {} | {} | {:.2} | {:.0} {} |",
+            r.workload, r.variant, r.ms_per_step, r.per_sec, r.unit
+        );
+    }
+    println!();
+    println!("## W2 and the paper's MNIST FCN: whole feed-forward training steps (upload, forward, loss, backward, update), median");
+    println!("| workload | variant | ms / step | throughput |");
+    println!("|---|---|---|---|");
+    for r in super::bench_ff::run(&gpu, opts.quick)? {
+        println!(
+            "| {} | {} | {:.2} | {:.0} {} |",
+            r.workload, r.variant, r.ms_per_step, r.per_sec, r.unit
+        );
+    }
+    println!();
     println!("pipelines compiled: {}", gpu.pipelines_compiled());
     Ok(())
 }

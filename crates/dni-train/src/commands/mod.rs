@@ -1,6 +1,9 @@
 //! Subcommands other than training.
 
 pub mod bench;
+pub mod bench_ff;
+pub mod bench_rnn;
+pub mod bench_rows;
 pub mod devices;
 
 use anyhow::Context;

@@ -1,6 +1,12 @@
 //! The experiments behind `dni-train train`.
 
-use crate::config::Config;
+pub mod charlm;
+pub mod copy;
+pub mod mnist;
+pub mod sweep;
+pub mod two_timescale;
+
+use crate::config::{Config, Task};
 use crate::progress::Progress;
 use crate::run_dir::RunDir;
 
@@ -10,6 +16,26 @@ pub fn run(
     run_dir: &mut RunDir,
     progress: &mut Progress,
 ) -> anyhow::Result<serde_json::Value> {
-    let _ = (run_dir, progress);
-    anyhow::bail!("training task {:?} is not yet built", cfg.task.name())
+    match cfg.task {
+        Task::Copy | Task::RepeatCopy => {
+            let gpu = crate::commands::open_gpu(cfg.run.backend)?;
+            progress.println(&format!("adapter: {}", gpu.adapter()));
+            copy::run(&gpu, cfg, run_dir, progress)
+        }
+        Task::Charlm => {
+            let gpu = crate::commands::open_gpu(cfg.run.backend)?;
+            progress.println(&format!("adapter: {}", gpu.adapter()));
+            charlm::run(&gpu, cfg, run_dir, progress)
+        }
+        Task::Mnist => {
+            let gpu = crate::commands::open_gpu(cfg.run.backend)?;
+            progress.println(&format!("adapter: {}", gpu.adapter()));
+            mnist::run(&gpu, cfg, run_dir, progress)
+        }
+        Task::TwoTimescale => {
+            let gpu = crate::commands::open_gpu(cfg.run.backend)?;
+            progress.println(&format!("adapter: {}", gpu.adapter()));
+            two_timescale::run(&gpu, cfg, run_dir, progress)
+        }
+    }
 }

@@ -1,0 +1,269 @@
+//! What a decoupled feed-forward network is: its layers, how they are grouped into blocks, and what
+//! each interface between two blocks does with gradients. Every training algorithm of paper 3.3 is a
+//! value of [`FfSpec`]; see [`FfSpec::backprop`], [`FfSpec::no_backprop`], [`FfSpec::dni`].
+
+use dni_kernels::ops::optim::OptimConfig;
+
+use super::error::{FfError, Result};
+
+/// A synthetic-gradient model `M(h)` or, conditioned, `M(h, onehot(y))`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SgSpec {
+    /// Hidden widths; empty is a linear model. The paper's DNI model is `[1024, 1024]`.
+    pub hidden: Vec<usize>,
+    /// Batch norm after each hidden Linear (the paper's DNI model has it).
+    pub batchnorm: bool,
+    /// cDNI: the one-hot label is a second input (`[h, onehot(y)]`).
+    pub conditioned: bool,
+}
+
+impl SgSpec {
+    /// A linear model, zero-initialised (`M(h) = 0` at the start).
+    pub fn linear(conditioned: bool) -> Self {
+        Self {
+            hidden: Vec::new(),
+            batchnorm: false,
+            conditioned,
+        }
+    }
+
+    /// Hidden layers of the given widths with batch norm and ReLU, then a zero-initialised Linear.
+    pub fn mlp(hidden: Vec<usize>, conditioned: bool) -> Self {
+        Self {
+            hidden,
+            batchnorm: true,
+            conditioned,
+        }
+    }
+}
+
+/// The connection from block `i` to block `i + 1`, seen from the sender `i`.
+///
+/// The gradient block `i` updates with is `λ·δ + (1−λ)·δ̂` when the synthetic gradient is applied,
+/// else `λ·δ`, where `δ` is the gradient block `i + 1` sends back and `δ̂ = M(h_i)`. With `λ > 0` the
+/// sender waits for `δ` (it is update-locked); with `λ = 0` it never waits. `λ = 1` without an applied
+/// SG is plain backprop, `λ = 0` without one cuts the gradient (the sender does not learn).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InterfaceSpec {
+    pub sg: Option<SgSpec>,
+    /// Update the sender with `δ̂`.
+    pub apply_sg: bool,
+    /// Regress `δ̂` on `δ` (so the receiver sends `δ` back even when the sender does not wait).
+    pub train_sg: bool,
+    /// BP(λ) weight of the true gradient, in [0, 1].
+    pub lambda: f32,
+}
+
+impl InterfaceSpec {
+    /// Plain backprop: wait for the true gradient.
+    pub fn backprop() -> Self {
+        Self {
+            sg: None,
+            apply_sg: false,
+            train_sg: false,
+            lambda: 1.0,
+        }
+    }
+
+    /// No gradient crosses: the sender never learns (paper's "no backprop" lower bound).
+    pub fn cut() -> Self {
+        Self {
+            sg: None,
+            apply_sg: false,
+            train_sg: false,
+            lambda: 0.0,
+        }
+    }
+
+    /// DNI: update with the synthetic gradient at once, train it on the gradient sent back later.
+    pub fn dni(sg: SgSpec) -> Self {
+        Self {
+            sg: Some(sg),
+            apply_sg: true,
+            train_sg: true,
+            lambda: 0.0,
+        }
+    }
+
+    /// Whether the receiver must send back the gradient at its input.
+    pub fn wants_grad(&self) -> bool {
+        self.lambda > 0.0 || (self.sg.is_some() && self.train_sg)
+    }
+
+    /// Whether the sender evaluates `M(h)` on an active step.
+    pub fn predicts(&self) -> bool {
+        self.sg.is_some() && ((self.apply_sg && self.lambda < 1.0) || self.train_sg)
+    }
+
+    /// Whether the sender's update waits for the receiver.
+    pub fn waits(&self) -> bool {
+        self.lambda > 0.0
+    }
+}
+
+/// The synthetic-input model `I_i(x)` of complete unlock: predicts block `i`'s input from the data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SynthInputSpec {
+    /// Hidden widths (ReLU, no batch norm); empty is a linear model.
+    pub hidden: Vec<usize>,
+}
+
+/// A feed-forward classifier trained block by block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FfSpec {
+    /// Input features (784 for MNIST).
+    pub input: usize,
+    /// Widths of the hidden layers, each `Linear → [BatchNorm] → ReLU`.
+    pub hidden: Vec<usize>,
+    pub classes: usize,
+    pub batchnorm: bool,
+    /// Hidden layers per block (1: every layer decoupled). The output layer is a block of its own.
+    pub layers_per_block: usize,
+    pub batch: usize,
+    /// Every block gets its own optimiser with this config.
+    pub optim: OptimConfig,
+    /// The SG and synthetic-input models' optimisers (one each); `None` uses `optim`. Their targets
+    /// move and arrive late, so they may want a smaller step than the blocks.
+    pub sg_optim: Option<OptimConfig>,
+    /// One per pair of consecutive blocks (`blocks() - 1`).
+    pub interfaces: Vec<InterfaceSpec>,
+    /// Probability that a block does its backward pass and update after a forward pass (with
+    /// complete unlock: that it does anything at all on a step).
+    pub p_update: f32,
+    /// Complete unlock: every block but the first trains on `I_i(x)` instead of waiting for its input.
+    pub synthetic_input: Option<SynthInputSpec>,
+    pub seed: u64,
+    /// Buffers per ring (activations, input gradients, SG workspaces): how far a block may run ahead
+    /// of the blocks it feeds before it waits. At least 2.
+    pub ring: usize,
+}
+
+impl FfSpec {
+    /// Plain backprop on every interface.
+    pub fn backprop(
+        input: usize,
+        hidden: Vec<usize>,
+        classes: usize,
+        batch: usize,
+        optim: OptimConfig,
+    ) -> Self {
+        let mut s = Self {
+            input,
+            hidden,
+            classes,
+            batchnorm: true,
+            layers_per_block: 1,
+            batch,
+            optim,
+            sg_optim: None,
+            interfaces: Vec::new(),
+            p_update: 1.0,
+            synthetic_input: None,
+            seed: 1,
+            ring: 2,
+        };
+        s.interfaces = vec![InterfaceSpec::backprop(); s.blocks() - 1];
+        s
+    }
+
+    /// Only the output layer learns.
+    pub fn no_backprop(self) -> Self {
+        self.with_interfaces(InterfaceSpec::cut())
+    }
+
+    /// The same synthetic-gradient model on every interface.
+    pub fn dni(self, sg: SgSpec) -> Self {
+        self.with_interfaces(InterfaceSpec::dni(sg))
+    }
+
+    /// Sets every interface to `iface`.
+    pub fn with_interfaces(mut self, iface: InterfaceSpec) -> Self {
+        self.interfaces = vec![iface; self.blocks() - 1];
+        self
+    }
+
+    /// Number of blocks: the hidden layers grouped `layers_per_block` at a time, plus the output.
+    pub fn blocks(&self) -> usize {
+        self.hidden.len().div_ceil(self.layers_per_block.max(1)) + 1
+    }
+
+    /// Checks every value and the consistency between them.
+    pub fn validate(&self) -> Result<()> {
+        let cfg = |field, value: &dyn std::fmt::Display, reason| {
+            Err(FfError::config(field, value, reason))
+        };
+        if self.input == 0 {
+            return cfg("input", &self.input, "needs at least one feature");
+        }
+        if self.classes < 2 {
+            return cfg("classes", &self.classes, "needs at least two classes");
+        }
+        if self.hidden.contains(&0) {
+            return cfg(
+                "hidden",
+                &format!("{:?}", self.hidden),
+                "every hidden layer needs a unit",
+            );
+        }
+        if self.layers_per_block == 0 {
+            return cfg("layers_per_block", &0, "must be at least 1");
+        }
+        if self.batch < 2 {
+            return cfg(
+                "batch",
+                &self.batch,
+                "batch norm and the SG regression need at least 2 rows",
+            );
+        }
+        if self.ring < 2 {
+            return cfg("ring", &self.ring, "a ring needs at least 2 buffers");
+        }
+        if !(self.p_update > 0.0 && self.p_update <= 1.0) {
+            return cfg("p_update", &self.p_update, "must be in (0, 1]");
+        }
+        if self.interfaces.len() + 1 != self.blocks() {
+            return cfg(
+                "interfaces",
+                &self.interfaces.len(),
+                "needs exactly one interface per pair of consecutive blocks",
+            );
+        }
+        for iface in &self.interfaces {
+            if !(0.0..=1.0).contains(&iface.lambda) {
+                return cfg("interfaces.lambda", &iface.lambda, "must be in [0, 1]");
+            }
+            if let Some(sg) = &iface.sg {
+                if sg.hidden.contains(&0) {
+                    return cfg(
+                        "interfaces.sg.hidden",
+                        &format!("{:?}", sg.hidden),
+                        "every hidden layer needs a unit",
+                    );
+                }
+            } else if iface.apply_sg || iface.train_sg {
+                return cfg(
+                    "interfaces.sg",
+                    &"none",
+                    "apply_sg and train_sg need an SG model",
+                );
+            }
+            if self.synthetic_input.is_some() && iface.lambda > 0.0 {
+                return cfg(
+                    "interfaces.lambda",
+                    &iface.lambda,
+                    "complete unlock never waits for a true gradient: lambda must be 0",
+                );
+            }
+        }
+        if let Some(si) = &self.synthetic_input {
+            if si.hidden.contains(&0) {
+                return cfg(
+                    "synthetic_input.hidden",
+                    &format!("{:?}", si.hidden),
+                    "every hidden layer needs a unit",
+                );
+            }
+        }
+        Ok(())
+    }
+}

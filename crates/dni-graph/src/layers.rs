@@ -1,0 +1,542 @@
+//! Feed-forward layers (Linear, BatchNorm, ReLU) and [`Stack`], a sequence of them with its
+//! parameters, that records its forward and backward passes into an [`Encoder`].
+//!
+//! Activations live in an [`Acts`] and backward scratch in a [`Grads`], both separate from the
+//! parameters, so one stack can run on several in-flight batches (a ring of [`Acts`]) or on an
+//! evaluation batch of another size. The last layer writes into a tensor the caller passes in, which
+//! is how a block's output lands directly in a buffer that is handed to the next block.
+
+use dni_kernels::ops::batchnorm::{batchnorm_backward, batchnorm_forward, BatchNormParams};
+use dni_kernels::ops::elementwise::{activate, activate_backward, Activation};
+use dni_kernels::ops::matmul::{matmul, Matmul};
+use dni_kernels::ops::optim::Param;
+use dni_kernels::ops::reduce::col_sum;
+use dni_kernels::{Encoder, Gpu, Tensor};
+use dni_tasks::Rng;
+
+use crate::ff::error::{FfError, Result};
+
+/// One layer of a [`Stack`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LayerSpec {
+    /// `y = x·W (+ c·Wc) (+ b)`; `c` is the stack's context (first layer only).
+    Linear {
+        out: usize,
+        bias: bool,
+        /// Start at exactly zero (the synthetic-gradient models' output layer); otherwise weights and
+        /// bias are uniform in ±1/√fan_in.
+        zero_init: bool,
+    },
+    /// Per-feature batch normalisation over the rows (batch statistics in training, running
+    /// statistics in inference).
+    BatchNorm,
+    Relu,
+}
+
+/// A stack of layers: `input` features in, optionally `context` features mixed into the first
+/// (Linear) layer — the one-hot label of cDNI — without concatenating them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StackSpec {
+    pub input: usize,
+    pub context: usize,
+    pub layers: Vec<LayerSpec>,
+}
+
+impl StackSpec {
+    /// Hidden layers `Linear → [BatchNorm] → ReLU` of the given widths, then a Linear to `out`.
+    pub fn mlp(
+        input: usize,
+        context: usize,
+        hidden: &[usize],
+        batchnorm: bool,
+        out: usize,
+        zero_last: bool,
+    ) -> Self {
+        let mut layers = Vec::new();
+        for &h in hidden {
+            // A bias before batch norm is cancelled by the mean subtraction.
+            layers.push(LayerSpec::Linear {
+                out: h,
+                bias: !batchnorm,
+                zero_init: false,
+            });
+            if batchnorm {
+                layers.push(LayerSpec::BatchNorm);
+            }
+            layers.push(LayerSpec::Relu);
+        }
+        layers.push(LayerSpec::Linear {
+            out,
+            bias: true,
+            zero_init: zero_last,
+        });
+        Self {
+            input,
+            context,
+            layers,
+        }
+    }
+
+    /// Output features.
+    pub fn output(&self) -> usize {
+        let mut f = self.input;
+        for l in &self.layers {
+            if let LayerSpec::Linear { out, .. } = l {
+                f = *out;
+            }
+        }
+        f
+    }
+}
+
+pub(crate) struct Linear {
+    pub(crate) w: Param,
+    pub(crate) b: Option<Param>,
+    pub(crate) wc: Option<Param>,
+}
+
+pub(crate) struct BatchNorm {
+    pub(crate) gamma: Param,
+    pub(crate) beta: Param,
+    pub(crate) running_mean: Tensor,
+    pub(crate) running_var: Tensor,
+}
+
+pub(crate) enum Layer {
+    Linear(Linear),
+    BatchNorm(BatchNorm),
+    Relu,
+}
+
+/// A stack's parameters. Build with [`Stack::new`].
+pub struct Stack {
+    spec: StackSpec,
+    layers: Vec<Layer>,
+    /// Output features of each layer.
+    widths: Vec<usize>,
+    bn: BatchNormParams,
+}
+
+/// The activations of one forward pass at one batch size: every layer's output but the last
+/// (which goes to the caller's tensor), and batch norm's saved statistics.
+#[derive(Clone)]
+pub struct Acts {
+    batch: usize,
+    outs: Vec<Tensor>,
+    bn_saved: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl Acts {
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+}
+
+/// Backward scratch: the gradient at every inner layer boundary, plus one for the stack's input
+/// when the first layer needs somewhere to write it.
+pub struct Grads {
+    d: Vec<Tensor>,
+    input_scratch: Option<Tensor>,
+}
+
+fn uniform(rng: &mut Rng, n: usize, bound: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform_range(-bound, bound)).collect()
+}
+
+impl Stack {
+    /// Allocates and initialises the parameters; `rng` draws the initial weights.
+    pub fn new(gpu: &Gpu, spec: &StackSpec, rng: &mut Rng) -> Result<Self> {
+        if spec.input == 0 {
+            return Err(FfError::config(
+                "stack input",
+                0,
+                "needs at least one input feature",
+            ));
+        }
+        if spec.layers.is_empty() {
+            return Err(FfError::config(
+                "stack layers",
+                0,
+                "needs at least one layer",
+            ));
+        }
+        if spec.context > 0 && !matches!(spec.layers[0], LayerSpec::Linear { .. }) {
+            return Err(FfError::config(
+                "stack context",
+                spec.context,
+                "a context input needs a Linear first layer",
+            ));
+        }
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        let mut widths = Vec::with_capacity(spec.layers.len());
+        let mut f = spec.input;
+        for (i, l) in spec.layers.iter().enumerate() {
+            match *l {
+                LayerSpec::Linear {
+                    out,
+                    bias,
+                    zero_init,
+                } => {
+                    if out == 0 {
+                        return Err(FfError::config(
+                            "Linear out",
+                            0,
+                            "needs at least one output",
+                        ));
+                    }
+                    let ctx = if i == 0 { spec.context } else { 0 };
+                    let bound = 1.0 / ((f + ctx) as f32).sqrt();
+                    let init = |rng: &mut Rng, n: usize| {
+                        if zero_init {
+                            vec![0.0; n]
+                        } else {
+                            uniform(rng, n, bound)
+                        }
+                    };
+                    let w = Param::new(
+                        gpu,
+                        Tensor::from_slice(gpu, &[f, out], &init(rng, f * out))?,
+                    )?;
+                    let wc = if ctx > 0 {
+                        Some(Param::new(
+                            gpu,
+                            Tensor::from_slice(gpu, &[ctx, out], &init(rng, ctx * out))?,
+                        )?)
+                    } else {
+                        None
+                    };
+                    let b = if bias {
+                        Some(Param::new(
+                            gpu,
+                            Tensor::from_slice(gpu, &[out], &init(rng, out))?,
+                        )?)
+                    } else {
+                        None
+                    };
+                    layers.push(Layer::Linear(Linear { w, b, wc }));
+                    f = out;
+                }
+                LayerSpec::BatchNorm => layers.push(Layer::BatchNorm(BatchNorm {
+                    gamma: Param::new(gpu, Tensor::from_slice(gpu, &[f], &vec![1.0; f])?)?,
+                    beta: Param::new(gpu, Tensor::zeros(gpu, &[f])?)?,
+                    running_mean: Tensor::zeros(gpu, &[f])?,
+                    running_var: Tensor::from_slice(gpu, &[f], &vec![1.0; f])?,
+                })),
+                LayerSpec::Relu => layers.push(Layer::Relu),
+            }
+            widths.push(f);
+        }
+        Ok(Self {
+            spec: spec.clone(),
+            layers,
+            widths,
+            bn: BatchNormParams::default(),
+        })
+    }
+
+    pub fn spec(&self) -> &StackSpec {
+        &self.spec
+    }
+    pub fn input(&self) -> usize {
+        self.spec.input
+    }
+    pub fn context(&self) -> usize {
+        self.spec.context
+    }
+    pub fn output(&self) -> usize {
+        self.widths.last().copied().unwrap_or(self.spec.input)
+    }
+    fn has_batchnorm(&self) -> bool {
+        self.layers.iter().any(|l| matches!(l, Layer::BatchNorm(_)))
+    }
+
+    /// Activation buffers for batches of `batch` rows.
+    pub fn acts(&self, gpu: &Gpu, batch: usize) -> Result<Acts> {
+        let n = self.layers.len();
+        let mut outs = Vec::with_capacity(n - 1);
+        let mut bn_saved = Vec::with_capacity(n);
+        for (l, layer) in self.layers.iter().enumerate() {
+            if l + 1 < n {
+                outs.push(Tensor::zeros(gpu, &[batch, self.widths[l]])?);
+            }
+            bn_saved.push(match layer {
+                Layer::BatchNorm(_) => Some((
+                    Tensor::zeros(gpu, &[self.widths[l]])?,
+                    Tensor::zeros(gpu, &[self.widths[l]])?,
+                )),
+                _ => None,
+            });
+        }
+        Ok(Acts {
+            batch,
+            outs,
+            bn_saved,
+        })
+    }
+
+    /// Backward scratch for batches of `batch` rows.
+    pub fn grads(&self, gpu: &Gpu, batch: usize) -> Result<Grads> {
+        let n = self.layers.len();
+        let mut d = Vec::with_capacity(n - 1);
+        for l in 0..n - 1 {
+            d.push(Tensor::zeros(gpu, &[batch, self.widths[l]])?);
+        }
+        // Batch norm writes its input gradient unconditionally; give a leading one somewhere to write.
+        let input_scratch = if matches!(self.layers[0], Layer::BatchNorm(_)) {
+            Some(Tensor::zeros(gpu, &[batch, self.spec.input])?)
+        } else {
+            None
+        };
+        Ok(Grads { d, input_scratch })
+    }
+
+    /// Every trainable parameter, in layer order.
+    pub fn params(&self) -> Vec<&Param> {
+        let mut v = Vec::new();
+        for l in &self.layers {
+            match l {
+                Layer::Linear(lin) => {
+                    v.push(&lin.w);
+                    if let Some(wc) = &lin.wc {
+                        v.push(wc);
+                    }
+                    if let Some(b) = &lin.b {
+                        v.push(b);
+                    }
+                }
+                Layer::BatchNorm(bn) => {
+                    v.push(&bn.gamma);
+                    v.push(&bn.beta);
+                }
+                Layer::Relu => {}
+            }
+        }
+        v
+    }
+
+    /// Names matching [`Stack::params`] (`l0.w`, `l0.wc`, `l0.b`, `l1.gamma`, …).
+    pub fn param_names(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            match l {
+                Layer::Linear(lin) => {
+                    v.push(format!("l{i}.w"));
+                    if lin.wc.is_some() {
+                        v.push(format!("l{i}.wc"));
+                    }
+                    if lin.b.is_some() {
+                        v.push(format!("l{i}.b"));
+                    }
+                }
+                Layer::BatchNorm(_) => {
+                    v.push(format!("l{i}.gamma"));
+                    v.push(format!("l{i}.beta"));
+                }
+                Layer::Relu => {}
+            }
+        }
+        v
+    }
+
+    /// Batch norm's running statistics (mean, variance) per batch-norm layer, in layer order.
+    pub fn running_stats(&self) -> Vec<(&Tensor, &Tensor)> {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::BatchNorm(bn) => Some((&bn.running_mean, &bn.running_var)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn check_io(
+        &self,
+        op: &'static str,
+        acts: &Acts,
+        input: &Tensor,
+        ctx: Option<&Tensor>,
+        out: &Tensor,
+        training: bool,
+    ) -> Result<()> {
+        let b = acts.batch;
+        let want = |t: &Tensor, cols: usize, what: &str| -> Result<()> {
+            if t.len() != b * cols {
+                return Err(FfError::shape(
+                    op,
+                    format!("{what} {:?} should be [{b}, {cols}]", t.shape()),
+                ));
+            }
+            Ok(())
+        };
+        want(input, self.spec.input, "input")?;
+        want(out, self.output(), "output")?;
+        match (ctx, self.spec.context) {
+            (Some(c), n) if n > 0 => want(c, n, "context")?,
+            (None, 0) => {}
+            (Some(_), _) => {
+                return Err(FfError::shape(
+                    op,
+                    "context given to a stack without context input".into(),
+                ))
+            }
+            (None, n) => {
+                return Err(FfError::shape(
+                    op,
+                    format!("stack needs a [{b}, {n}] context"),
+                ))
+            }
+        }
+        if training && self.has_batchnorm() && b < 2 {
+            return Err(FfError::shape(
+                op,
+                format!("batch norm in training needs 2+ rows, batch is {b}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records the forward pass of `input` (and `ctx`) into `out`, keeping the intermediates in
+    /// `acts`. `training` selects batch statistics (and updates the running ones) or running ones.
+    pub fn forward(
+        &self,
+        enc: &mut Encoder,
+        acts: &Acts,
+        input: &Tensor,
+        ctx: Option<&Tensor>,
+        out: &Tensor,
+        training: bool,
+    ) -> Result<()> {
+        self.check_io("Stack::forward", acts, input, ctx, out, training)?;
+        let n = self.layers.len();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let x = if l == 0 { input } else { &acts.outs[l - 1] };
+            let y = if l + 1 == n { out } else { &acts.outs[l] };
+            match layer {
+                Layer::Linear(lin) => {
+                    let mut o = Matmul::default();
+                    if let Some(b) = &lin.b {
+                        o = o.bias(&b.value);
+                    }
+                    matmul(enc, x, &lin.w.value, y, o)?;
+                    if let (Some(wc), Some(c)) = (&lin.wc, ctx) {
+                        matmul(enc, c, &wc.value, y, Matmul::default().accumulate(1.0))?;
+                    }
+                }
+                Layer::BatchNorm(bn) => {
+                    let (mean, invstd) = acts.bn_saved[l]
+                        .as_ref()
+                        .ok_or_else(|| FfError::Internal("batch-norm statistics missing".into()))?;
+                    batchnorm_forward(
+                        enc,
+                        x,
+                        &bn.gamma.value,
+                        &bn.beta.value,
+                        y,
+                        mean,
+                        invstd,
+                        &bn.running_mean,
+                        &bn.running_var,
+                        training,
+                        self.bn,
+                    )?;
+                }
+                Layer::Relu => activate(enc, Activation::Relu, x, y)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the backward pass of a training-mode forward that left `acts` and `out`: writes every
+    /// parameter's gradient (overwriting) from `dout` (the gradient at `out`), and the gradient at
+    /// `input` into `dx` when given. Does not touch the parameters.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        enc: &mut Encoder,
+        acts: &Acts,
+        grads: &Grads,
+        input: &Tensor,
+        ctx: Option<&Tensor>,
+        out: &Tensor,
+        dout: &Tensor,
+        dx: Option<&Tensor>,
+    ) -> Result<()> {
+        self.check_io("Stack::backward", acts, input, ctx, out, true)?;
+        if dout.len() != out.len() {
+            return Err(FfError::shape(
+                "Stack::backward",
+                format!("dout {:?} vs out {:?}", dout.shape(), out.shape()),
+            ));
+        }
+        if let Some(dx) = dx {
+            if dx.len() != input.len() {
+                return Err(FfError::shape(
+                    "Stack::backward",
+                    format!("dx {:?} vs input {:?}", dx.shape(), input.shape()),
+                ));
+            }
+        }
+        if grads.d.len() + 1 != self.layers.len()
+            || grads
+                .d
+                .first()
+                .is_some_and(|t| t.len() != acts.outs[0].len())
+        {
+            return Err(FfError::shape(
+                "Stack::backward",
+                "grads were made for another batch size".into(),
+            ));
+        }
+        let n = self.layers.len();
+        for (l, layer) in self.layers.iter().enumerate().rev() {
+            let x = if l == 0 { input } else { &acts.outs[l - 1] };
+            let y = if l + 1 == n { out } else { &acts.outs[l] };
+            let dy = if l + 1 == n { dout } else { &grads.d[l] };
+            let dxl = if l == 0 { dx } else { Some(&grads.d[l - 1]) };
+            match layer {
+                Layer::Linear(lin) => {
+                    matmul(enc, x, dy, &lin.w.grad, Matmul::default().ta())?;
+                    if let (Some(wc), Some(c)) = (&lin.wc, ctx) {
+                        matmul(enc, c, dy, &wc.grad, Matmul::default().ta())?;
+                    }
+                    if let Some(b) = &lin.b {
+                        col_sum(enc, dy, &b.grad, 1.0, 0.0)?;
+                    }
+                    if let Some(dxl) = dxl {
+                        matmul(enc, dy, &lin.w.value, dxl, Matmul::default().tb())?;
+                    }
+                }
+                Layer::BatchNorm(bn) => {
+                    let (mean, invstd) = acts.bn_saved[l]
+                        .as_ref()
+                        .ok_or_else(|| FfError::Internal("batch-norm statistics missing".into()))?;
+                    let target = match (dxl, &grads.input_scratch) {
+                        (Some(t), _) | (None, Some(t)) => t,
+                        (None, None) => {
+                            return Err(FfError::Internal(
+                                "batch norm has no input-gradient buffer".into(),
+                            ))
+                        }
+                    };
+                    batchnorm_backward(
+                        enc,
+                        x,
+                        dy,
+                        &bn.gamma.value,
+                        mean,
+                        invstd,
+                        target,
+                        &bn.gamma.grad,
+                        &bn.beta.grad,
+                    )?;
+                }
+                Layer::Relu => {
+                    if let Some(dxl) = dxl {
+                        activate_backward(enc, Activation::Relu, y, dy, dxl, false)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

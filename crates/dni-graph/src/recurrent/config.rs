@@ -1,0 +1,126 @@
+//! What a recurrent trainer is: sizes, output loss, training method and optimiser.
+
+use dni_kernels::ops::optim::OptimConfig;
+
+use super::error::{config_err, Result};
+
+/// How the readout is scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputLoss {
+    /// Independent bits (Copy / Repeat Copy): sigmoid cross-entropy under a mask; the error metric is
+    /// wrong bits per scored row ("bits per output character").
+    SigmoidBits,
+    /// One class per step (character-level LM): softmax cross-entropy; targets are token ids and the
+    /// metric is bits per character.
+    Softmax,
+}
+
+/// The training algorithm. All three run the same code path; they differ only in what is injected at
+/// the window's end and which extra heads exist.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    /// Truncated BPTT: the gradient arriving at the window's last state is taken to be 0.
+    Bptt,
+    /// A synthetic gradient `sg_scale · M(s_last)` is injected at the window's last state; `M` is
+    /// trained on the bootstrapped gradient that reaches the next window's first state.
+    Dni { sg_scale: f32 },
+    /// DNI plus the auxiliary task: a linear head predicts, from the state after the window's first
+    /// step, the synthetic gradient produced at the window's end; its L2 loss × `aux_weight` trains
+    /// the core.
+    DniAux { sg_scale: f32, aux_weight: f32 },
+}
+
+impl Method {
+    /// The paper's DNI (SG scaled by 0.1 when injected).
+    pub fn dni() -> Self {
+        Method::Dni { sg_scale: 0.1 }
+    }
+
+    /// The paper's DNI + Aux.
+    pub fn dni_aux() -> Self {
+        Method::DniAux {
+            sg_scale: 0.1,
+            aux_weight: 1.0,
+        }
+    }
+
+    pub fn has_sg(&self) -> bool {
+        !matches!(self, Method::Bptt)
+    }
+
+    pub fn sg_scale(&self) -> f32 {
+        match *self {
+            Method::Bptt => 0.0,
+            Method::Dni { sg_scale } | Method::DniAux { sg_scale, .. } => sg_scale,
+        }
+    }
+
+    /// Weight of the aux loss (0 without the aux task).
+    pub fn aux_weight(&self) -> Option<f32> {
+        match *self {
+            Method::DniAux { aux_weight, .. } => Some(aux_weight),
+            _ => None,
+        }
+    }
+
+    /// Short name used in logs and file names.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Bptt => "bptt",
+            Method::Dni { .. } => "dni",
+            Method::DniAux { .. } => "dni_aux",
+        }
+    }
+}
+
+/// Everything that fixes a [`RecurrentTrainer`](super::RecurrentTrainer).
+#[derive(Clone, Debug)]
+pub struct RecurrentConfig {
+    /// Input width per step (the vocabulary size for token input).
+    pub input: usize,
+    /// LSTM units.
+    pub hidden: usize,
+    /// Readout width (bits, or the vocabulary size).
+    pub output: usize,
+    /// Parallel streams; each keeps its own state across windows.
+    pub batch: usize,
+    /// Truncation length: time steps per window.
+    pub t: usize,
+    pub loss: OutputLoss,
+    pub method: Method,
+    pub optim: OptimConfig,
+    /// Optimiser of the SG model and the aux head; `None` uses `optim`. These are regressions onto
+    /// targets that shrink as the task is learnt, so a smaller step than the core's usually helps.
+    pub sg_optim: Option<OptimConfig>,
+    /// Seed of the initial weights.
+    pub seed: u64,
+}
+
+impl RecurrentConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        for (field, v) in [
+            ("input", self.input),
+            ("hidden", self.hidden),
+            ("output", self.output),
+            ("batch", self.batch),
+            ("T", self.t),
+        ] {
+            if v == 0 {
+                return config_err(field, v, "must be at least 1");
+            }
+        }
+        if self.loss == OutputLoss::Softmax && self.output < 2 {
+            return config_err("output", self.output, "softmax needs at least 2 classes");
+        }
+        let s = self.method.sg_scale();
+        if !(s.is_finite() && s >= 0.0) {
+            return config_err("sg_scale", s, "must be a finite number >= 0 (paper: 0.1)");
+        }
+        if let Some(w) = self.method.aux_weight() {
+            if !(w.is_finite() && w >= 0.0) {
+                return config_err("aux_weight", w, "must be a finite number >= 0");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! Errors of the recurrent trainer: a bad configuration, badly sized input, or a GPU failure.
+
+/// What [`RecurrentTrainer`](super::RecurrentTrainer) can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum RecurrentError {
+    /// A configuration value that cannot work; names the field and why.
+    #[error("recurrent config: {field} = {value}: {reason}")]
+    Config {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    /// Host data handed to a step did not match the configured shapes.
+    #[error("{what}: expected {expected} values, got {got}")]
+    Input {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// A token id outside the vocabulary.
+    #[error("{what}: token id {id} is outside the vocabulary of {vocab}")]
+    Token {
+        what: &'static str,
+        id: u32,
+        vocab: usize,
+    },
+    /// The operation needs the other output kind (e.g. token input on a sigmoid model).
+    #[error("{0}")]
+    Mode(&'static str),
+    #[error(transparent)]
+    Gpu(#[from] dni_kernels::Error),
+}
+
+pub type Result<T, E = RecurrentError> = std::result::Result<T, E>;
+
+pub(crate) fn config_err<T>(
+    field: &'static str,
+    value: impl std::fmt::Display,
+    reason: &'static str,
+) -> Result<T> {
+    Err(RecurrentError::Config {
+        field,
+        value: value.to_string(),
+        reason,
+    })
+}

@@ -1,0 +1,112 @@
+//! What a two-timescale system is: the two LSTMs' sizes, the window length `T`, the training method
+//! and the optimisers.
+
+use dni_kernels::ops::optim::OptimConfig;
+
+use super::error::{config_err, Result};
+
+/// How the A→B connection is trained. All three run the same forward; they differ in when A updates
+/// and what gradient its message receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// One graph unrolled `T²` steps: A (one BPTT window of `T²` steps) and B (`T` ticks) update
+    /// together once per block, and B's true gradient for each message flows back into A.
+    EndToEnd,
+    /// A updates every `T` steps with a synthetic gradient `M(message)` for its message; B's true
+    /// message gradients train `M` when B updates, every `T²` steps.
+    Dni,
+    /// Decoupled without DNI: A updates every `T` steps on its own task only (the message gets no
+    /// gradient); B trains on the messages as they come.
+    NoDni,
+}
+
+impl Method {
+    /// The name used in configs, logs and file names: `e2e`, `dni`, `nodni`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::EndToEnd => "e2e",
+            Method::Dni => "dni",
+            Method::NoDni => "nodni",
+        }
+    }
+
+    /// The method called `name` (see [`Method::name`]).
+    pub fn from_name(name: &str) -> Option<Method> {
+        [Method::EndToEnd, Method::Dni, Method::NoDni]
+            .into_iter()
+            .find(|m| m.name() == name)
+    }
+
+    /// Whether A is one window of `T²` steps updated once per block (update-locked to B).
+    pub fn locked(self) -> bool {
+        self == Method::EndToEnd
+    }
+}
+
+/// Everything that fixes a [`TwoTimescale`](super::TwoTimescale).
+#[derive(Clone, Debug)]
+pub struct TimescaleConfig {
+    /// A's window: A answers every `T` steps, B ticks every `T` steps and answers every `T` ticks.
+    pub t: usize,
+    /// Input features per step of A (784 pixels + 1 window-start flag for the MNIST stream).
+    pub input: usize,
+    /// LSTM units of A; A's message to B is its hidden state, so B reads `hidden_a + 1` features.
+    pub hidden_a: usize,
+    /// LSTM units of B.
+    pub hidden_b: usize,
+    /// Parallel streams (lanes).
+    pub batch: usize,
+    pub method: Method,
+    /// Optimiser of A and of B (each has its own instance and step count).
+    pub optim: OptimConfig,
+    /// Optimiser of the synthetic-gradient model (DNI only).
+    pub sg_optim: OptimConfig,
+    /// Factor on the synthetic gradient when it is injected into A (1 = B's own units).
+    pub sg_scale: f32,
+    /// Seed of the initial weights.
+    pub seed: u64,
+}
+
+impl TimescaleConfig {
+    /// Classes of A's answer: `0..=T` odd digits.
+    pub fn classes_a(&self) -> usize {
+        self.t + 1
+    }
+
+    /// Classes of B's answer: `0..=T²` threes.
+    pub fn classes_b(&self) -> usize {
+        self.t * self.t + 1
+    }
+
+    /// Steps of one block, the unit of [`TwoTimescale::train_block`](super::TwoTimescale::train_block):
+    /// `T²` (T windows of A, T ticks of B).
+    pub fn block_steps(&self) -> usize {
+        self.t * self.t
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.t < 2 {
+            return config_err("T", self.t, "must be at least 2 (B ticks every T steps)");
+        }
+        for (field, v) in [
+            ("input", self.input),
+            ("hidden_a", self.hidden_a),
+            ("hidden_b", self.hidden_b),
+            ("batch", self.batch),
+        ] {
+            if v == 0 {
+                return config_err(field, v, "must be at least 1");
+            }
+        }
+        if !(self.sg_scale.is_finite() && self.sg_scale >= 0.0) {
+            return config_err("sg_scale", self.sg_scale, "must be a number >= 0");
+        }
+        for (field, o) in [("optim", self.optim), ("sg_optim", self.sg_optim)] {
+            let lr = o.lr();
+            if !(lr.is_finite() && lr > 0.0) {
+                return config_err(field, lr, "the learning rate must be > 0");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! Two networks at two timescales (paper 3.2, Fig. 5): network A, an LSTM, reads one MNIST digit per
+//! step and answers every `T` steps with the number of odd digits in those `T` steps; network B, an
+//! LSTM that ticks once every `T` steps on A's message (A's hidden state at the window's last step),
+//! answers every `T` ticks with the number of threes in the last `T²` steps.
+//!
+//! [`Method`] chooses how the A→B connection is trained: [`Method::EndToEnd`] unrolls the joint
+//! system `T²` steps before one update of both (A is update-locked to B); [`Method::Dni`] gives A a
+//! synthetic gradient `M(message)` at once, so A updates every `T` steps, and trains `M` on B's true
+//! message gradients when B updates; [`Method::NoDni`] decouples A without any gradient from B.
+//! Both networks' states run on across windows and blocks; an input flag on the first step of each
+//! window (A) and of each block (B) is their clock.
+//!
+//! ```no_run
+//! use dni_graph::timescale::{Block, DigitStream, Method, TimescaleConfig, TwoTimescale};
+//! use dni_kernels::{ops::optim::OptimConfig, Gpu};
+//! let gpu = Gpu::default_adapter()?;
+//! let mnist = dni_tasks::Mnist::load_dir("data/mnist")?;
+//! let (t, batch) = (4, 32);
+//! let mut stream = DigitStream::new(&mnist.train, t, batch, 1)?;
+//! let mut sys = TwoTimescale::new(&gpu, TimescaleConfig {
+//!     t, input: stream.input_width(), hidden_a: 64, hidden_b: 64, batch,
+//!     method: Method::Dni, optim: OptimConfig::adam(1e-3), sg_optim: OptimConfig::adam(1e-3),
+//!     sg_scale: 1.0, seed: 1,
+//! })?;
+//! let mut block = Block::default();
+//! for _ in 0..100 {
+//!     stream.next_block(&mut block);
+//!     sys.train(&block)?;
+//! }
+//! let m = sys.read_metrics()?;
+//! println!("A {:?}, B {:?}, SG explains {:?}", m.a.accuracy(), m.b.accuracy(), m.sg_explained());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod error;
+mod linear;
+mod metrics;
+mod stream;
+mod system;
+
+pub use config::{Method, TimescaleConfig};
+pub use error::{Result, TimescaleError};
+pub use metrics::{Evaluation, Metrics, Scores};
+pub use stream::{input_width, Block, DigitStream};
+pub use system::TwoTimescale;

@@ -1,0 +1,287 @@
+//! MNIST with decoupled layers (paper 3.3): an FCN of `layers` hidden layers (Linear, batch norm,
+//! ReLU) trained by backprop, no backprop, DNI or cDNI, optionally with `p_update`, BP(λ) or complete
+//! unlock; every layer is a block of its own. Training metrics are read back every `log_every`
+//! steps, the test error every `eval_every` steps; the result is the final test error.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use dni_graph::ff::{
+    EvalSet, FfNet, FfSpec, InterfaceSpec, Schedule, SgSpec, StepStats, SynthInputSpec,
+};
+use dni_kernels::ops::optim::OptimConfig;
+use dni_kernels::Gpu;
+use dni_tasks::{mnist::CLASSES, EpochShuffler, Mnist};
+use serde::Serialize;
+
+use crate::config::{Config, MnistConfig, MnistMethod, Optimizer, SgModel};
+use crate::progress::{Metrics as Shown, Progress};
+use crate::run_dir::RunDir;
+
+/// The network and training algorithm `[mnist]` describes, for `input` features.
+pub fn spec(m: &MnistConfig, input: usize, seed: u64) -> FfSpec {
+    let optim = |lr: f64| match m.optimizer {
+        Optimizer::Adam => OptimConfig::adam(lr as f32),
+        Optimizer::Sgd => OptimConfig::sgd(lr as f32, m.momentum as f32),
+    };
+    let mut spec = FfSpec::backprop(
+        input,
+        vec![m.hidden; m.layers],
+        CLASSES,
+        m.batch,
+        optim(m.lr),
+    );
+    spec.seed = seed;
+    spec.sg_optim = m.sg_lr.map(optim);
+    let sg = |conditioned: bool| match m.sg_model() {
+        Some(SgModel::Mlp) => SgSpec::mlp(vec![m.sg_hidden; m.sg_layers], conditioned),
+        _ => SgSpec::linear(conditioned),
+    };
+    // BP(λ) applies to the SG methods (the config rejects a λ on the others).
+    let with_lambda = |iface: InterfaceSpec| InterfaceSpec {
+        lambda: m.lambda as f32,
+        ..iface
+    };
+    let iface = match m.method {
+        MnistMethod::Bp => InterfaceSpec::backprop(),
+        MnistMethod::Nobp => InterfaceSpec::cut(),
+        MnistMethod::Dni => with_lambda(InterfaceSpec::dni(sg(false))),
+        MnistMethod::Cdni => with_lambda(InterfaceSpec::dni(sg(true))),
+    };
+    spec = spec.with_interfaces(iface);
+    spec.p_update = m.p_update as f32;
+    if m.unlock {
+        spec.synthetic_input = Some(SynthInputSpec { hidden: Vec::new() });
+    }
+    spec
+}
+
+/// One `metrics.jsonl` record, written at every log and evaluation step.
+#[derive(Debug, Serialize)]
+pub struct MnistRecord {
+    pub step: u64,
+    pub wall_s: f64,
+    /// Mean cross-entropy and error of the training batches since the last record (with complete
+    /// unlock the output block scores its synthetic input).
+    pub train_loss: Option<f64>,
+    pub train_error: Option<f64>,
+    pub test_error: Option<f64>,
+    pub test_loss: Option<f64>,
+    /// Per interface: mean per-example ½‖M(h) − batch·δ‖².
+    pub sg_loss: Vec<Option<f64>>,
+    /// Per block but the first (complete unlock): mean per-example ½‖I(x) − h‖².
+    pub input_loss: Vec<Option<f64>>,
+    pub ms_per_step: f64,
+    pub submissions_per_step: f64,
+    pub host_waits_per_step: f64,
+    pub sg_staleness: f64,
+}
+
+/// The summary of a run.
+#[derive(Debug, Serialize)]
+pub struct MnistOutcome {
+    pub task: &'static str,
+    pub method: &'static str,
+    pub layers: usize,
+    pub hidden: usize,
+    pub batch: usize,
+    pub sg_model: Option<&'static str>,
+    pub p_update: f64,
+    pub unlock: bool,
+    pub lambda: f64,
+    pub schedule: &'static str,
+    pub steps: u64,
+    pub train_examples: usize,
+    pub test_examples: usize,
+    /// Test error before training and at the end.
+    pub initial_test_error: f64,
+    pub final_test_error: f64,
+    pub best_test_error: f64,
+    pub final_train_error: Option<f64>,
+    pub wall_clock_s: f64,
+    pub ms_per_step: f64,
+    pub submissions_per_step: f64,
+    pub host_waits_per_step: f64,
+    pub waits_input: u64,
+    pub waits_grad: u64,
+    pub waits_ring: u64,
+    pub gpu_waits: u64,
+    pub sg_staleness: f64,
+    pub adapter: String,
+}
+
+fn method_name(m: MnistMethod) -> &'static str {
+    match m {
+        MnistMethod::Nobp => "nobp",
+        MnistMethod::Bp => "bp",
+        MnistMethod::Dni => "dni",
+        MnistMethod::Cdni => "cdni",
+    }
+}
+
+/// Trains per `cfg`, calling `on_log` with every record.
+pub fn train(
+    gpu: &Gpu,
+    cfg: &Config,
+    progress: &mut Progress,
+    mut on_log: impl FnMut(&MnistRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<MnistOutcome> {
+    let m = cfg
+        .mnist
+        .as_ref()
+        .context("task = \"mnist\" needs an [mnist] section")?;
+    let data = Mnist::load_dir(&m.data_dir)
+        .with_context(|| format!("loading MNIST from {}", m.data_dir.display()))?;
+    let input = data.train.pixels();
+    let spec = spec(m, input, cfg.seed);
+    let mut net = FfNet::new(gpu, spec).context("building the network")?;
+    let test_labels: Vec<u32> = data.test.labels.iter().map(|&l| l as u32).collect();
+    let test = EvalSet::new(gpu, input, &data.test.images, &test_labels, 1000)
+        .context("uploading the test set")?;
+    let schedule = if m.threads {
+        Schedule::Threaded
+    } else {
+        Schedule::SingleThread
+    };
+    let mut shuffler =
+        EpochShuffler::new(data.train.n, m.batch, cfg.seed).context("batching the training set")?;
+    let train_set = &data.train;
+    let mut source =
+        |x: &mut Vec<f32>, y: &mut Vec<u32>| train_set.batch(shuffler.next_batch(), x, y);
+
+    let initial = net
+        .evaluate(&test)
+        .context("evaluating the untrained network")?;
+    progress.println(&format!(
+        "untrained test error {:.2}%",
+        100.0 * initial.error
+    ));
+    let log_every = cfg.run.log_every.max(1);
+    let started = Instant::now();
+    let mut totals = StepStats::default();
+    let (mut best, mut last_test, mut last_train) = (initial.error, initial.error, None);
+    let mut step = 0u64;
+    while step < m.steps {
+        // Run up to the next log or evaluation point; each call ends with every block's work submitted.
+        let next = [
+            (step / log_every + 1) * log_every,
+            (step / m.eval_every + 1) * m.eval_every,
+            m.steps,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(m.steps);
+        let stats = net
+            .train(next - step, &mut source, schedule)
+            .with_context(|| format!("training steps {}..{}", step + 1, next))?;
+        totals.add(&stats);
+        step = next;
+        progress.set_step(step);
+        let log_now = step.is_multiple_of(log_every) || step == m.steps;
+        let eval_now = step.is_multiple_of(m.eval_every) || step == m.steps;
+        let tm = if log_now {
+            Some(net.take_metrics().context("reading the metrics back")?)
+        } else {
+            None
+        };
+        let ev = if eval_now {
+            Some(net.evaluate(&test).context("evaluating")?)
+        } else {
+            None
+        };
+        if let Some(e) = &ev {
+            best = best.min(e.error);
+            last_test = e.error;
+        }
+        let train_error = tm.as_ref().filter(|t| t.examples > 0).map(|t| t.error);
+        if train_error.is_some() {
+            last_train = train_error;
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let record = MnistRecord {
+            step,
+            wall_s: wall,
+            train_loss: tm.as_ref().filter(|t| t.examples > 0).map(|t| t.loss),
+            train_error,
+            test_error: ev.map(|e| e.error),
+            test_loss: ev.map(|e| e.loss),
+            sg_loss: tm.as_ref().map(|t| t.sg_loss.clone()).unwrap_or_default(),
+            input_loss: tm
+                .as_ref()
+                .map(|t| t.input_loss.clone())
+                .unwrap_or_default(),
+            ms_per_step: 1e3 * wall / step as f64,
+            submissions_per_step: totals.submissions_per_step(),
+            host_waits_per_step: totals.host_waits_per_step(),
+            sg_staleness: totals.mean_sg_staleness(),
+        };
+        let mut shown = Shown::new();
+        if let (Some(l), Some(e)) = (record.train_loss, record.train_error) {
+            shown.push("loss", format!("{l:.3}"));
+            shown.push("train err", format!("{:.2}%", 100.0 * e));
+        }
+        shown.push("test err", format!("{:.2}%", 100.0 * last_test));
+        progress.update(step, &shown);
+        if let Some(e) = record.test_error {
+            progress.println(&format!("step {step}: test error {:.2}%", 100.0 * e));
+        }
+        on_log(&record)?;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    Ok(MnistOutcome {
+        task: cfg.task.name(),
+        method: method_name(m.method),
+        layers: m.layers,
+        hidden: m.hidden,
+        batch: m.batch,
+        sg_model: m.sg_model().map(|s| match s {
+            SgModel::Linear => "linear",
+            SgModel::Mlp => "mlp",
+        }),
+        p_update: m.p_update,
+        unlock: m.unlock,
+        lambda: m.lambda,
+        schedule: if m.threads {
+            "threaded"
+        } else {
+            "single-thread"
+        },
+        steps: step,
+        train_examples: data.train.n,
+        test_examples: data.test.n,
+        initial_test_error: initial.error,
+        final_test_error: last_test,
+        best_test_error: best,
+        final_train_error: last_train,
+        wall_clock_s: wall,
+        ms_per_step: 1e3 * wall / step.max(1) as f64,
+        submissions_per_step: totals.submissions_per_step(),
+        host_waits_per_step: totals.host_waits_per_step(),
+        waits_input: totals.waits_input,
+        waits_grad: totals.waits_grad,
+        waits_ring: totals.waits_ring,
+        gpu_waits: totals.gpu_waits,
+        sg_staleness: totals.mean_sg_staleness(),
+        adapter: gpu.adapter().to_string(),
+    })
+}
+
+/// `dni-train --config configs/mnist_*.toml`: one run with its run directory.
+pub fn run(
+    gpu: &Gpu,
+    cfg: &Config,
+    run_dir: &mut RunDir,
+    progress: &mut Progress,
+) -> anyhow::Result<serde_json::Value> {
+    let outcome = train(gpu, cfg, progress, |rec| run_dir.log(rec))?;
+    progress.println(&format!(
+        "test error {:.2}% after {} steps (best {:.2}%, untrained {:.2}%), {:.0} s, {:.1} ms/step",
+        100.0 * outcome.final_test_error,
+        outcome.steps,
+        100.0 * outcome.best_test_error,
+        100.0 * outcome.initial_test_error,
+        outcome.wall_clock_s,
+        outcome.ms_per_step
+    ));
+    serde_json::to_value(&outcome).context("serialising the summary")
+}

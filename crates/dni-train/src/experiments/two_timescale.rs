@@ -1,0 +1,338 @@
+//! Two networks at two timescales (paper 3.2, Fig. 5): A counts odd digits every `T` steps of an
+//! MNIST stream, B counts threes every `T²` steps from A's messages; trained end to end (`e2e`), with
+//! a synthetic gradient on the A→B message (`dni`), or decoupled without one (`nodni`). The result is
+//! both networks' test accuracy over the course of training, at the same step budget.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::Context;
+use dni_graph::timescale::{
+    Block, DigitStream, Evaluation, Method, TimescaleConfig as SystemConfig, TwoTimescale,
+};
+use dni_kernels::ops::optim::OptimConfig;
+use dni_kernels::Gpu;
+use dni_tasks::Mnist;
+use serde::Serialize;
+
+use crate::config::{Config, Optimizer, TimescaleConfig, TimescaleMethod};
+use crate::progress::{Metrics as Shown, Progress};
+use crate::run_dir::RunDir;
+
+/// Test accuracies whose first crossing the summary reports, as `steps to reach`.
+const MILESTONES: [f64; 6] = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+
+/// Offset of the test stream's seed from the run's, so test digits differ from the training order.
+const TEST_SEED: u64 = 0x7E57;
+
+/// The system's configuration from `[timescale]`.
+pub(crate) fn system_config(ts: &TimescaleConfig, input: usize, seed: u64) -> SystemConfig {
+    let sg_lr = ts.sg_lr.unwrap_or(ts.lr / 100.0);
+    SystemConfig {
+        t: ts.t,
+        input,
+        hidden_a: ts.hidden,
+        hidden_b: ts.hidden,
+        batch: ts.batch,
+        method: match ts.method {
+            TimescaleMethod::E2e => Method::EndToEnd,
+            TimescaleMethod::Dni => Method::Dni,
+            TimescaleMethod::Nodni => Method::NoDni,
+        },
+        optim: OptimConfig::adam(ts.lr as f32),
+        sg_optim: match ts.sg_optimizer {
+            Optimizer::Adam => OptimConfig::adam(sg_lr as f32),
+            Optimizer::Sgd => OptimConfig::sgd(sg_lr as f32, 0.9),
+        },
+        sg_scale: ts.sg_scale as f32,
+        seed,
+    }
+}
+
+/// One `metrics.jsonl` record: training scores every `run.log_every` steps (`split` = "train"),
+/// test scores every `timescale.eval_every` steps and at the end (`split` = "test").
+#[derive(Debug, Serialize)]
+pub struct TimescaleRecord {
+    /// Steps of the digit stream so far.
+    pub step: u64,
+    pub split: &'static str,
+    /// Updates of A so far (T per block decoupled, 1 end to end).
+    pub a_updates: u64,
+    pub wall_s: f64,
+    /// Accuracy and cross-entropy (nats) of A's answers (odd digits in T steps).
+    pub a_accuracy: Option<f64>,
+    pub a_loss: Option<f64>,
+    /// Accuracy and cross-entropy of B's answers (threes in T² steps).
+    pub b_accuracy: Option<f64>,
+    pub b_loss: Option<f64>,
+    /// SG regression loss per block and the fraction of B's message gradient it explains (dni).
+    pub sg_loss: Option<f64>,
+    pub sg_explained: Option<f64>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimescaleOutcome {
+    pub task: &'static str,
+    pub method: &'static str,
+    #[serde(rename = "T")]
+    pub t: usize,
+    pub hidden: usize,
+    pub batch: usize,
+    pub steps: u64,
+    pub a_updates: u64,
+    pub b_updates: u64,
+    /// Test accuracies at the end.
+    pub final_a_accuracy: Option<f64>,
+    pub final_b_accuracy: Option<f64>,
+    /// The step at which the test accuracy first reached each milestone (absent: never).
+    pub a_steps_to: BTreeMap<String, u64>,
+    pub b_steps_to: BTreeMap<String, u64>,
+    /// Every evaluation: `[step, A accuracy, B accuracy]`.
+    pub test_curve: Vec<(u64, f64, f64)>,
+    /// Accuracy of always answering the most frequent count on the test digits: what chance is.
+    pub a_majority_accuracy: f64,
+    pub b_majority_accuracy: f64,
+    pub wall_clock_s: f64,
+    pub adapter: String,
+}
+
+/// Trains per `cfg` on the MNIST stream and calls `on_log` with every record.
+pub fn train(
+    gpu: &Gpu,
+    cfg: &Config,
+    progress: &mut Progress,
+    mut on_log: impl FnMut(&TimescaleRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<TimescaleOutcome> {
+    let ts = cfg
+        .timescale
+        .as_ref()
+        .context("the two-timescale task needs a [timescale] section")?;
+    let mnist = Mnist::load_dir(&ts.data_dir)
+        .with_context(|| format!("loading MNIST from {}", ts.data_dir.display()))?;
+    let mut stream = DigitStream::new(&mnist.train, ts.t, ts.batch, cfg.seed)?;
+    let scfg = system_config(ts, stream.input_width(), cfg.seed);
+    let method = scfg.method.name();
+    let mut sys = TwoTimescale::new(gpu, scfg).context("building the two-timescale system")?;
+    let block_steps = (ts.t * ts.t) as u64;
+    let blocks = ts.steps.div_ceil(block_steps);
+    let (a_major, b_major) = majority_accuracy(&mnist, ts, cfg.seed)?;
+    let started = Instant::now();
+    let mut block = Block::default();
+    let mut curve = Vec::new();
+    let (mut a_to, mut b_to) = (BTreeMap::new(), BTreeMap::new());
+    let mut last_eval = None;
+    for k in 1..=blocks {
+        stream.next_block(&mut block);
+        sys.train(&block)
+            .with_context(|| format!("training block {k}"))?;
+        let step = k * block_steps;
+        progress.set_step(step);
+        let crossed = |every: u64| step / every > (step - block_steps) / every;
+        let end = k == blocks;
+        if crossed(cfg.run.log_every) || end {
+            let m = sys.read_metrics().context("reading the metrics back")?;
+            let rec = TimescaleRecord {
+                step,
+                split: "train",
+                a_updates: sys.a_updates(),
+                wall_s: started.elapsed().as_secs_f64(),
+                a_accuracy: m.a.accuracy(),
+                a_loss: m.a.loss(),
+                b_accuracy: m.b.accuracy(),
+                b_loss: m.b.loss(),
+                sg_loss: m.sg_loss_per_block(),
+                sg_explained: m.sg_explained(),
+            };
+            let mut shown = Shown::new();
+            if let (Some(a), Some(b)) = (rec.a_accuracy, rec.b_accuracy) {
+                shown.push("train A", format!("{a:.3}"));
+                shown.push("B", format!("{b:.3}"));
+            }
+            if let Some(e) = rec.sg_explained {
+                shown.push("sg R²", format!("{e:.2}"));
+            }
+            if let Some(ev) = &last_eval {
+                let ev: &Evaluation = ev;
+                shown.push(
+                    "test A",
+                    format!("{:.3}", ev.a.accuracy().unwrap_or(f64::NAN)),
+                );
+                shown.push("B", format!("{:.3}", ev.b.accuracy().unwrap_or(f64::NAN)));
+            }
+            progress.update(step, &shown);
+            on_log(&rec)?;
+        }
+        if crossed(ts.eval_every) || end {
+            let mut test = DigitStream::new(&mnist.test, ts.t, ts.batch, cfg.seed ^ TEST_SEED)?;
+            let ev = sys
+                .evaluate(ts.eval_blocks, |b| test.next_block(b))
+                .context("evaluating on the test split")?;
+            let (a, b) = (
+                ev.a.accuracy().unwrap_or(f64::NAN),
+                ev.b.accuracy().unwrap_or(f64::NAN),
+            );
+            curve.push((step, a, b));
+            for m in MILESTONES {
+                if a >= m {
+                    a_to.entry(format!("{m:.1}")).or_insert(step);
+                }
+                if b >= m {
+                    b_to.entry(format!("{m:.1}")).or_insert(step);
+                }
+            }
+            on_log(&TimescaleRecord {
+                step,
+                split: "test",
+                a_updates: sys.a_updates(),
+                wall_s: started.elapsed().as_secs_f64(),
+                a_accuracy: ev.a.accuracy(),
+                a_loss: ev.a.loss(),
+                b_accuracy: ev.b.accuracy(),
+                b_loss: ev.b.loss(),
+                sg_loss: None,
+                sg_explained: None,
+            })?;
+            last_eval = Some(ev);
+        }
+    }
+    let last = curve.last().copied();
+    Ok(TimescaleOutcome {
+        task: cfg.task.name(),
+        method,
+        t: ts.t,
+        hidden: ts.hidden,
+        batch: ts.batch,
+        steps: blocks * block_steps,
+        a_updates: sys.a_updates(),
+        b_updates: sys.blocks_trained(),
+        final_a_accuracy: last.map(|c| c.1),
+        final_b_accuracy: last.map(|c| c.2),
+        a_steps_to: a_to,
+        b_steps_to: b_to,
+        test_curve: curve,
+        a_majority_accuracy: a_major,
+        b_majority_accuracy: b_major,
+        wall_clock_s: started.elapsed().as_secs_f64(),
+        adapter: gpu.adapter().to_string(),
+    })
+}
+
+/// Accuracy of the best constant answer for A and for B on the blocks an evaluation sees.
+fn majority_accuracy(mnist: &Mnist, ts: &TimescaleConfig, seed: u64) -> anyhow::Result<(f64, f64)> {
+    let mut test = DigitStream::new(&mnist.test, ts.t, ts.batch, seed ^ TEST_SEED)?;
+    let mut block = Block::default();
+    let mut a = vec![0u64; ts.t + 1];
+    let mut b = vec![0u64; ts.t * ts.t + 1];
+    for _ in 0..ts.eval_blocks {
+        test.next_block(&mut block);
+        block.odd.iter().for_each(|&v| a[v as usize] += 1);
+        block.threes.iter().for_each(|&v| b[v as usize] += 1);
+    }
+    let best = |h: &[u64]| {
+        let n: u64 = h.iter().sum();
+        h.iter().copied().max().unwrap_or(0) as f64 / n.max(1) as f64
+    };
+    Ok((best(&a), best(&b)))
+}
+
+/// `dni-train --config configs/two_timescale.toml`: one run with its run directory.
+pub fn run(
+    gpu: &Gpu,
+    cfg: &Config,
+    run_dir: &mut RunDir,
+    progress: &mut Progress,
+) -> anyhow::Result<serde_json::Value> {
+    let o = train(gpu, cfg, progress, |rec| run_dir.log(rec))?;
+    progress.println(&format!(
+        "{} T={}: test accuracy A {:.3} (chance {:.3}), B {:.3} (chance {:.3}) after {} steps \
+         ({} updates of A), {:.0} s",
+        o.method,
+        o.t,
+        o.final_a_accuracy.unwrap_or(f64::NAN),
+        o.a_majority_accuracy,
+        o.final_b_accuracy.unwrap_or(f64::NAN),
+        o.b_majority_accuracy,
+        o.steps,
+        o.a_updates,
+        o.wall_clock_s
+    ));
+    serde_json::to_value(&o).context("serialising the summary")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Overrides;
+    use crate::progress::Mode;
+
+    fn config(sets: &[&str]) -> anyhow::Result<Config> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let o = Overrides {
+            set: sets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        Config::load_with_base(&root.join("configs/two_timescale.toml"), &o, &root)
+    }
+
+    #[test]
+    fn config_maps_onto_the_system() {
+        let cfg = config(&["timescale.method=nodni", "timescale.sg_lr=0.5"]).unwrap();
+        let ts = cfg.timescale.as_ref().unwrap();
+        let s = system_config(ts, 785, 3);
+        assert_eq!(s.method, Method::NoDni);
+        assert_eq!(
+            (s.t, s.hidden_a, s.hidden_b, s.batch),
+            (ts.t, ts.hidden, ts.hidden, ts.batch)
+        );
+        assert_eq!(s.sg_optim.lr(), 0.5);
+        let s = system_config(config(&[]).unwrap().timescale.as_ref().unwrap(), 785, 3);
+        assert_eq!(s.sg_optim.lr(), (ts.lr / 100.0) as f32);
+        assert_eq!(cfg.run_label(), format!("two_timescale-nodni-T{}", ts.t));
+        let msg = format!("{:#}", config(&["timescale.method=bptt"]).unwrap_err());
+        assert!(msg.contains("bptt") && msg.contains("e2e"), "{msg}");
+        let msg = format!(
+            "{:#}",
+            config(&["timescale.T=1", "timescale.lr=0"]).unwrap_err()
+        );
+        assert!(
+            msg.contains("timescale.T = 1: T must be at least 2"),
+            "{msg}"
+        );
+        assert!(msg.contains("timescale.lr = 0"), "{msg}");
+    }
+
+    #[test]
+    fn a_short_run_logs_and_summarises() {
+        let gpu = dni_kernels::testing::gpu();
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist");
+        let data_dir = format!("timescale.data_dir={data}");
+        let cfg = config(&[
+            &data_dir,
+            "timescale.T=2",
+            "timescale.hidden=8",
+            "timescale.batch=4",
+            "timescale.steps=40",
+            "timescale.eval_every=20",
+            "timescale.eval_blocks=2",
+            "run.log_every=8",
+        ])
+        .unwrap();
+        let mut progress = Progress::with_mode("t", cfg.steps(), Mode::Quiet);
+        let mut recs = Vec::new();
+        let o = train(&gpu, &cfg, &mut progress, |r| {
+            recs.push((r.step, r.split));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((o.steps, o.b_updates, o.a_updates), (40, 10, 20));
+        let tests: Vec<u64> = recs.iter().filter(|r| r.1 == "test").map(|r| r.0).collect();
+        assert_eq!(tests, vec![20, 40]);
+        let trains = recs.iter().filter(|r| r.1 == "train").count();
+        assert_eq!(trains, 5);
+        assert_eq!(o.test_curve.len(), 2);
+        assert!(o.a_majority_accuracy > 0.0 && o.b_majority_accuracy > 0.0);
+    }
+}
