@@ -723,7 +723,16 @@ impl Config {
                 let method = serde_name(&rnn.method);
                 format!("{}-{method}-T{}", self.task.name(), rnn.t)
             }
-            (_, Some(m)) => format!("{}-{}", self.task.name(), serde_name(&m.method)),
+            (_, Some(m)) => {
+                let mut label = format!("{}-{}", self.task.name(), serde_name(&m.method));
+                if m.p_update < 1.0 {
+                    label.push_str(&format!("-p{}", m.p_update));
+                }
+                if m.unlock {
+                    label.push_str("-unlocked");
+                }
+                label
+            }
             _ => self.task.name().to_string(),
         }
     }

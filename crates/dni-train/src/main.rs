@@ -53,10 +53,20 @@ enum Command {
     /// budget and print the largest episode length solved (the paper's Table 1).
     Sweep {
         /// Truncation lengths, e.g. --t 2,3,4,5,8.
-        #[arg(long = "t", value_name = "T,..", value_delimiter = ',', required = true)]
+        #[arg(
+            long = "t",
+            value_name = "T,..",
+            value_delimiter = ',',
+            required = true
+        )]
         t: Vec<usize>,
         /// Methods, e.g. --methods bptt,dni,dni_aux.
-        #[arg(long, value_name = "M,..", value_delimiter = ',', default_value = "bptt,dni,dni_aux")]
+        #[arg(
+            long,
+            value_name = "M,..",
+            value_delimiter = ',',
+            default_value = "bptt,dni,dni_aux"
+        )]
         methods: Vec<String>,
     },
     /// Time kernels and training steps (the workloads of docs/BENCHMARKS.md).

@@ -116,11 +116,7 @@ impl Progress {
 
     /// One log line: `[title] step 150/3000 (5%) 12.3s | level N=3 | bits 0.120`.
     fn line(&self, step: u64, metrics: &Metrics) -> String {
-        let pct = if self.total > 0 {
-            100 * step / self.total
-        } else {
-            100
-        };
+        let pct = (100 * step).checked_div(self.total).unwrap_or(100);
         let mut s = format!(
             "[{}] step {step}/{} ({pct}%) {:.1}s",
             self.title,

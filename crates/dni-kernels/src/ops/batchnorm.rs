@@ -60,7 +60,6 @@ impl Default for BatchNormParams {
     }
 }
 
-
 fn check_features(op: &'static str, cols: usize, named: &[(&str, &Tensor)]) -> Result<()> {
     for (name, t) in named {
         if t.len() != cols {

@@ -36,7 +36,6 @@ const S_SIGMOID: &[Slot] = &[
 ];
 const S_L2: &[Slot] = &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite];
 
-
 fn record(
     enc: &mut Encoder,
     entry: &'static str,
