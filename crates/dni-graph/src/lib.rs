@@ -1,4 +1,17 @@
+//! # dni-graph
+//!
+//! Decoupled training on top of `dni-kernels`:
+//! - [`ff`]: feed-forward networks whose blocks run as workers on their own threads and command
+//!   streams, joined by interfaces that own synthetic-gradient (and synthetic-input) models: DNI,
+//!   cDNI, `p_update`, complete unlock, BP(λ), and the locked backprop baseline on the same machinery;
+//! - [`recurrent`]: an LSTM trained by truncated BPTT whose windows end in a synthetic gradient
+//!   (DNI, DNI + Aux), for the Copy tasks and character-level language modelling;
+//! - [`timescale`]: two LSTMs ticking at two timescales, joined end-to-end, by DNI, or not at all.
+//!
+//! Training algorithms are configurations of these pieces, not separate code paths.
+
 pub mod ff;
 pub mod layers;
+mod linear;
 pub mod recurrent;
 pub mod timescale;

@@ -28,7 +28,7 @@
 mod config;
 mod error;
 mod init;
-mod linear;
+
 mod metrics;
 mod trainer;
 

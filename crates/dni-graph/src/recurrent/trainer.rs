@@ -27,8 +27,8 @@ use dni_kernels::{Gpu, Tensor};
 use super::config::{OutputLoss, RecurrentConfig};
 use super::error::{RecurrentError, Result};
 use super::init::InitRng;
-use super::linear::Linear;
 use super::metrics::{EvalResult, Metrics};
+use crate::linear::Linear;
 
 /// Windows submitted without any read-back before the trainer waits for the device, so that a caller
 /// who never reads metrics cannot queue unbounded work.

@@ -34,7 +34,7 @@
 
 mod config;
 mod error;
-mod linear;
+
 mod metrics;
 mod stream;
 mod system;

@@ -33,9 +33,9 @@ use dni_tasks::Rng;
 
 use super::config::{Method, TimescaleConfig};
 use super::error::{Result, TimescaleError};
-use super::linear::Linear;
 use super::metrics::{Evaluation, Metrics, Scores};
 use super::stream::Block;
+use crate::linear::Linear;
 
 /// Blocks submitted without any read-back before the system waits for the device, so that a caller
 /// who never reads metrics cannot queue unbounded work.
@@ -174,11 +174,12 @@ impl Net {
     fn readout_backward(&self, enc: &mut Encoder) -> Result<()> {
         let h = self.h_rows()?;
         self.readout.backward_params(enc, &h, &self.dlogits)?;
-        self.readout.backward_input(
+        Ok(self.readout.backward_input(
             enc,
             &self.dlogits,
             &self.dh.reshape(&[h.shape()[0], h.shape()[1]])?,
-        )
+            false,
+        )?)
     }
 
     /// Backward through the window (from `dh`), then one update of the core and the readout.

@@ -1,11 +1,11 @@
-//! A linear map `y = x·W + b` with its parameters, as used by the readout, the SG model and the aux head.
+//! A linear map `y = x·W + b` with its parameters: readouts, linear synthetic-gradient models, the
+//! aux head. Shared by the recurrent trainer and the two-timescale system.
 
 use dni_kernels::ops::matmul::{matmul, Matmul};
 use dni_kernels::ops::optim::Param;
 use dni_kernels::ops::reduce::col_sum;
-use dni_kernels::{Encoder, Gpu, Tensor};
-
-use super::error::Result;
+use dni_kernels::{Encoder, Gpu, Result, Tensor};
+use dni_tasks::Rng;
 
 pub(crate) struct Linear {
     /// `[in, out]`.
@@ -21,6 +21,15 @@ impl Linear {
             w: Param::new(gpu, Tensor::from_slice(gpu, &[inputs, outputs], w)?)?,
             b: Param::new(gpu, Tensor::zeros(gpu, &[outputs])?)?,
         })
+    }
+
+    /// Weights uniform in `±1/√inputs`, zero bias.
+    pub fn uniform(gpu: &Gpu, rng: &mut Rng, inputs: usize, outputs: usize) -> Result<Self> {
+        let bound = 1.0 / (inputs as f32).sqrt();
+        let w: Vec<f32> = (0..inputs * outputs)
+            .map(|_| rng.uniform_range(-bound, bound))
+            .collect();
+        Self::new(gpu, inputs, outputs, &w)
     }
 
     /// Zero weight and zero bias: the output starts at exactly 0 (the SG model's required init).
@@ -39,15 +48,13 @@ impl Linear {
             &self.w.value,
             y,
             Matmul::default().bias(&self.b.value),
-        )?;
-        Ok(())
+        )
     }
 
     /// Overwrites the parameter gradients with those of `dy` at input `x`.
     pub fn backward_params(&self, enc: &mut Encoder, x: &Tensor, dy: &Tensor) -> Result<()> {
         matmul(enc, x, dy, &self.w.grad, Matmul::default().ta())?;
-        col_sum(enc, dy, &self.b.grad, 1.0, 0.0)?;
-        Ok(())
+        col_sum(enc, dy, &self.b.grad, 1.0, 0.0)
     }
 
     /// `dx = dy·Wᵀ`, or `dx += dy·Wᵀ` with `accumulate`.
@@ -62,7 +69,10 @@ impl Linear {
         if accumulate {
             o = o.accumulate(1.0);
         }
-        matmul(enc, dy, &self.w.value, dx, o)?;
-        Ok(())
+        matmul(enc, dy, &self.w.value, dx, o)
+    }
+
+    pub fn params(&self) -> [&Param; 2] {
+        [&self.w, &self.b]
     }
 }
