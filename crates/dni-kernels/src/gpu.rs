@@ -144,6 +144,7 @@ pub(crate) struct GpuInner {
     report: AdapterReport,
     limits: wgpu::Limits,
     subgroup_size: Option<u32>,
+    adapter_f16: bool,
     modules: Mutex<HashMap<Kernel, Arc<wgpu::ShaderModule>>>,
     layouts: Mutex<HashMap<Vec<Slot>, Arc<Layouts>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
@@ -275,6 +276,7 @@ impl Gpu {
                 report,
                 limits,
                 subgroup_size,
+                adapter_f16: adapter.features().contains(wgpu::Features::SHADER_F16),
                 modules: Mutex::default(),
                 layouts: Mutex::default(),
                 pipelines: Mutex::default(),
@@ -306,6 +308,11 @@ impl Gpu {
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits
     }
+    /// Whether the adapter offers `SHADER_F16` (f16 arithmetic and storage in WGSL).
+    pub fn has_shader_f16(&self) -> bool {
+        self.inner.adapter_f16
+    }
+
     /// The subgroup size when subgroups are enabled and the size is fixed (8 on lavapipe/AVX2).
     pub fn subgroup_size(&self) -> Option<u32> {
         self.inner.subgroup_size

@@ -67,6 +67,14 @@ impl Tensor {
         Ok(t)
     }
 
+    /// A tensor from half-precision host data (e.g. f16 checkpoints). Storage stays f32 on the
+    /// device: kernels are f32 throughout; `Gpu::has_shader_f16` says whether f16 storage could be
+    /// used by future kernels on this adapter.
+    pub fn from_f16(gpu: &Gpu, shape: &[usize], data: &[half::f16]) -> Result<Self> {
+        let wide: Vec<f32> = data.iter().map(|h| h.to_f32()).collect();
+        Self::from_slice(gpu, shape, &wide)
+    }
+
     /// Overwrites the contents. Ordered before the next submission on the queue.
     pub fn write(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
         if data.len() != self.inner.len {

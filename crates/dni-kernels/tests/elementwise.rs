@@ -222,3 +222,20 @@ fn mismatched_sizes_are_errors() {
     assert!(sum_all(&mut enc, &m, &a, 1.0, 0.0).is_err());
     assert_eq!(enc.dispatches(), 0);
 }
+
+#[test]
+fn f16_host_data_uploads_as_f32() {
+    let gpu = dni_kernels::testing::gpu();
+    let src = [0.5f32, -1.25, 3.0, 1.0e-3, 65504.0];
+    let halves: Vec<half::f16> = src.iter().map(|&x| half::f16::from_f32(x)).collect();
+    let t = dni_kernels::Tensor::from_f16(&gpu, &[5], &halves).unwrap();
+    let back = gpu.read(&t).unwrap();
+    let want: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+    assert_eq!(back, want);
+    assert!(
+        (back[3] - 1.0e-3).abs() < 1e-6,
+        "f16 rounding of 1e-3: {}",
+        back[3]
+    );
+    eprintln!("SHADER_F16 on this adapter: {}", gpu.has_shader_f16());
+}
