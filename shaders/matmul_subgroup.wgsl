@@ -41,15 +41,17 @@ fn store(row: u32, col: u32, acc: f32) {
     c[idx] = v;
 }
 
-// 64 invocations = 8 subgroups of 8; the workgroup covers 8 rows x 128 columns.
+// 64 invocations = 8 subgroups of 8; the workgroup covers 8 rows x 128 columns. Row blocks run
+// along workgroup_id.x, the fastest-moving index, so consecutive workgroups share one 128-column
+// strip of B and find it in cache.
 @compute @workgroup_size(64, 1, 1)
 fn matmul_sg8(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(subgroup_id) sg: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let row0 = wid.y * 8u;
-    let col0 = wid.x * 128u + sg * 16u;
+    let row0 = wid.x * 8u;
+    let col0 = wid.y * 128u + sg * 16u;
     let ta = (p.flags & 1u) != 0u;
     let tb = (p.flags & 2u) != 0u;
     let a_rs = select(p.k, 1u, ta);

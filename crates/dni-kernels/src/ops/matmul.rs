@@ -128,10 +128,13 @@ pub fn matmul(enc: &mut Encoder, a: &Tensor, b: &Tensor, c: &Tensor, o: Matmul<'
     let gpu = enc.gpu().clone();
     let sg8 = gpu.subgroup_size() == Some(8);
     let variant = match o.variant {
-        MatmulVariant::Auto if gpu.adapter().is_cpu() && sg8 => MatmulVariant::Subgroup8,
+        MatmulVariant::Auto if gpu.adapter().is_cpu() && sg8 && m.div_ceil(8) <= 65535 => {
+            MatmulVariant::Subgroup8
+        }
         MatmulVariant::Auto if gpu.adapter().is_cpu() => MatmulVariant::Register,
         MatmulVariant::Auto => MatmulVariant::Tiled,
-        MatmulVariant::Subgroup8 if !sg8 => MatmulVariant::Register,
+        // Row blocks go along x (see the shader), limited to 65535 workgroups.
+        MatmulVariant::Subgroup8 if !sg8 || m.div_ceil(8) > 65535 => MatmulVariant::Register,
         v => v,
     };
     let mut flags = 0u32;
@@ -173,7 +176,7 @@ pub fn matmul(enc: &mut Encoder, a: &Tensor, b: &Tensor, c: &Tensor, o: Matmul<'
         MatmulVariant::Subgroup8 => (
             Kernel::MatmulSubgroup,
             "matmul_sg8",
-            [n.div_ceil(128) as u32, m.div_ceil(8) as u32, 1],
+            [m.div_ceil(8) as u32, n.div_ceil(128) as u32, 1],
         ),
         _ => (
             Kernel::Matmul,
