@@ -12,7 +12,7 @@ test:
 
 # Kernel tests on the GL backend (llvmpipe), the cross-backend check CI runs
 test-gl:
-    WGPU_BACKEND=gl cargo test -p dni-kernels
+    WGPU_BACKEND=gl cargo test --workspace --test matmul --test elementwise --test loss --test batchnorm --test optim --test lstm --test shaders
 
 # Benchmarks of docs/BENCHMARKS.md, printed with the adapter name
 bench:
