@@ -476,3 +476,44 @@ fn sg_trained_alongside_backprop_agrees_across_schedules() {
         m1.sg_loss
     );
 }
+
+/// Steady-state steps do not build pipelines or bind groups per step. Single thread: exactly nothing
+/// new after warm-up. Threaded: each hand-over buffer comes from a small ring, so a block meets its
+/// (ring slot × ring slot) pairings one by one and the cache fills up to a fixed bound (192 here)
+/// early on; after 60 steps, 60 more may add only a few, where a per-step rebuild would add >= 60.
+/// Its own `Gpu`, so parallel tests cannot move the counters.
+#[test]
+fn steady_state_steps_build_nothing_new() {
+    let gpu = dni_kernels::Gpu::new(&dni_kernels::GpuOptions::default()).unwrap();
+    let batches: Vec<(Vec<f32>, Vec<u32>)> = (0..4).map(|s| batch(6, 11, 4, 900 + s)).collect();
+    for schedule in [Schedule::SingleThread, Schedule::Threaded] {
+        let spec = FfSpec::backprop(11, vec![13, 7], 4, 6, OptimConfig::adam(1e-2))
+            .dni(dni_graph::ff::SgSpec::linear(true));
+        let mut net = FfNet::new(&gpu, spec).unwrap();
+        let mut k = 0;
+        let mut source = |xs: &mut Vec<f32>, ys: &mut Vec<u32>| {
+            let (x, y) = &batches[k % batches.len()];
+            k += 1;
+            xs.clone_from(x);
+            ys.clone_from(y);
+        };
+        net.train(60, &mut source, schedule).unwrap();
+        net.take_metrics().unwrap();
+        let before = (gpu.pipelines_compiled(), gpu.bind_groups_cached());
+        net.train(60, &mut source, schedule).unwrap();
+        net.take_metrics().unwrap();
+        let after = (gpu.pipelines_compiled(), gpu.bind_groups_cached());
+        assert_eq!(
+            before.0, after.0,
+            "{schedule:?}: pipelines compiled after warm-up"
+        );
+        match schedule {
+            Schedule::SingleThread => assert_eq!(before.1, after.1, "bind groups grew"),
+            Schedule::Threaded => assert!(
+                after.1 - before.1 < 6,
+                "threaded: {} new bind groups in 60 steady-state steps",
+                after.1 - before.1
+            ),
+        }
+    }
+}

@@ -505,3 +505,32 @@ fn dni_aux_step_matches_a_cpu_reference() {
         dni_kernels::testing::assert_close(&got, &want, 2e-3, 2e-4 * scale, name);
     }
 }
+
+/// After warm-up, a training window compiles no pipeline and creates no bind group: everything a
+/// step binds is built once. Uses its own `Gpu` so parallel tests cannot move the counters.
+#[test]
+fn steady_state_windows_build_nothing_new() {
+    let gpu = Gpu::new(&dni_kernels::GpuOptions::default()).unwrap();
+    let mut tr = RecurrentTrainer::new(&gpu, copy_config(Method::dni_aux(), 16, 1e-2)).unwrap();
+    let mut stream = TaskStream::new(CopyKind::Copy, B, 5, CurriculumConfig::default()).unwrap();
+    let mut w = Window::default();
+    let mut step = |tr: &mut RecurrentTrainer| {
+        stream.next_window(T, &mut w);
+        tr.train_window(&w.inputs, &w.targets, &w.mask).unwrap();
+    };
+    for _ in 0..3 {
+        step(&mut tr);
+    }
+    tr.read_metrics().unwrap();
+    let before = (gpu.pipelines_compiled(), gpu.bind_groups_cached());
+    assert!(before.0 > 0 && before.1 > 0, "{before:?}");
+    for _ in 0..20 {
+        step(&mut tr);
+    }
+    tr.read_metrics().unwrap();
+    let after = (gpu.pipelines_compiled(), gpu.bind_groups_cached());
+    assert_eq!(
+        before, after,
+        "(pipelines, bind groups) grew during steady-state training"
+    );
+}

@@ -323,6 +323,11 @@ impl Gpu {
         self.inner.pipelines_compiled.load(Ordering::Relaxed)
     }
 
+    /// Number of bind groups in the cache: constant across the steady-state steps of a training loop.
+    pub fn bind_groups_cached(&self) -> usize {
+        self.inner.bind_groups.lock().map_or(0, |c| c.len())
+    }
+
     /// Returns the first asynchronous error wgpu reported since the last check, if any.
     pub fn check(&self) -> Result<()> {
         let mut errs = self
