@@ -83,10 +83,8 @@ fn dni_aux_learns_copy_and_trains_its_heads() {
         last < 1.5,
         "DNI+Aux did not learn Copy N=2: {first:.3} -> {last:.3} bits/char"
     );
-    let params = tr.params();
     for name in ["sg.w", "aux.w"] {
-        let p = params.iter().find(|(n, _)| *n == name).unwrap().1;
-        let v = gpu.read(&p.value).unwrap();
+        let v = tr.read_param(name).unwrap();
         assert!(v.iter().all(|x| x.is_finite()), "{name} is not finite");
         assert!(
             v.iter().any(|&x| x != 0.0),
@@ -152,10 +150,12 @@ fn sg_model_learns_the_bootstrapped_gradient() {
     );
 }
 
-fn read_param(gpu: &Gpu, tr: &RecurrentTrainer, name: &str, grad: bool) -> Vec<f32> {
-    let params = tr.params();
-    let p = params.iter().find(|(n, _)| *n == name).unwrap().1;
-    gpu.read(if grad { &p.grad } else { &p.value }).unwrap()
+fn read_param(_gpu: &Gpu, tr: &RecurrentTrainer, name: &str, grad: bool) -> Vec<f32> {
+    if grad {
+        tr.read_grad(name).unwrap()
+    } else {
+        tr.read_param(name).unwrap()
+    }
 }
 
 const CORE: [&str; 5] = [
@@ -174,7 +174,7 @@ fn zero_initialised_sg_changes_nothing_at_first_and_apply_is_independent_of_trai
     let mut dni = make(Method::dni());
     let mut aux = make(Method::dni_aux());
     let mut shadow = make(Method::dni());
-    shadow.set_sg_apply(false);
+    shadow.set_sg_apply(false).unwrap();
     assert!(shadow.sg_trained() && !shadow.sg_applied());
 
     let cur = CurriculumConfig {
@@ -435,7 +435,7 @@ fn dni_aux_step_matches_a_cpu_reference() {
     let (w_m, b_m) = (value("sg.w"), value("sg.b"));
     let (w_a, b_a) = (value("aux.w"), value("aux.b"));
     assert!(w_m.iter().any(|&v| v != 0.0) && w_a.iter().any(|&v| v != 0.0));
-    let s0 = f64s(gpu.read(tr.state()).unwrap());
+    let s0 = f64s(tr.read_state().unwrap());
     let (x, y, m) = data(&mut rng);
     tr.train_window(&x, &y, &m).unwrap();
 

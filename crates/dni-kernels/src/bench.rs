@@ -49,11 +49,25 @@ pub fn time_samples(
 
 /// W1: GFLOP/s of a square `n x n` product (median sample).
 pub fn matmul_gflops(gpu: &Gpu, n: usize, variant: MatmulVariant, samples: usize) -> Result<f64> {
-    let a = Tensor::from_slice(gpu, &[n, n], &vec![0.5; n * n])?;
-    let b = Tensor::from_slice(gpu, &[n, n], &vec![0.25; n * n])?;
-    let c = Tensor::zeros(gpu, &[n, n])?;
-    // Several products per sample at small n so the fixed submit/read-back cost does not dominate.
-    let reps = (512 / n).max(1).pow(2).min(16);
+    matmul_gflops_mkn(gpu, n, n, n, variant, samples)
+}
+
+/// GFLOP/s of `[m, k]·[k, n]` (median sample), e.g. the skinny products of an LSTM step.
+pub fn matmul_gflops_mkn(
+    gpu: &Gpu,
+    m: usize,
+    k: usize,
+    n: usize,
+    variant: MatmulVariant,
+    samples: usize,
+) -> Result<f64> {
+    let a = Tensor::from_slice(gpu, &[m, k], &vec![0.5; m * k])?;
+    let b = Tensor::from_slice(gpu, &[k, n], &vec![0.25; k * n])?;
+    let c = Tensor::zeros(gpu, &[m, n])?;
+    let flop = 2.0 * m as f64 * k as f64 * n as f64;
+    // Several products per sample when one is small, so the fixed submit/read-back cost does not
+    // dominate: at least 2^28 flop per sample, at most 16 products.
+    let reps = ((f64::from(1u32 << 28) / flop).ceil() as usize).clamp(1, 16);
     let secs = time_samples(gpu, 2, samples, &c, |enc| {
         for _ in 0..reps {
             matmul(enc, &a, &b, &c, Matmul::default().variant(variant))?;
@@ -61,5 +75,5 @@ pub fn matmul_gflops(gpu: &Gpu, n: usize, variant: MatmulVariant, samples: usize
         Ok(())
     })?;
     let t = median(secs) / reps as f64;
-    Ok(2.0 * (n as f64).powi(3) / t / 1e9)
+    Ok(flop / t / 1e9)
 }

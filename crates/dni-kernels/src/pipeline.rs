@@ -12,11 +12,12 @@ pub enum Kernel {
     BatchNorm,
     Optim,
     Lstm,
+    RnnStep,
 }
 
 impl Kernel {
     /// Every kernel family, for validation tests and warm-up.
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 9] = [
         Kernel::Matmul,
         Kernel::MatmulSubgroup,
         Kernel::Elementwise,
@@ -25,6 +26,7 @@ impl Kernel {
         Kernel::BatchNorm,
         Kernel::Optim,
         Kernel::Lstm,
+        Kernel::RnnStep,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,12 +39,13 @@ impl Kernel {
             Kernel::BatchNorm => "batchnorm",
             Kernel::Optim => "optim",
             Kernel::Lstm => "lstm",
+            Kernel::RnnStep => "rnn_step",
         }
     }
 
     /// Whether the kernel needs `Features::SUBGROUP` (and so may be absent on some adapters).
     pub fn needs_subgroups(self) -> bool {
-        matches!(self, Kernel::MatmulSubgroup)
+        matches!(self, Kernel::MatmulSubgroup | Kernel::RnnStep)
     }
 
     /// The WGSL source, compiled into the binary so a user's program needs no files at run time.
@@ -56,6 +59,7 @@ impl Kernel {
             Kernel::BatchNorm => include_str!("../../../shaders/batchnorm.wgsl"),
             Kernel::Optim => include_str!("../../../shaders/optim.wgsl"),
             Kernel::Lstm => include_str!("../../../shaders/lstm.wgsl"),
+            Kernel::RnnStep => include_str!("../../../shaders/rnn_step.wgsl"),
         }
     }
 }

@@ -93,6 +93,32 @@ impl Tensor {
         Ok(())
     }
 
+    /// Overwrites `data.len()` elements starting at element `offset`.
+    pub fn write_at(&self, gpu: &Gpu, offset: usize, data: &[f32]) -> Result<()> {
+        match offset.checked_add(data.len()) {
+            Some(end) if end <= self.inner.len => {}
+            _ => {
+                return Err(Error::Shape {
+                    op: "Tensor::write_at",
+                    detail: format!(
+                        "tensor {:?} holds {} elements; {} at offset {offset} do not fit",
+                        self.inner.shape,
+                        self.inner.len,
+                        data.len()
+                    ),
+                })
+            }
+        }
+        if !data.is_empty() {
+            gpu.queue().write_buffer(
+                &self.inner.buffer,
+                (offset * 4) as u64,
+                bytemuck::cast_slice(data),
+            );
+        }
+        Ok(())
+    }
+
     /// Copies to the host (blocking). See [`Gpu::read`].
     pub fn to_vec(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         gpu.read(self)

@@ -74,6 +74,9 @@ enum Command {
         /// Fewer sizes and samples: a quick smoke run.
         #[arg(long)]
         quick: bool,
+        /// Workloads to run (docs/WORKLOADS.md), e.g. --workload w5 or --workload w1,w5.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+        workload: Vec<commands::bench::Workload>,
     },
 }
 
@@ -94,9 +97,13 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Devices) => commands::devices::run(cli.backend.unwrap_or_default()),
-        Some(Command::Bench { quick }) => commands::bench::run(commands::bench::BenchOptions {
+        Some(Command::Bench {
+            quick,
+            ref workload,
+        }) => commands::bench::run(commands::bench::BenchOptions {
             backend: cli.backend.unwrap_or_default(),
             quick,
+            workloads: workload.clone(),
         }),
         Some(Command::Train) => train(cli),
         Some(Command::Sweep { ref t, ref methods }) => {

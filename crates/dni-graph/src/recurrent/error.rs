@@ -27,6 +27,15 @@ pub enum RecurrentError {
     /// The operation needs the other output kind (e.g. token input on a sigmoid model).
     #[error("{0}")]
     Mode(&'static str),
+    /// Runs that cannot share a run group, or a group that cannot be built.
+    #[error("run group: {0}")]
+    Group(String),
+    /// A run index outside the group.
+    #[error("run {run} does not exist: the group has {runs} runs")]
+    Run { run: usize, runs: usize },
+    /// A parameter name the model does not have.
+    #[error("no parameter named '{0}' (see param_names)")]
+    UnknownParam(String),
     #[error(transparent)]
     Gpu(#[from] dni_kernels::Error),
 }

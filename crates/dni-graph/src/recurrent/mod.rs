@@ -29,10 +29,13 @@ mod config;
 mod error;
 mod init;
 
+mod group;
 mod metrics;
+mod per_step;
 mod trainer;
 
 pub use config::{Method, OutputLoss, RecurrentConfig};
 pub use error::{RecurrentError, Result};
+pub use group::{fused_unavailable, group_mismatch, BitWindow, RunGroup, TokenWindow};
 pub use metrics::{EvalResult, Metrics};
-pub use trainer::RecurrentTrainer;
+pub use trainer::{RecurrentTrainer, StepPath};

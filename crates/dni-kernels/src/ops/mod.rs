@@ -8,3 +8,4 @@ pub mod lstm;
 pub mod matmul;
 pub mod optim;
 pub mod reduce;
+pub mod rnn_step;

@@ -137,6 +137,7 @@ fn time_steps(
             ms_per_step: s * 1e3,
             per_sec: batch as f64 / s,
             unit: "samples/s",
+            ..BenchRow::default()
         },
         stats,
     ))

@@ -1,0 +1,652 @@
+//! The per-step recurrent trainer: an LSTM core with a linear readout, run continuously over `batch` streams
+//! and trained window by window with truncated BPTT, optionally bridged by a synthetic gradient.
+//!
+//! The path for shapes the fused kernels (`group.rs`) do not fit, and their reference in tests: one
+//! dispatch per kernel, 2T + 2 for the window's forward and 2T + 5 for its backward. One call of
+//! `train_window` is one training step. It uploads the window's data
+//! and records everything into one encoder, then submits without waiting:
+//!
+//! 1. forward `T` steps from the carried state `s0`, giving `h_1..h_T` and `s_last`;
+//! 2. readout, task loss and its gradient (metrics accumulate on the GPU);
+//! 3. DNI: `δ̂ = M(s_last)`; when applied, `(sg_scale / B)·δ̂` is the gradient at `s_last`;
+//! 4. DNI + Aux: `A(h_1)` regresses onto `δ̂` (a constant); its gradient joins `dh_1`;
+//! 5. backward through the window, giving the parameter gradients and `ds0`, the gradient at `s0`;
+//! 6. DNI: `M(s0)` (the SG the previous window used at its end, recomputed with the current `M`)
+//!    regresses onto `B·ds0` (a constant), skipped on the very first window;
+//! 7. one optimiser update of every parameter that received a gradient;
+//! 8. `s_last` becomes the next window's `s0`: the state is never reset.
+//!
+//! The task loss is averaged over the batch, so `ds0` is `1/B` of each lane's own gradient. The SG
+//! model works in per-lane units: it is trained on `B·ds0` and injected as `(sg_scale / B)·M(s)`, so
+//! its targets do not shrink with the batch size.
+
+use dni_kernels::ops::elementwise::scale;
+use dni_kernels::ops::loss::{sg_l2, sigmoid_xent, softmax_xent};
+use dni_kernels::ops::lstm::{LstmGrads, LstmParams, LstmWindow};
+use dni_kernels::ops::optim::{Optimizer, Param};
+use dni_kernels::{Gpu, Tensor};
+
+use super::config::{OutputLoss, RecurrentConfig};
+use super::error::{RecurrentError, Result};
+use super::init::InitRng;
+use super::metrics::{EvalResult, Metrics};
+use crate::linear::Linear;
+
+/// Windows submitted without any read-back before the trainer waits for the device, so that a caller
+/// who never reads metrics cannot queue unbounded work.
+const MAX_IN_FLIGHT: u64 = 256;
+
+/// The LSTM core's parameters; gate order i, f, g, o.
+struct Core {
+    w_x: Param,
+    w_h: Param,
+    bias: Param,
+}
+
+/// Buffers of the synthetic-gradient model `M: [h; c] → δ̂` (2H → 2H).
+struct SgBuffers {
+    /// `M(s_last)`, per-lane units.
+    at_end: Tensor,
+    /// `(sg_scale / B)·M(s_last)`, the gradient injected at the window's last state.
+    injected: Tensor,
+    /// `M(s0)` and its loss gradient.
+    at_start: Tensor,
+    d_at_start: Tensor,
+    /// A zero predictor and a sink for its (unused) gradient, for the baseline loss.
+    zeros: Tensor,
+    sink: Tensor,
+}
+
+/// Buffers of the aux head `A: h_1 → δ̂` (H → 2H).
+struct AuxBuffers {
+    weight: f32,
+    /// `h_1`: rows `0..B` of the window's hidden states.
+    h1: Tensor,
+    /// Gradient rows `0..B` of `dh_seq`, where the aux gradient is added.
+    dh1: Tensor,
+    pred: Tensor,
+    dpred: Tensor,
+}
+
+/// Per-step truncated-BPTT trainer of an LSTM with optional DNI / DNI + Aux. See the module docs for one step.
+pub(crate) struct PerStepTrainer {
+    gpu: Gpu,
+    cfg: RecurrentConfig,
+    lstm: LstmWindow,
+    core: Core,
+    readout: Linear,
+    sg: Option<(Linear, SgBuffers)>,
+    aux: Option<(Linear, AuxBuffers)>,
+    optimizer: Optimizer,
+    /// Updates the SG model and the aux head (a separate instance even with the same settings, so
+    /// that skipped SG updates do not advance the core's Adam step count).
+    sg_optimizer: Option<Optimizer>,
+    apply_sg: bool,
+    train_sg: bool,
+
+    /// `[T, B, input]`.
+    x: Tensor,
+    /// `[T, B, output]` bits (sigmoid) or `[T·B]` class ids (softmax).
+    targets: Tensor,
+    /// `[T, B, output]` (sigmoid only).
+    mask: Option<Tensor>,
+    /// The carried state `[B, 2H]` = `[h | c]`.
+    s0: Tensor,
+    logits: Tensor,
+    dlogits: Tensor,
+    dh_seq: Tensor,
+    ds0: Tensor,
+
+    /// `[3]` (nats, wrong bits, scored rows) for sigmoid; `[2]` (nats, wrong) for softmax.
+    task_metrics: Tensor,
+    sg_loss: Tensor,
+    sg_zero_loss: Tensor,
+    aux_loss: Tensor,
+    windows_unread: u64,
+    sg_windows_unread: u64,
+    windows_total: u64,
+    in_flight: u64,
+    /// Dispatches the last training step recorded.
+    last_dispatches: usize,
+
+    host_x: Vec<f32>,
+    host_labels: Vec<f32>,
+    eval_s0: Tensor,
+    eval_metrics: Tensor,
+}
+
+impl PerStepTrainer {
+    /// Builds the model (seeded initial weights, forget-gate bias 1, SG model and aux head at zero)
+    /// and every buffer a step needs, so that steps allocate nothing.
+    pub fn new(gpu: &Gpu, cfg: RecurrentConfig) -> Result<Self> {
+        cfg.validate()?;
+        let (i, h, o, b, t) = (cfg.input, cfg.hidden, cfg.output, cfg.batch, cfg.t);
+        let mut rng = InitRng::new(cfg.seed);
+        let bound = 1.0 / (h as f32).sqrt();
+        let mut bias = vec![0.0; 4 * h];
+        bias[h..2 * h].fill(1.0);
+        let core = Core {
+            w_x: Param::new(
+                gpu,
+                Tensor::from_slice(gpu, &[i, 4 * h], &rng.uniform(i * 4 * h, bound))?,
+            )?,
+            w_h: Param::new(
+                gpu,
+                Tensor::from_slice(gpu, &[h, 4 * h], &rng.uniform(h * 4 * h, bound))?,
+            )?,
+            bias: Param::new(gpu, Tensor::from_slice(gpu, &[4 * h], &bias)?)?,
+        };
+        let readout = Linear::new(gpu, h, o, &rng.uniform(h * o, bound))?;
+        let sg = if cfg.method.has_sg() {
+            let bufs = SgBuffers {
+                at_end: Tensor::zeros(gpu, &[b, 2 * h])?,
+                injected: Tensor::zeros(gpu, &[b, 2 * h])?,
+                at_start: Tensor::zeros(gpu, &[b, 2 * h])?,
+                d_at_start: Tensor::zeros(gpu, &[b, 2 * h])?,
+                zeros: Tensor::zeros(gpu, &[b, 2 * h])?,
+                sink: Tensor::zeros(gpu, &[b, 2 * h])?,
+            };
+            Some((Linear::zeros(gpu, 2 * h, 2 * h)?, bufs))
+        } else {
+            None
+        };
+        let aux = match cfg.method.aux_weight() {
+            Some(weight) => Some((
+                Linear::zeros(gpu, h, 2 * h)?,
+                AuxBuffers {
+                    weight,
+                    h1: Tensor::zeros(gpu, &[b, h])?,
+                    dh1: Tensor::zeros(gpu, &[b, h])?,
+                    pred: Tensor::zeros(gpu, &[b, 2 * h])?,
+                    dpred: Tensor::zeros(gpu, &[b, 2 * h])?,
+                },
+            )),
+            None => None,
+        };
+        let (targets, mask, task_width) = match cfg.loss {
+            OutputLoss::SigmoidBits => (
+                Tensor::zeros(gpu, &[t, b, o])?,
+                Some(Tensor::zeros(gpu, &[t, b, o])?),
+                3,
+            ),
+            OutputLoss::Softmax => (Tensor::zeros(gpu, &[t * b])?, None, 2),
+        };
+        Ok(Self {
+            lstm: LstmWindow::new(gpu, i, h, b, t)?,
+            core,
+            readout,
+            sg,
+            aux,
+            optimizer: Optimizer::new(gpu, cfg.optim)?,
+            sg_optimizer: match cfg.method.has_sg() {
+                true => Some(Optimizer::new(gpu, cfg.sg_optim.unwrap_or(cfg.optim))?),
+                false => None,
+            },
+            apply_sg: cfg.method.has_sg(),
+            train_sg: cfg.method.has_sg(),
+            x: Tensor::zeros(gpu, &[t, b, i])?,
+            targets,
+            mask,
+            s0: Tensor::zeros(gpu, &[b, 2 * h])?,
+            logits: Tensor::zeros(gpu, &[t * b, o])?,
+            dlogits: Tensor::zeros(gpu, &[t * b, o])?,
+            dh_seq: Tensor::zeros(gpu, &[t * b, h])?,
+            ds0: Tensor::zeros(gpu, &[b, 2 * h])?,
+            task_metrics: Tensor::zeros(gpu, &[task_width])?,
+            sg_loss: Tensor::zeros(gpu, &[1])?,
+            sg_zero_loss: Tensor::zeros(gpu, &[1])?,
+            aux_loss: Tensor::zeros(gpu, &[1])?,
+            windows_unread: 0,
+            sg_windows_unread: 0,
+            windows_total: 0,
+            in_flight: 0,
+            last_dispatches: 0,
+            host_x: vec![0.0; t * b * i],
+            host_labels: vec![0.0; t * b],
+            eval_s0: Tensor::zeros(gpu, &[b, 2 * h])?,
+            eval_metrics: Tensor::zeros(gpu, &[2])?,
+            gpu: gpu.clone(),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &RecurrentConfig {
+        &self.cfg
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Windows trained so far.
+    pub fn windows_trained(&self) -> u64 {
+        self.windows_total
+    }
+
+    /// Whether the synthetic gradient is injected at the window's end (default: on for DNI methods).
+    /// Off while still training it is, e.g., a BPTT warm-up during which the SG model learns.
+    pub fn set_sg_apply(&mut self, on: bool) {
+        self.apply_sg = on && self.sg.is_some();
+    }
+
+    /// Whether the SG model is trained on the bootstrapped gradient (default: on for DNI methods).
+    pub fn set_sg_train(&mut self, on: bool) {
+        self.train_sg = on && self.sg.is_some();
+    }
+
+    pub fn sg_applied(&self) -> bool {
+        self.apply_sg
+    }
+
+    pub fn sg_trained(&self) -> bool {
+        self.train_sg
+    }
+
+    /// The carried state `[B, 2H]` = `[h | c]` that the next window starts from.
+    pub fn state(&self) -> &Tensor {
+        &self.s0
+    }
+
+    /// Every parameter by name: `lstm.w_x`, `lstm.w_h`, `lstm.bias`, `readout.w`, `readout.b`,
+    /// then `sg.w`, `sg.b` and `aux.w`, `aux.b` when present. Gradients hold the last step's.
+    pub fn params(&self) -> Vec<(&'static str, &Param)> {
+        let mut v = vec![
+            ("lstm.w_x", &self.core.w_x),
+            ("lstm.w_h", &self.core.w_h),
+            ("lstm.bias", &self.core.bias),
+            ("readout.w", &self.readout.w),
+            ("readout.b", &self.readout.b),
+        ];
+        if let Some((m, _)) = &self.sg {
+            v.push(("sg.w", &m.w));
+            v.push(("sg.b", &m.b));
+        }
+        if let Some((a, _)) = &self.aux {
+            v.push(("aux.w", &a.w));
+            v.push(("aux.b", &a.b));
+        }
+        v
+    }
+
+    /// Dispatches the last training step recorded (0 before the first).
+    pub fn dispatches_per_window(&self) -> usize {
+        self.last_dispatches
+    }
+
+    /// A parameter's value (or its last gradient) by name, read back.
+    pub fn read_param(&self, name: &str, grad: bool) -> Result<Vec<f32>> {
+        let params = self.params();
+        let Some((_, p)) = params.iter().find(|(n, _)| *n == name) else {
+            return Err(RecurrentError::UnknownParam(name.to_string()));
+        };
+        Ok(self.gpu.read(if grad { &p.grad } else { &p.value })?)
+    }
+
+    /// Changes the core's learning rate (takes effect from the next step).
+    pub fn set_lr(&self, lr: f32) -> Result<()> {
+        self.optimizer.set_lr(&self.gpu, lr)?;
+        Ok(())
+    }
+
+    /// One training step on a window of bit vectors (`SigmoidBits` models). All three slices are laid out
+    /// `[T][B][width]`: `inputs` with the input width, `targets` and `mask` with the output width.
+    pub fn train_window(&mut self, inputs: &[f32], targets: &[f32], mask: &[f32]) -> Result<()> {
+        let Some(mask_t) = &self.mask else {
+            return Err(RecurrentError::Mode(
+                "train_window needs a SigmoidBits model; use train_window_tokens for softmax",
+            ));
+        };
+        let (t, b) = (self.cfg.t, self.cfg.batch);
+        check_len("inputs", inputs.len(), t * b * self.cfg.input)?;
+        check_len("targets", targets.len(), t * b * self.cfg.output)?;
+        check_len("mask", mask.len(), t * b * self.cfg.output)?;
+        self.x.write(&self.gpu, inputs)?;
+        self.targets.write(&self.gpu, targets)?;
+        mask_t.write(&self.gpu, mask)?;
+        self.step()
+    }
+
+    /// One training step on token ids (`Softmax` models with one-hot input of width `input`). Both
+    /// slices are laid out `[T][B]`; `targets[s][b]` is the token that should follow `inputs[s][b]`.
+    pub fn train_window_tokens(&mut self, inputs: &[u32], targets: &[u32]) -> Result<()> {
+        if self.cfg.loss != OutputLoss::Softmax {
+            return Err(RecurrentError::Mode(
+                "train_window_tokens needs a Softmax model; use train_window for bit targets",
+            ));
+        }
+        self.upload_tokens(inputs, targets)?;
+        self.step()
+    }
+
+    /// Reads the metrics accumulated since the previous call and clears them (one read-back).
+    pub fn read_metrics(&mut self) -> Result<Metrics> {
+        let vals = self.gpu.read_many(&[
+            &self.task_metrics,
+            &self.sg_loss,
+            &self.sg_zero_loss,
+            &self.aux_loss,
+        ])?;
+        let task = &vals[0];
+        let scored = match self.cfg.loss {
+            OutputLoss::SigmoidBits => task[2] as f64,
+            OutputLoss::Softmax => {
+                (self.windows_unread * (self.cfg.t * self.cfg.batch) as u64) as f64
+            }
+        };
+        let m = Metrics {
+            windows: self.windows_unread,
+            loss_nats: task[0] as f64,
+            errors: task[1] as f64,
+            scored,
+            sg_windows: self.sg_windows_unread,
+            sg_loss: vals[1][0] as f64,
+            sg_zero_loss: vals[2][0] as f64,
+            aux_windows: if self.aux.is_some() {
+                self.windows_unread
+            } else {
+                0
+            },
+            aux_loss: vals[3][0] as f64,
+        };
+        let mut enc = self.gpu.encoder();
+        for t in [
+            &self.task_metrics,
+            &self.sg_loss,
+            &self.sg_zero_loss,
+            &self.aux_loss,
+        ] {
+            enc.clear(t);
+        }
+        self.gpu.submit(enc);
+        self.windows_unread = 0;
+        self.sg_windows_unread = 0;
+        self.in_flight = 0;
+        Ok(m)
+    }
+
+    /// Waits for every submitted step by reading back one scalar (the running task-loss sum) and returns
+    /// it; metrics are left as they are. Benchmarks end each timed step with this.
+    pub fn finish(&mut self) -> Result<f32> {
+        let v = self.gpu.read(&self.task_metrics)?;
+        self.in_flight = 0;
+        Ok(v[0])
+    }
+
+    /// Zeroes the carried state (the next window starts from `h = c = 0`).
+    pub fn reset_state(&mut self) {
+        let mut enc = self.gpu.encoder();
+        enc.clear(&self.s0);
+        self.gpu.submit(enc);
+    }
+
+    /// Forward-only pass over held-out tokens (`Softmax` models), with its own state that starts at 0;
+    /// training state and parameters are untouched. `next` fills one `[T][B]` window of inputs and
+    /// targets and returns how many of its `T` steps are real (the rest is padding and is not scored),
+    /// or `None` when the data is exhausted; `dni_tasks::EvalStream::next_window` has this shape.
+    pub fn evaluate_tokens(
+        &mut self,
+        mut next: impl FnMut(&mut Vec<u32>, &mut Vec<u32>) -> Option<usize>,
+    ) -> Result<EvalResult> {
+        if self.cfg.loss != OutputLoss::Softmax {
+            return Err(RecurrentError::Mode(
+                "evaluate_tokens needs a Softmax model",
+            ));
+        }
+        let (t, b) = (self.cfg.t, self.cfg.batch);
+        let mut enc = self.gpu.encoder();
+        enc.clear(&self.eval_s0);
+        enc.clear(&self.eval_metrics);
+        self.gpu.submit(enc);
+        let (mut ins, mut tgts) = (Vec::new(), Vec::new());
+        let mut chars = 0u64;
+        let mut queued = 0u64;
+        while let Some(steps) = next(&mut ins, &mut tgts) {
+            if steps == 0 {
+                continue;
+            }
+            if steps > t {
+                return Err(RecurrentError::Input {
+                    what: "evaluation window steps",
+                    expected: t,
+                    got: steps,
+                });
+            }
+            self.upload_tokens(&ins, &tgts)?;
+            if steps < t {
+                // Time-major: the padding is rows steps·B.. ; a label of -1 is not scored.
+                self.host_labels[steps * b..].fill(-1.0);
+                self.targets.write(&self.gpu, &self.host_labels)?;
+            }
+            let mut enc = self.gpu.encoder();
+            let p = self.lstm_params();
+            self.lstm.forward(&mut enc, p, &self.x, &self.eval_s0)?;
+            enc.copy(self.lstm.s_last(), &self.eval_s0)?;
+            let h_seq = self.h_seq_2d()?;
+            self.readout.forward(&mut enc, &h_seq, &self.logits)?;
+            softmax_xent(
+                &mut enc,
+                &self.logits,
+                &self.targets,
+                &self.dlogits,
+                0.0,
+                &self.eval_metrics,
+            )?;
+            self.gpu.submit(enc);
+            chars += (steps * b) as u64;
+            queued += 1;
+            if queued.is_multiple_of(MAX_IN_FLIGHT) {
+                self.gpu.sync()?;
+            }
+        }
+        let m = self.gpu.read(&self.eval_metrics)?;
+        Ok(EvalResult {
+            loss_nats: m[0] as f64,
+            errors: m[1] as f64,
+            chars,
+        })
+    }
+
+    fn lstm_params(&self) -> LstmParams<'_> {
+        LstmParams {
+            w_x: &self.core.w_x.value,
+            w_h: &self.core.w_h.value,
+            bias: &self.core.bias.value,
+        }
+    }
+
+    /// The window's hidden states viewed as `[T·B, H]` rows.
+    fn h_seq_2d(&self) -> Result<Tensor> {
+        Ok(self
+            .lstm
+            .h_seq()
+            .reshape(&[self.cfg.t * self.cfg.batch, self.cfg.hidden])?)
+    }
+
+    /// One-hot inputs and float class ids, built on the host and written into the persistent tensors.
+    fn upload_tokens(&mut self, inputs: &[u32], targets: &[u32]) -> Result<()> {
+        let (t, b, v) = (self.cfg.t, self.cfg.batch, self.cfg.input);
+        check_len("token inputs", inputs.len(), t * b)?;
+        check_len("token targets", targets.len(), t * b)?;
+        self.host_x.fill(0.0);
+        for (row, &id) in inputs.iter().enumerate() {
+            if id as usize >= v {
+                return Err(RecurrentError::Token {
+                    what: "input",
+                    id,
+                    vocab: v,
+                });
+            }
+            self.host_x[row * v + id as usize] = 1.0;
+        }
+        for (dst, &id) in self.host_labels.iter_mut().zip(targets) {
+            if id as usize >= self.cfg.output {
+                return Err(RecurrentError::Token {
+                    what: "target",
+                    id,
+                    vocab: self.cfg.output,
+                });
+            }
+            *dst = id as f32;
+        }
+        self.x.write(&self.gpu, &self.host_x)?;
+        self.targets.write(&self.gpu, &self.host_labels)?;
+        Ok(())
+    }
+
+    /// Records and submits one training step on the uploaded window.
+    fn step(&mut self) -> Result<()> {
+        let (b, h) = (self.cfg.batch, self.cfg.hidden);
+        let inv_b = 1.0 / b as f32;
+        let mut enc = self.gpu.encoder();
+        let p = self.lstm_params();
+
+        // 1-2. Forward, readout, task loss and the readout's gradients.
+        self.lstm.forward(&mut enc, p, &self.x, &self.s0)?;
+        let h_seq = self.h_seq_2d()?;
+        self.readout.forward(&mut enc, &h_seq, &self.logits)?;
+        match &self.mask {
+            Some(mask) => sigmoid_xent(
+                &mut enc,
+                &self.logits,
+                &self.targets,
+                mask,
+                &self.dlogits,
+                inv_b,
+                &self.task_metrics,
+            )?,
+            None => softmax_xent(
+                &mut enc,
+                &self.logits,
+                &self.targets,
+                &self.dlogits,
+                inv_b,
+                &self.task_metrics,
+            )?,
+        }
+        self.readout
+            .backward_params(&mut enc, &h_seq, &self.dlogits)?;
+        self.readout
+            .backward_input(&mut enc, &self.dlogits, &self.dh_seq, false)?;
+
+        // 3. The synthetic gradient at the window's end.
+        let aux_on = self.aux.is_some();
+        let mut injected = None;
+        if let Some((m, bufs)) = &self.sg {
+            if self.apply_sg || aux_on {
+                m.forward(&mut enc, self.lstm.s_last(), &bufs.at_end)?;
+            }
+            if self.apply_sg {
+                enc.copy(&bufs.at_end, &bufs.injected)?;
+                scale(&mut enc, self.cfg.method.sg_scale() * inv_b, &bufs.injected)?;
+                injected = Some(&bufs.injected);
+            }
+        }
+
+        // 4. Aux: A(h_1) regresses onto M(s_last); its gradient joins dh_seq rows 0..B.
+        if let (Some((a, ab)), Some((_, sgb))) = (&self.aux, &self.sg) {
+            enc.copy_region(self.lstm.h_seq(), 0, &ab.h1, 0, b * h)?;
+            a.forward(&mut enc, &ab.h1, &ab.pred)?;
+            sg_l2(
+                &mut enc,
+                &ab.pred,
+                &sgb.at_end,
+                &ab.dpred,
+                ab.weight * inv_b,
+                Some(&self.aux_loss),
+            )?;
+            a.backward_params(&mut enc, &ab.h1, &ab.dpred)?;
+            enc.copy_region(&self.dh_seq, 0, &ab.dh1, 0, b * h)?;
+            a.backward_input(&mut enc, &ab.dpred, &ab.dh1, true)?;
+            enc.copy_region(&ab.dh1, 0, &self.dh_seq, 0, b * h)?;
+        }
+
+        // 5. Backward through the window.
+        let grads = LstmGrads {
+            dw_x: &self.core.w_x.grad,
+            dw_h: &self.core.w_h.grad,
+            dbias: &self.core.bias.grad,
+        };
+        self.lstm.backward(
+            &mut enc,
+            p,
+            &self.x,
+            &self.s0,
+            &self.dh_seq,
+            injected,
+            grads,
+            &self.ds0,
+            None,
+        )?;
+
+        // 6. Train M(s0) on the bootstrapped gradient that reached s0 (not on the first window: no
+        //    window before it used M there).
+        let params: Vec<&Param> = vec![
+            &self.core.w_x,
+            &self.core.w_h,
+            &self.core.bias,
+            &self.readout.w,
+            &self.readout.b,
+        ];
+        let mut sg_params: Vec<&Param> = Vec::new();
+        let sg_trained = self.train_sg && self.windows_total > 0;
+        if let Some((m, bufs)) = &self.sg {
+            if sg_trained {
+                scale(&mut enc, b as f32, &self.ds0)?;
+                m.forward(&mut enc, &self.s0, &bufs.at_start)?;
+                sg_l2(
+                    &mut enc,
+                    &bufs.at_start,
+                    &self.ds0,
+                    &bufs.d_at_start,
+                    inv_b,
+                    Some(&self.sg_loss),
+                )?;
+                sg_l2(
+                    &mut enc,
+                    &bufs.zeros,
+                    &self.ds0,
+                    &bufs.sink,
+                    0.0,
+                    Some(&self.sg_zero_loss),
+                )?;
+                m.backward_params(&mut enc, &self.s0, &bufs.d_at_start)?;
+                sg_params.push(&m.w);
+                sg_params.push(&m.b);
+            }
+        }
+        if let Some((a, _)) = &self.aux {
+            sg_params.push(&a.w);
+            sg_params.push(&a.b);
+        }
+
+        // 7-8. Update, and carry the state on.
+        self.optimizer.step(&mut enc, &params)?;
+        if let (Some(opt), false) = (&self.sg_optimizer, sg_params.is_empty()) {
+            opt.step(&mut enc, &sg_params)?;
+        }
+        enc.copy(self.lstm.s_last(), &self.s0)?;
+        self.last_dispatches = enc.dispatches();
+        self.gpu.submit(enc);
+
+        self.windows_total += 1;
+        self.windows_unread += 1;
+        self.sg_windows_unread += sg_trained as u64;
+        self.in_flight += 1;
+        if self.in_flight >= MAX_IN_FLIGHT {
+            self.gpu.sync()?;
+            self.in_flight = 0;
+        }
+        Ok(())
+    }
+}
+
+fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
+    if got != expected {
+        return Err(RecurrentError::Input {
+            what,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,637 @@
+//! A whole recurrent training step in four dispatches, for a group of independent runs.
+//!
+//! [`RnnStep`] owns flat buffers for K runs of one shape (an LSTM window of `T` steps over `B`
+//! lanes with a linear readout, and optionally a linear synthetic-gradient model on `[h | c]` and
+//! the aux head on `h_1`) and records one training step as:
+//!
+//! 1. `forward`: the whole window for a group of lanes per workgroup, looping over time in the
+//!    kernel, with the readout, the loss and its gradient, `M(s0)`, `M(s_last)` and the aux head;
+//! 2. `backward`: the reverse recurrence from the injected SG, and the SG model's gradient;
+//! 3. `grads`: every weight gradient, `Σ aᵀ·d` per parameter;
+//! 4. `update`: Adam or SGD-momentum over every run's parameters.
+//!
+//! `shaders/rnn_step.wgsl` documents the layouts. Nothing reads back: the step counters, the "SG
+//! trained this window" flag and Adam's bias corrections live in the `ctl` buffer on the GPU. The
+//! shape must fit the adapter's workgroup memory ([`RnnStep::fits`]); where it does not, the
+//! per-step path ([`LstmWindow`](crate::ops::lstm::LstmWindow)) serves.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use crate::gpu::{Encoder, Gpu};
+use crate::pipeline::{Kernel, Slot};
+use crate::tensor::Tensor;
+
+/// Batch lanes one workgroup owns (`L` in the shader).
+const LANES: usize = 8;
+/// Largest output width the workgroup array of logits holds (`MAX_O`).
+const MAX_OUTPUT: usize = 256;
+/// Bytes of workgroup memory the shader declares (`sh_l` and `sh_r`).
+const SHARED_BYTES: u32 = (2048 + 256) * 4;
+/// Floats of control state per run (`CTL` in the shader).
+pub const CTL: usize = 16;
+/// Metric slots per (run, lane) (`METRICS` in the shader).
+pub const METRICS: usize = 8;
+
+/// `ctl` entries the host writes.
+pub mod ctl {
+    pub const INJECT: usize = 0;
+    pub const TRAIN_SG: usize = 1;
+    pub const AUX_WEIGHT: usize = 2;
+    pub const LR: usize = 3;
+    pub const SG_LR: usize = 4;
+    pub const WINDOWS: usize = 5;
+    pub const SG_TRAINED_NOW: usize = 6;
+    pub const HAS_SG: usize = 11;
+    pub const HAS_AUX: usize = 12;
+}
+
+/// Metric slots per lane.
+pub mod metric {
+    pub const NATS: usize = 0;
+    pub const ERRORS: usize = 1;
+    pub const SCORED: usize = 2;
+    pub const SG_LOSS: usize = 3;
+    pub const SG_ZERO_LOSS: usize = 4;
+    pub const AUX_LOSS: usize = 5;
+}
+
+const R: Slot = Slot::Read;
+const W: Slot = Slot::ReadWrite;
+const S_FORWARD: &[Slot] = &[Slot::Uniform, R, R, W, W, W];
+const S_BACKWARD: &[Slot] = &[Slot::Uniform, R, W, W, W];
+const S_GRADS: &[Slot] = &[Slot::Uniform, R, W];
+const S_UPDATE: &[Slot] = &[Slot::Uniform, W, R, W, W, R, W];
+
+/// The shape every run of a group shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RnnShape {
+    pub input: usize,
+    pub hidden: usize,
+    pub output: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub runs: usize,
+    /// Softmax over the outputs with class-id targets; else independent sigmoid bits with a mask.
+    pub softmax: bool,
+    /// Whether the group holds SG models (any run uses DNI).
+    pub has_sg: bool,
+    /// Whether the group holds aux heads (any run uses DNI + Aux).
+    pub has_aux: bool,
+}
+
+/// The update rule shared by a group (each run has its own learning rates in `ctl`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StepRule {
+    Adam { beta1: f32, beta2: f32, eps: f32 },
+    Sgd { momentum: f32 },
+}
+
+/// Offsets (in floats) of one run's parameters, work arena and input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RnnLayout {
+    /// Parameters per run; `[0, off_r)` is the LSTM, then the readout, the SG model, the aux head.
+    pub p_run: usize,
+    pub off_r: usize,
+    pub off_s: usize,
+    pub off_a: usize,
+    /// Input floats per run: x, then targets at `in_t`, then the mask at `in_m`.
+    pub in_run: usize,
+    pub in_t: usize,
+    pub in_m: usize,
+    /// Work-arena floats per run and the offsets of its regions.
+    pub w_run: usize,
+    w: WorkOffsets,
+    /// Cumulative row octets of the four parameters' gradients (the grads grid's y).
+    quads: [usize; 4],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct WorkOffsets {
+    z: usize,
+    hs: usize,
+    s0: usize,
+    dg: usize,
+    dl: usize,
+    dsg: usize,
+    daux: usize,
+    gates: usize,
+    cs: usize,
+    dhs: usize,
+    at0: usize,
+    inj: usize,
+    dhr: usize,
+    dcr: usize,
+    state: usize,
+    eval_state: usize,
+}
+
+fn too_large(what: &str) -> Error {
+    Error::InvalidArgument {
+        op: "RnnStep",
+        detail: format!("{what} overflows the address range of a GPU buffer"),
+    }
+}
+
+/// `a · b` with overflow reported.
+fn mul(a: usize, b: usize, what: &str) -> Result<usize> {
+    a.checked_mul(b).ok_or_else(|| too_large(what))
+}
+
+/// Sums region sizes into offsets: returns each region's start and the total.
+fn carve(sizes: &[usize], what: &str) -> Result<(Vec<usize>, usize)> {
+    let mut offs = Vec::with_capacity(sizes.len());
+    let mut at = 0usize;
+    for &s in sizes {
+        offs.push(at);
+        at = at.checked_add(s).ok_or_else(|| too_large(what))?;
+    }
+    Ok((offs, at))
+}
+
+impl RnnLayout {
+    pub fn new(s: &RnnShape) -> Result<Self> {
+        let (i, h, o, b, t) = (s.input, s.hidden, s.output, s.batch, s.steps);
+        if [i, h, o, b, t, s.runs].contains(&0) {
+            return Err(Error::InvalidArgument {
+                op: "RnnStep",
+                detail: format!("every size must be positive: {s:?}"),
+            });
+        }
+        let h2 = mul(2, h, "hidden")?;
+        let h4 = mul(4, h, "hidden")?;
+        let tb = mul(t, b, "T·batch")?;
+        let lstm = mul(i + h + 1, h4, "LSTM weights")?;
+        let readout = mul(h + 1, o, "readout weights")?;
+        let sg = if s.has_sg {
+            mul(h2 + 1, h2, "SG model")?
+        } else {
+            0
+        };
+        let aux = if s.has_aux {
+            mul(h + 1, h2, "aux head")?
+        } else {
+            0
+        };
+        let (p, p_run) = carve(&[lstm, readout, sg, aux], "parameters")?;
+        let bh = mul(b, h, "batch·hidden")?;
+        let bh2 = mul(b, h2, "batch·hidden")?;
+        let sizes = [
+            mul(tb, i + h, "window")?,
+            mul(tb, h, "window")?,
+            bh2,
+            mul(tb, h4, "window")?,
+            mul(tb, o, "window")?,
+            bh2,
+            bh2,
+            mul(tb, h4, "window")?,
+            mul(t + 1, bh, "window")?,
+            mul(tb, h, "window")?,
+            bh2,
+            bh2,
+            bh,
+            bh,
+            bh2,
+            bh2,
+        ];
+        let (w, w_run) = carve(&sizes, "work arena")?;
+        let x = mul(tb, i, "input")?;
+        let (targets, mask) = if s.softmax {
+            (tb, 0)
+        } else {
+            (mul(tb, o, "targets")?, mul(tb, o, "mask")?)
+        };
+        let (inp, in_run) = carve(&[x, targets, mask], "input")?;
+        // Weight rows (with the bias row) in octets, per parameter; absent ones have none.
+        let q = |rows: usize, present: bool| if present { (rows + 1).div_ceil(8) } else { 0 };
+        let q_l = q(i + h, true);
+        let q_r = q_l + q(h, true);
+        let q_s = q_r + q(h2, s.has_sg);
+        let q_a = q_s + q(h, s.has_aux);
+        Ok(Self {
+            quads: [q_l, q_r, q_s, q_a],
+            p_run,
+            off_r: p[1],
+            off_s: p[2],
+            off_a: p[3],
+            in_run,
+            in_t: inp[1],
+            in_m: inp[2],
+            w_run,
+            w: WorkOffsets {
+                z: w[0],
+                hs: w[1],
+                s0: w[2],
+                dg: w[3],
+                dl: w[4],
+                dsg: w[5],
+                daux: w[6],
+                gates: w[7],
+                cs: w[8],
+                dhs: w[9],
+                at0: w[10],
+                inj: w[11],
+                dhr: w[12],
+                dcr: w[13],
+                state: w[14],
+                eval_state: w[15],
+            },
+        })
+    }
+
+    /// Offset of the carried training state `[B, 2H]` within a run's work arena.
+    pub fn state(&self) -> usize {
+        self.w.state
+    }
+
+    /// Offset of the evaluation state `[B, 2H]` within a run's work arena.
+    pub fn eval_state(&self) -> usize {
+        self.w.eval_state
+    }
+
+    /// Offset of the weight-gradient operand z `[T·B, I+H]` within a run's work arena.
+    pub fn hidden_seq(&self) -> usize {
+        self.w.hs
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Uniform {
+    input: u32,
+    hidden: u32,
+    output: u32,
+    batch: u32,
+    steps: u32,
+    runs: u32,
+    softmax: u32,
+    train: u32,
+    p_run: u32,
+    off_r: u32,
+    off_s: u32,
+    off_a: u32,
+    w_run: u32,
+    in_run: u32,
+    in_t: u32,
+    in_m: u32,
+    w_z: u32,
+    w_hs: u32,
+    w_s0: u32,
+    w_dg: u32,
+    w_dl: u32,
+    w_dsg: u32,
+    w_daux: u32,
+    w_gates: u32,
+    w_cs: u32,
+    w_dhs: u32,
+    w_at0: u32,
+    w_inj: u32,
+    w_dhr: u32,
+    w_dcr: u32,
+    w_state: u32,
+    metrics_off: u32,
+    has_sg: u32,
+    has_aux: u32,
+    adam: u32,
+    inv_b: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    momentum: f32,
+    q_r: u32,
+    q_s: u32,
+    q_a: u32,
+    q_end: u32,
+}
+
+/// Why a shape does not fit the fused kernels on an adapter (`None` when it fits).
+pub fn does_not_fit(gpu: &Gpu, s: &RnnShape) -> Option<String> {
+    let limits = gpu.limits();
+    if limits.max_compute_workgroup_storage_size < SHARED_BYTES {
+        return Some(format!(
+            "the adapter offers {} bytes of workgroup memory, the fused kernels need {SHARED_BYTES}",
+            limits.max_compute_workgroup_storage_size
+        ));
+    }
+    match gpu.subgroup_size() {
+        Some(sg) if sg >= 8 && 64 % sg == 0 => {}
+        other => {
+            return Some(format!(
+                "the fused kernels share operands through subgroups of a fixed size of 8 to 64; this adapter has {}",
+                other.map_or("none of a fixed size".to_string(), |s| format!("size {s}"))
+            ))
+        }
+    }
+    if s.output > MAX_OUTPUT {
+        return Some(format!(
+            "output {}: the fused kernels hold at most {MAX_OUTPUT} logits per lane in workgroup memory",
+            s.output
+        ));
+    }
+    match RnnLayout::new(s) {
+        Err(e) => return Some(e.to_string()),
+        Ok(l) => {
+            let max = limits.max_storage_buffer_binding_size as usize / 4;
+            for (what, per_run) in [
+                ("parameters", l.p_run),
+                ("work arena", l.w_run),
+                ("input", l.in_run),
+            ] {
+                match per_run.checked_mul(s.runs) {
+                    Some(n) if n <= max && n < u32::MAX as usize => {}
+                    _ => {
+                        return Some(format!(
+                            "{} runs' {what} ({per_run} floats each) exceed the adapter's largest buffer of {max} floats",
+                            s.runs
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Invocations per workgroup of the window kernels. On CPU adapters one subgroup: llvmpipe runs
+/// a workgroup of one SIMD width without coroutines, so values stay in registers across the
+/// kernels' barriers (measured: several times faster than 64 or 256 invocations). On GPUs one
+/// invocation per gate column where the adapter allows: a multiple of the subgroup size, at most
+/// 256 (the metric reduction holds 256 partials).
+fn workgroup_size(gpu: &Gpu, s: &RnnShape, sg: u32) -> u32 {
+    if gpu.adapter().is_cpu() {
+        return sg;
+    }
+    let max_inv = gpu.limits().max_compute_invocations_per_workgroup.min(256);
+    let want = (4 * s.hidden as u32).div_ceil(sg) * sg;
+    let cap = max_inv / sg * sg;
+    want.clamp(sg, cap.max(sg))
+}
+
+/// The buffers and pipelines of one run group's fused training step.
+pub struct RnnStep {
+    shape: RnnShape,
+    layout: RnnLayout,
+    rule: StepRule,
+    wgs: u32,
+    subgroup: u32,
+    /// `[K · P]` parameters, their gradients and the optimiser's two moments.
+    pub params: Tensor,
+    pub grads: Tensor,
+    pub moment1: Tensor,
+    pub moment2: Tensor,
+    /// `[K · 4H · H]`: W_hᵀ of every run, refreshed by the update (the backward reads it).
+    pub wht: Tensor,
+    /// `[K · in_run]`: the window's inputs, targets and mask, written once per step.
+    pub input: Tensor,
+    /// `[K · w_run]`: saved activations, gradients and the carried states.
+    pub work: Tensor,
+    /// `[2 · K · B · METRICS]`: training metrics, then evaluation metrics.
+    pub metrics: Tensor,
+    /// `[K · CTL]`.
+    pub ctl: Tensor,
+}
+
+impl std::fmt::Debug for RnnStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RnnStep({:?}, workgroup {})", self.shape, self.wgs)
+    }
+}
+
+impl RnnStep {
+    /// Allocates every buffer (parameters zero: the caller writes the initial weights).
+    pub fn new(gpu: &Gpu, shape: RnnShape, rule: StepRule) -> Result<Self> {
+        if let Some(why) = does_not_fit(gpu, &shape) {
+            return Err(Error::InvalidArgument {
+                op: "RnnStep::new",
+                detail: why,
+            });
+        }
+        let layout = RnnLayout::new(&shape)?;
+        let subgroup = gpu.subgroup_size().unwrap_or(8);
+        let wgs = workgroup_size(gpu, &shape, subgroup);
+        let k = shape.runs;
+        let p = layout.p_run * k;
+        let h = shape.hidden;
+        Ok(Self {
+            shape,
+            layout,
+            rule,
+            wgs,
+            subgroup,
+            wht: Tensor::zeros(gpu, &[k * 4 * h * h])?,
+            params: Tensor::zeros(gpu, &[p])?,
+            grads: Tensor::zeros(gpu, &[p])?,
+            moment1: Tensor::zeros(gpu, &[p])?,
+            moment2: Tensor::zeros(gpu, &[p])?,
+            input: Tensor::zeros(gpu, &[layout.in_run * k])?,
+            work: Tensor::zeros(gpu, &[layout.w_run * k])?,
+            metrics: Tensor::zeros(gpu, &[2 * k * shape.batch * METRICS])?,
+            ctl: Tensor::zeros(gpu, &[k * CTL])?,
+        })
+    }
+
+    pub fn shape(&self) -> &RnnShape {
+        &self.shape
+    }
+
+    pub fn layout(&self) -> &RnnLayout {
+        &self.layout
+    }
+
+    /// Batch lanes per workgroup and invocations per workgroup of the window kernels.
+    pub fn tiling(&self) -> (usize, u32) {
+        (LANES, self.wgs)
+    }
+
+    /// Writes every run's parameters (`[K · P]`, the layout of `shaders/rnn_step.wgsl`) and the
+    /// transposed copy of W_h the backward reads.
+    pub fn write_params(&self, gpu: &Gpu, params: &[f32]) -> Result<()> {
+        self.params.write(gpu, params)?;
+        let (i, h, k) = (self.shape.input, self.shape.hidden, self.shape.runs);
+        let h4 = 4 * h;
+        let mut wht = vec![0.0f32; k * h4 * h];
+        for r in 0..k {
+            let w_h = &params[r * self.layout.p_run + i * h4..][..h * h4];
+            let dst = &mut wht[r * h4 * h..][..h4 * h];
+            for row in 0..h {
+                for m in 0..h4 {
+                    dst[m * h + row] = w_h[row * h4 + m];
+                }
+            }
+        }
+        self.wht.write(gpu, &wht)
+    }
+
+    /// Dispatches one [`record_train`](Self::record_train) makes.
+    pub const TRAIN_DISPATCHES: usize = 4;
+
+    fn uniform(&self, train: bool) -> Uniform {
+        let (s, l) = (&self.shape, &self.layout);
+        let (adam, beta1, beta2, eps, momentum) = match self.rule {
+            StepRule::Adam { beta1, beta2, eps } => (1, beta1, beta2, eps, 0.0),
+            // SGD leaves the bias corrections at their fixed point 1 (beta = 0).
+            StepRule::Sgd { momentum } => (0, 0.0, 0.0, 0.0, momentum),
+        };
+        let u = |v: usize| v as u32;
+        Uniform {
+            input: u(s.input),
+            hidden: u(s.hidden),
+            output: u(s.output),
+            batch: u(s.batch),
+            steps: u(s.steps),
+            runs: u(s.runs),
+            softmax: s.softmax as u32,
+            train: train as u32,
+            p_run: u(l.p_run),
+            off_r: u(l.off_r),
+            off_s: u(l.off_s),
+            off_a: u(l.off_a),
+            w_run: u(l.w_run),
+            in_run: u(l.in_run),
+            in_t: u(l.in_t),
+            in_m: u(l.in_m),
+            w_z: u(l.w.z),
+            w_hs: u(l.w.hs),
+            w_s0: u(l.w.s0),
+            w_dg: u(l.w.dg),
+            w_dl: u(l.w.dl),
+            w_dsg: u(l.w.dsg),
+            w_daux: u(l.w.daux),
+            w_gates: u(l.w.gates),
+            w_cs: u(l.w.cs),
+            w_dhs: u(l.w.dhs),
+            w_at0: u(l.w.at0),
+            w_inj: u(l.w.inj),
+            w_dhr: u(l.w.dhr),
+            w_dcr: u(l.w.dcr),
+            w_state: u(if train { l.w.state } else { l.w.eval_state }),
+            metrics_off: u(if train { 0 } else { s.runs * s.batch }),
+            has_sg: s.has_sg as u32,
+            has_aux: s.has_aux as u32,
+            adam,
+            inv_b: 1.0 / s.batch as f32,
+            beta1,
+            beta2,
+            eps,
+            momentum,
+            q_r: u(l.quads[0]),
+            q_s: u(l.quads[1]),
+            q_a: u(l.quads[2]),
+            q_end: u(l.quads[3]),
+        }
+    }
+
+    fn overrides(&self) -> [(&'static str, f64); 3] {
+        [
+            ("WGS", self.wgs as f64),
+            ("SG", self.subgroup as f64),
+            ("HID", self.shape.hidden as f64),
+        ]
+    }
+
+    fn window_grid(&self) -> [u32; 3] {
+        [
+            self.shape.batch.div_ceil(LANES) as u32,
+            self.shape.runs as u32,
+            1,
+        ]
+    }
+
+    fn grads_grid(&self) -> [u32; 3] {
+        let h = self.shape.hidden;
+        let cols = (4 * h).max(self.shape.output);
+        [
+            cols.div_ceil(64) as u32,
+            self.layout.quads[3] as u32,
+            self.shape.runs as u32,
+        ]
+    }
+
+    fn update_grid(&self) -> [u32; 3] {
+        [
+            self.layout.p_run.div_ceil(256) as u32,
+            self.shape.runs as u32,
+            1,
+        ]
+    }
+
+    fn record_kernel(&self, enc: &mut Encoder, which: usize) -> Result<()> {
+        let gpu = enc.gpu().clone();
+        let u = self.uniform(true);
+        let ub = bytemuck::bytes_of(&u);
+        let o = self.overrides();
+        match which {
+            0 => self.forward(enc, true)?,
+            1 => {
+                let pipe = gpu.pipeline(Kernel::RnnStep, "backward", &o, S_BACKWARD)?;
+                let bind = gpu.bind(
+                    &pipe,
+                    ub,
+                    &[&self.wht, &self.work, &self.metrics, &self.ctl],
+                )?;
+                enc.dispatch(&pipe, &bind, self.window_grid());
+            }
+            2 => {
+                let pipe = gpu.pipeline(Kernel::RnnStep, "grads", &o, S_GRADS)?;
+                let bind = gpu.bind(&pipe, ub, &[&self.work, &self.grads])?;
+                enc.dispatch(&pipe, &bind, self.grads_grid());
+            }
+            _ => {
+                let pipe = gpu.pipeline(Kernel::RnnStep, "update", &o, S_UPDATE)?;
+                let bind = gpu.bind(
+                    &pipe,
+                    ub,
+                    &[
+                        &self.params,
+                        &self.grads,
+                        &self.moment1,
+                        &self.moment2,
+                        &self.ctl,
+                        &self.wht,
+                    ],
+                )?;
+                enc.dispatch(&pipe, &bind, self.update_grid());
+            }
+        }
+        Ok(())
+    }
+
+    fn forward(&self, enc: &mut Encoder, train: bool) -> Result<()> {
+        let gpu = enc.gpu().clone();
+        let pipe = gpu.pipeline(Kernel::RnnStep, "forward", &self.overrides(), S_FORWARD)?;
+        let u = self.uniform(train);
+        let bind = gpu.bind(
+            &pipe,
+            bytemuck::bytes_of(&u),
+            &[
+                &self.params,
+                &self.input,
+                &self.work,
+                &self.metrics,
+                &self.ctl,
+            ],
+        )?;
+        enc.dispatch(&pipe, &bind, self.window_grid());
+        Ok(())
+    }
+
+    /// Records one training step of every run on the uploaded window: 4 dispatches.
+    pub fn record_train(&self, enc: &mut Encoder) -> Result<()> {
+        for k in 0..Self::TRAIN_DISPATCHES {
+            self.record_kernel(enc, k)?;
+        }
+        Ok(())
+    }
+
+    /// Records one of the four kernels of a training step alone (0 forward, 1 backward, 2 grads,
+    /// 3 update), for profiling each.
+    pub fn record_one(&self, enc: &mut Encoder, which: usize) -> Result<()> {
+        self.record_kernel(enc, which.min(3))
+    }
+
+    /// Records a forward-only pass over the uploaded window from the evaluation state, adding to
+    /// the evaluation metrics (the second half of `metrics`): 1 dispatch.
+    pub fn record_eval(&self, enc: &mut Encoder) -> Result<()> {
+        self.forward(enc, false)
+    }
+}

@@ -1,0 +1,849 @@
+// One whole recurrent training step (an LSTM window with a linear readout, its loss, the synthetic
+// gradient at both ends of the window, the aux head, backward, weight gradients and the optimiser
+// update) in four dispatches, for K independent runs at once (a run group).
+//
+//   forward  - grid (ceil(B / 8), K): a workgroup owns 8 batch lanes of one run and loops over the
+//              T steps inside the kernel; an invocation owns a hidden unit (its 4 gate columns) for
+//              all 8 lanes. Lane i of each subgroup loads batch lane i's value of the operand (h, x,
+//              s) and subgroupBroadcast hands it to every lane, so each weight load serves 8 lanes
+//              and no invocation loads what another already has: CPU adapters (llvmpipe) turn each
+//              per-lane load into a bounds-checked gather, GPUs save bandwidth. Needs subgroups of
+//              a fixed size of at least 8. Per step it also computes the
+//              readout, the loss and its gradient and dh_seq = dlogits·W_rᵀ. Before the loop it
+//              evaluates M(s0) (the SG model at the window's first state, trained in `backward`);
+//              after it, M(s_last), the injected gradient, and the aux head's loss and gradient.
+//   backward - same grid: the reverse recurrence from the injected SG, dgates for every step, the
+//              gradient at s0 and the SG model's regression gradient onto it; bumps the run's step
+//              counters.
+//   grads    - grid (columns / 128, row octets, K): Σ_rows aᵀ·d for 8 weight rows and 2 columns per
+//              invocation (matmul_subgroup.wgsl's scheme; the input column of ones gives the bias
+//              row).
+//   update   - grid (P / 256, K): Adam or SGD-momentum with per-run learning rates; the SG model is
+//              skipped on windows that did not train it. It also refreshes W_hᵀ, the transposed
+//              copy of W_h that the backward recurrence reads along contiguous memory.
+//
+// Layouts (all f32, per run r at the run's stride):
+//   params: [W_x; W_h; b] as [(I+H+1), 4H] (gate order i, f, g, o), readout [W_r; b_r] [(H+1), O],
+//           SG model [W_s; b_s] [(2H+1), 2H] on s = [h | c], aux head [W_a; b_a] [(H+1), 2H].
+//   input:  x [T, B, I], then targets [T, B, O] and mask [T, B, O] (sigmoid), or labels [T, B]
+//           (softmax; a label outside [0, O) is padding and is not scored).
+//   wht:    W_hᵀ per run, [4H, H].
+//   work:   the arena of saved activations and gradients (offsets in the uniform; see rnn_step.rs).
+//   ctl:    16 floats per run: 0 injection scale (0 = SG not applied), 1 train the SG (0/1),
+//           2 aux weight, 3 core lr, 4 SG lr, 5 windows trained, 6 SG trained this window,
+//           7..8 core Adam bias corrections, 9..10 SG ones, 11 run has an SG model, 12 run has the
+//           aux head. Entries 5..10 are written by the kernels, the rest by the host.
+//   metrics: 8 floats per (run, lane): nats, errors, scored rows, SG loss, SG zero-predictor
+//           loss, aux loss (the loss sums are 0.5·Σ squares, in per-lane units).
+
+struct U {
+    input: u32,
+    hidden: u32,
+    output: u32,
+    batch: u32,
+    steps: u32,
+    runs: u32,
+    softmax: u32,
+    train: u32,
+    p_run: u32,
+    off_r: u32,
+    off_s: u32,
+    off_a: u32,
+    w_run: u32,
+    in_run: u32,
+    in_t: u32,
+    in_m: u32,
+    w_z: u32,
+    w_hs: u32,
+    w_s0: u32,
+    w_dg: u32,
+    w_dl: u32,
+    w_dsg: u32,
+    w_daux: u32,
+    w_gates: u32,
+    w_cs: u32,
+    w_dhs: u32,
+    w_at0: u32,
+    w_inj: u32,
+    w_dhr: u32,
+    w_dcr: u32,
+    w_state: u32,
+    metrics_off: u32,
+    has_sg: u32,
+    has_aux: u32,
+    adam: u32,
+    inv_b: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    momentum: f32,
+    // Row octets of each parameter's gradient (the grads grid's y), cumulative: LSTM, readout,
+    // SG model, aux head.
+    q_r: u32,
+    q_s: u32,
+    q_a: u32,
+    q_end: u32,
+}
+
+@group(0) @binding(0) var<uniform> u: U;
+
+// Invocations per workgroup of the window kernels (a multiple of SG), the adapter's subgroup
+// size (at least 8), and the hidden size (so that index arithmetic divides by a constant).
+override WGS: u32 = 64u;
+override SG: u32 = 8u;
+override HID: u32 = 64u;
+override H4: u32 = 4u * HID;
+const CTL: u32 = 16u;
+const METRICS: u32 = 8u;
+// Batch lanes per workgroup.
+const L: u32 = 8u;
+// Most outputs (logits per lane) the workgroup array holds.
+const MAX_O: u32 = 256u;
+
+// Logits, then dlogits, of the workgroup's 8 lanes: [8, O].
+var<workgroup> sh_l: array<f32, 2048>;
+// Partial sums for the metric reduction, one per invocation.
+var<workgroup> sh_r: array<f32, 256>;
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-clamp(x, -30.0, 30.0)));
+}
+
+fn tanh_c(x: f32) -> f32 {
+    return tanh(clamp(x, -15.0, 15.0));
+}
+
+// The eight lanes' values of `v` as two vec4s (lanes 0-3, 4-7).
+struct Oct {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+fn bc8(v: f32) -> Oct {
+    return Oct(
+        vec4<f32>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u)),
+        vec4<f32>(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u)),
+    );
+}
+
+// ---- forward ----
+@group(0) @binding(1) var<storage, read> f_params: array<f32>;
+@group(0) @binding(2) var<storage, read> f_input: array<f32>;
+@group(0) @binding(3) var<storage, read_write> f_work: array<f32>;
+@group(0) @binding(4) var<storage, read_write> f_metrics: array<f32>;
+@group(0) @binding(5) var<storage, read_write> f_ctl: array<f32>;
+
+// Sums each invocation's `v` over the workgroup in a fixed order and adds it to metric `slot` of
+// batch lane `b` (if it exists). Called in uniform control flow.
+fn add_metric(lid: u32, r: u32, b: u32, v: f32, slot: u32) {
+    workgroupBarrier();
+    sh_r[lid] = v;
+    workgroupBarrier();
+    if (lid == 0u && b < u.batch) {
+        var s = 0.0;
+        for (var k = 0u; k < WGS; k++) {
+            s += sh_r[k];
+        }
+        f_metrics[(u.metrics_off + r * u.batch + b) * METRICS + slot] += s;
+    }
+}
+
+fn lane_of(o: Oct, i: u32) -> f32 {
+    if (i < 4u) {
+        return o.lo[i];
+    }
+    return o.hi[i - 4u];
+}
+
+// Activates lane b's gates of unit j at step t (pre-activations in the gates buffer) and
+// stores the gates, c_t, h_t and h_{t-1} (z's recurrent half).
+fn cell_out(wr: u32, t: u32, b: u32, j: u32) {
+    let hd = u.hidden;
+    let row = t * u.batch + b;
+    let ga = wr + u.w_gates + row * H4 + j;
+    let gi = sigmoid(f_work[ga]);
+    let gf = sigmoid(f_work[ga + hd]);
+    let gg = tanh_c(f_work[ga + 2u * hd]);
+    let go = sigmoid(f_work[ga + 3u * hd]);
+    let c = gf * f_work[wr + u.w_cs + row * hd + j] + gi * gg;
+    let h = go * tanh_c(c);
+    f_work[ga] = gi;
+    f_work[ga + hd] = gf;
+    f_work[ga + 2u * hd] = gg;
+    f_work[ga + 3u * hd] = go;
+    f_work[wr + u.w_cs + (row + u.batch) * hd + j] = c;
+    f_work[wr + u.w_hs + row * hd + j] = h;
+    f_work[wr + u.w_z + row * (u.input + hd) + u.input + j] = hprev(t, wr, b, j);
+}
+
+@compute @workgroup_size(WGS)
+fn forward(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let r = wg.y;
+    let b0 = wg.x * L;
+    let hd = u.hidden;
+    let h2 = 2u * hd;
+    let ni = u.input;
+    let no = u.output;
+    let nb = u.batch;
+    let pr = r * u.p_run;
+    let wr = r * u.w_run;
+    let ir = r * u.in_run;
+    let cr = r * CTL;
+    // The batch lane whose operands this invocation loads for its subgroup (clamped: lanes past
+    // the batch compute on lane B-1's data and store nothing).
+    let src = min(b0 + lane % L, nb - 1u);
+
+    if (u.train == 1u && wg.x == 0u && lid == 0u) {
+        let trained = f_ctl[cr + 1u] > 0.0 && f_ctl[cr + 11u] > 0.0 && f_ctl[cr + 5u] > 0.0;
+        f_ctl[cr + 6u] = select(0.0, 1.0, trained);
+    }
+
+    // c0 into cs[0], and a copy of s0 = [h0 | c0] for the SG model's weight gradient.
+    for (var k = lid; k < L * h2; k += WGS) {
+        let b = b0 + k / h2;
+        if (b < nb) {
+            let v = f_work[wr + u.w_state + b * h2 + k % h2];
+            f_work[wr + u.w_s0 + b * h2 + k % h2] = v;
+            if (k % h2 >= hd) {
+                f_work[wr + u.w_cs + b * hd + k % h2 - hd] = v;
+            }
+        }
+    }
+
+    // M(s0), regressed in `backward` onto the gradient that reaches s0.
+    if (u.train == 1u && u.has_sg == 1u) {
+        let ws = pr + u.off_s;
+        for (var m0 = 0u; m0 < h2; m0 += WGS) {
+            if (m0 + (lid / SG) * SG >= h2) {
+                continue;
+            }
+            let m = min(m0 + lid, h2 - 1u);
+            var lo = vec4<f32>(f_params[ws + h2 * h2 + m]);
+            var hi = lo;
+            for (var k = 0u; k < h2; k++) {
+                let s = bc8(f_work[wr + u.w_state + src * h2 + k]);
+                let w = f_params[ws + k * h2 + m];
+                lo = fma(s.lo, vec4<f32>(w), lo);
+                hi = fma(s.hi, vec4<f32>(w), hi);
+            }
+            if (m0 + lid < h2) {
+                let acc = Oct(lo, hi);
+                for (var i = 0u; i < L; i++) {
+                    if (b0 + i < nb) {
+                        f_work[wr + u.w_at0 + (b0 + i) * h2 + m] = lane_of(acc, i);
+                    }
+                }
+            }
+        }
+    }
+    storageBarrier();
+    workgroupBarrier();
+
+    var p_nats = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
+    var p_err = p_nats;
+    var p_rows = p_nats;
+    let wro = pr + u.off_r;
+    for (var t = 0u; t < u.steps; t++) {
+        // h_{t-1} of lane `src`: the carried state for t = 0, else the previous step's output.
+        var hbase = wr + u.w_hs + ((t - 1u) * nb + src) * hd;
+        if (t == 0u) {
+            hbase = wr + u.w_state + src * h2;
+        }
+        // Gate pre-activations: one column of [W_x; W_h; b] (one gate of one unit) for 8 lanes,
+        // into the gates buffer. Subgroups past the last column skip the loop as a whole.
+        for (var c0 = 0u; c0 < H4; c0 += WGS) {
+            if (c0 + (lid / SG) * SG < H4) {
+                let c = min(c0 + lid, H4 - 1u);
+                var lo = vec4<f32>(f_params[pr + (ni + hd) * H4 + c]);
+                var hi = lo;
+                for (var i = 0u; i < ni; i++) {
+                    let x = bc8(f_input[ir + (t * nb + src) * ni + i]);
+                    let w = vec4<f32>(f_params[pr + i * H4 + c]);
+                    lo = fma(x.lo, w, lo);
+                    hi = fma(x.hi, w, hi);
+                }
+                for (var k = 0u; k < hd; k++) {
+                    let h = bc8(f_work[hbase + k]);
+                    let w = vec4<f32>(f_params[pr + (ni + k) * H4 + c]);
+                    lo = fma(h.lo, w, lo);
+                    hi = fma(h.hi, w, hi);
+                }
+                if (c0 + lid < H4) {
+                    let acc = Oct(lo, hi);
+                    for (var i = 0u; i < L; i++) {
+                        if (b0 + i < nb) {
+                            f_work[wr + u.w_gates + (t * nb + b0 + i) * H4 + c] = lane_of(acc, i);
+                        }
+                    }
+                }
+            }
+        }
+        storageBarrier();
+        workgroupBarrier();
+        // The cell of every (lane, unit): gates activated in place, c_t, h_t, h_{t-1} into z.
+        for (var k = lid; k < L * HID; k += WGS) {
+            let b = b0 + k / HID;
+            if (b < nb) {
+                cell_out(wr, t, b, k % HID);
+            }
+        }
+        // The input half of the weight-gradient operand z = [x | h_prev].
+        for (var k = lid; k < L * ni; k += WGS) {
+            let b = b0 + k / ni;
+            if (b < nb) {
+                let row = t * nb + b;
+                f_work[wr + u.w_z + row * (ni + hd) + k % ni] = f_input[ir + row * ni + k % ni];
+            }
+        }
+        storageBarrier();
+        workgroupBarrier();
+
+        // Readout logits of the 8 lanes into sh_l [8, O].
+        let hrow = wr + u.w_hs + (t * nb + src) * hd;
+        for (var o0 = 0u; o0 < no; o0 += WGS) {
+            if (o0 + (lid / SG) * SG >= no) {
+                continue;
+            }
+            let o = min(o0 + lid, no - 1u);
+            var lo = vec4<f32>(f_params[wro + hd * no + o]);
+            var hi = lo;
+            for (var k = 0u; k < hd; k++) {
+                let h = bc8(f_work[hrow + k]);
+                let w = f_params[wro + k * no + o];
+                lo = fma(h.lo, vec4<f32>(w), lo);
+                hi = fma(h.hi, vec4<f32>(w), hi);
+            }
+            if (o0 + lid < no) {
+                let acc = Oct(lo, hi);
+                for (var i = 0u; i < L; i++) {
+                    sh_l[i * no + o] = lane_of(acc, i);
+                }
+            }
+        }
+        workgroupBarrier();
+
+        // The loss, its gradient (over the logits, in place) and the metrics.
+        if (u.softmax == 0u) {
+            for (var k = lid; k < L * no; k += WGS) {
+                let i = k / no;
+                let o = k % no;
+                let b = b0 + i;
+                if (b < nb) {
+                    let row = t * nb + b;
+                    let x = sh_l[k];
+                    let tg = f_input[ir + u.in_t + row * no + o];
+                    let w = f_input[ir + u.in_m + row * no + o];
+                    let d = u.inv_b * w * (1.0 / (1.0 + exp(-x)) - tg);
+                    sh_l[k] = d;
+                    f_work[wr + u.w_dl + row * no + o] = d;
+                    if (w > 0.0) {
+                        add_lane(&p_nats, i, w * (max(x, 0.0) - x * tg + log(1.0 + exp(-abs(x)))));
+                        add_lane(&p_err, i, select(0.0, 1.0, (x > 0.0) != (tg > 0.5)));
+                    }
+                }
+            }
+            if (lid < L && b0 + lid < nb) {
+                let row = t * nb + b0 + lid;
+                var hit = false;
+                for (var o = 0u; o < no; o++) {
+                    hit = hit || f_input[ir + u.in_m + row * no + o] > 0.0;
+                }
+                if (hit) {
+                    add_lane(&p_rows, lid, 1.0);
+                }
+            }
+        } else {
+            // One invocation per lane finds the maximum, the normaliser and the prediction, and
+            // turns its row of logits into dlogits.
+            if (lid < L && b0 + lid < nb) {
+                let row = t * nb + b0 + lid;
+                let base = lid * no;
+                var mx = sh_l[base];
+                var arg = 0u;
+                for (var o = 1u; o < no; o++) {
+                    if (sh_l[base + o] > mx) {
+                        mx = sh_l[base + o];
+                        arg = o;
+                    }
+                }
+                var s = 0.0;
+                for (var o = 0u; o < no; o++) {
+                    s += exp(sh_l[base + o] - mx);
+                }
+                let li = i32(round(f_input[ir + u.in_t + row]));
+                let valid = li >= 0 && li < i32(no);
+                if (valid) {
+                    add_lane(&p_nats, lid, log(s) - (sh_l[base + u32(li)] - mx));
+                    add_lane(&p_err, lid, select(0.0, 1.0, arg != u32(li)));
+                    add_lane(&p_rows, lid, 1.0);
+                }
+                let g = select(0.0, u.inv_b, valid);
+                let inv = 1.0 / s;
+                for (var o = 0u; o < no; o++) {
+                    let d = g * (exp(sh_l[base + o] - mx) * inv - select(0.0, 1.0, i32(o) == li));
+                    sh_l[base + o] = d;
+                    f_work[wr + u.w_dl + row * no + o] = d;
+                }
+            }
+        }
+        workgroupBarrier();
+
+        // dh_t = dlogits·W_rᵀ.
+        for (var j0 = 0u; j0 < hd; j0 += WGS) {
+            if (j0 + (lid / SG) * SG >= hd) {
+                continue;
+            }
+            let j = min(j0 + lid, hd - 1u);
+            var lo = vec4<f32>(0.0);
+            var hi = lo;
+            for (var o = 0u; o < no; o++) {
+                let d = bc8(sh_l[(lane % L) * no + o]);
+                let w = f_params[wro + j * no + o];
+                lo = fma(d.lo, vec4<f32>(w), lo);
+                hi = fma(d.hi, vec4<f32>(w), hi);
+            }
+            if (j0 + lid < hd) {
+                let acc = Oct(lo, hi);
+                for (var i = 0u; i < L; i++) {
+                    if (b0 + i < nb) {
+                        f_work[wr + u.w_dhs + (t * nb + b0 + i) * hd + j] = lane_of(acc, i);
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < L; i++) {
+        add_metric(lid, r, b0 + i, lane_of(p_nats, i), 0u);
+        add_metric(lid, r, b0 + i, lane_of(p_err, i), 1u);
+        add_metric(lid, r, b0 + i, lane_of(p_rows, i), 2u);
+    }
+
+    // The state after the last step, [h_T | c_T].
+    for (var k = lid; k < L * h2; k += WGS) {
+        let b = b0 + k / h2;
+        let c = k % h2;
+        if (b < nb) {
+            var v = 0.0;
+            if (c < hd) {
+                v = f_work[wr + u.w_hs + ((u.steps - 1u) * nb + b) * hd + c];
+            } else {
+                v = f_work[wr + u.w_cs + (u.steps * nb + b) * hd + c - hd];
+            }
+            f_work[wr + u.w_state + b * h2 + c] = v;
+        }
+    }
+    storageBarrier();
+    workgroupBarrier();
+
+    if (u.train == 1u && u.has_sg == 1u) {
+        // M(s_last): the injected gradient, and the aux head's target.
+        let ws = pr + u.off_s;
+        let wa = pr + u.off_a;
+        let inject = f_ctl[cr] * u.inv_b;
+        let aux_w = f_ctl[cr + 2u];
+        let aux_on = u.has_aux == 1u && f_ctl[cr + 12u] > 0.0;
+        var p_aux = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
+        let h1row = wr + u.w_hs + src * hd;
+        for (var m0 = 0u; m0 < h2; m0 += WGS) {
+            if (m0 + (lid / SG) * SG >= h2) {
+                continue;
+            }
+            let m = min(m0 + lid, h2 - 1u);
+            var lo = vec4<f32>(f_params[ws + h2 * h2 + m]);
+            var hi = lo;
+            for (var k = 0u; k < h2; k++) {
+                let s = bc8(f_work[wr + u.w_state + src * h2 + k]);
+                let w = f_params[ws + k * h2 + m];
+                lo = fma(s.lo, vec4<f32>(w), lo);
+                hi = fma(s.hi, vec4<f32>(w), hi);
+            }
+            if (m0 + lid < h2) {
+                let sg = Oct(lo, hi);
+                for (var i = 0u; i < L; i++) {
+                    let b = b0 + i;
+                    if (b < nb) {
+                        f_work[wr + u.w_inj + b * h2 + m] = inject * lane_of(sg, i);
+                        // M(s_last) unscaled, the aux head's target (overwritten by its gradient).
+                        f_work[wr + u.w_daux + b * h2 + m] = lane_of(sg, i);
+                    }
+                }
+            }
+        }
+        if (aux_on) {
+            // A(h_1) regresses onto M(s_last) (a constant). Each invocation reads back the
+            // targets it wrote itself.
+            for (var m0 = 0u; m0 < h2; m0 += WGS) {
+                if (m0 + (lid / SG) * SG >= h2) {
+                    continue;
+                }
+                let m = min(m0 + lid, h2 - 1u);
+                var lo = vec4<f32>(f_params[wa + hd * h2 + m]);
+                var hi = lo;
+                for (var k = 0u; k < hd; k++) {
+                    let h = bc8(f_work[h1row + k]);
+                    let w = f_params[wa + k * h2 + m];
+                    lo = fma(h.lo, vec4<f32>(w), lo);
+                    hi = fma(h.hi, vec4<f32>(w), hi);
+                }
+                if (m0 + lid < h2) {
+                    let a = Oct(lo, hi);
+                    for (var i = 0u; i < L; i++) {
+                        let b = b0 + i;
+                        if (b < nb) {
+                            let at = wr + u.w_daux + b * h2 + m;
+                            let d = lane_of(a, i) - f_work[at];
+                            add_lane(&p_aux, i, 0.5 * d * d);
+                            f_work[at] = aux_w * u.inv_b * d;
+                        }
+                    }
+                }
+            }
+        }
+        if (u.has_aux == 1u) {
+            storageBarrier();
+            workgroupBarrier();
+            if (aux_on) {
+                // dh_1 += dA·W_aᵀ.
+                for (var j0 = 0u; j0 < hd; j0 += WGS) {
+                    if (j0 + (lid / SG) * SG >= hd) {
+                        continue;
+                    }
+                    let j = min(j0 + lid, hd - 1u);
+                    var lo = vec4<f32>(0.0);
+                    var hi = lo;
+                    for (var m = 0u; m < h2; m++) {
+                        let d = bc8(f_work[wr + u.w_daux + src * h2 + m]);
+                        let w = f_params[wa + j * h2 + m];
+                        lo = fma(d.lo, vec4<f32>(w), lo);
+                        hi = fma(d.hi, vec4<f32>(w), hi);
+                    }
+                    if (j0 + lid < hd) {
+                        let acc = Oct(lo, hi);
+                        for (var i = 0u; i < L; i++) {
+                            if (b0 + i < nb) {
+                                f_work[wr + u.w_dhs + (b0 + i) * hd + j] += lane_of(acc, i);
+                            }
+                        }
+                    }
+                }
+            }
+            for (var i = 0u; i < L; i++) {
+                add_metric(lid, r, b0 + i, lane_of(p_aux, i), 5u);
+            }
+        }
+    }
+}
+
+fn add_lane(o: ptr<function, Oct>, i: u32, v: f32) {
+    if (i < 4u) {
+        (*o).lo[i] += v;
+    } else {
+        (*o).hi[i - 4u] += v;
+    }
+}
+
+// h_{t-1} of batch lane b, unit j.
+fn hprev(t: u32, wr: u32, b: u32, j: u32) -> f32 {
+    if (t == 0u) {
+        return f_work[wr + u.w_state + b * 2u * u.hidden + j];
+    }
+    return f_work[wr + u.w_hs + ((t - 1u) * u.batch + b) * u.hidden + j];
+}
+
+// ---- backward ----
+@group(0) @binding(1) var<storage, read> b_wht: array<f32>;
+@group(0) @binding(2) var<storage, read_write> b_work: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b_metrics: array<f32>;
+@group(0) @binding(4) var<storage, read_write> b_ctl: array<f32>;
+
+fn add_metric_b(lid: u32, r: u32, b: u32, v: f32, slot: u32) {
+    workgroupBarrier();
+    sh_r[lid] = v;
+    workgroupBarrier();
+    if (lid == 0u && b < u.batch) {
+        var s = 0.0;
+        for (var k = 0u; k < WGS; k++) {
+            s += sh_r[k];
+        }
+        b_metrics[(u.metrics_off + r * u.batch + b) * METRICS + slot] += s;
+    }
+}
+
+// The cell backward of lane b, unit j at step t: dgates into dg, dc_{t-1} into the carry.
+fn cell_back(wr: u32, t: u32, b: u32, j: u32) {
+    let hd = u.hidden;
+    let row = t * u.batch + b;
+    let ga = wr + u.w_gates + row * 4u * hd + j;
+    let gi = b_work[ga];
+    let gf = b_work[ga + hd];
+    let gg = b_work[ga + 2u * hd];
+    let go = b_work[ga + 3u * hd];
+    let c_prev = b_work[wr + u.w_cs + row * hd + j];
+    let tc = tanh_c(b_work[wr + u.w_cs + (row + u.batch) * hd + j]);
+    let dh = b_work[wr + u.w_dhs + row * hd + j] + b_work[wr + u.w_dhr + b * hd + j];
+    let dct = b_work[wr + u.w_dcr + b * hd + j] + dh * go * (1.0 - tc * tc);
+    let da = wr + u.w_dg + row * 4u * hd + j;
+    b_work[da] = dct * gg * gi * (1.0 - gi);
+    b_work[da + hd] = dct * c_prev * gf * (1.0 - gf);
+    b_work[da + 2u * hd] = dct * gi * (1.0 - gg * gg);
+    b_work[da + 3u * hd] = dh * tc * go * (1.0 - go);
+    b_work[wr + u.w_dcr + b * hd + j] = dct * gf;
+}
+
+@compute @workgroup_size(WGS)
+fn backward(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let r = wg.y;
+    let b0 = wg.x * L;
+    let hd = u.hidden;
+    let h4 = 4u * hd;
+    let h2 = 2u * hd;
+    let nb = u.batch;
+    let wr = r * u.w_run;
+    let whr = r * h4 * hd;
+    let cr = r * CTL;
+    let src = min(b0 + lane % L, nb - 1u);
+
+    // The gradient arriving at the window's last state: the injected SG, or 0.
+    for (var k = lid; k < L * hd; k += WGS) {
+        let b = b0 + k / hd;
+        let j = k % hd;
+        if (b < nb) {
+            var dh = 0.0;
+            var dc = 0.0;
+            if (u.has_sg == 1u) {
+                dh = b_work[wr + u.w_inj + b * h2 + j];
+                dc = b_work[wr + u.w_inj + b * h2 + hd + j];
+            }
+            b_work[wr + u.w_dhr + b * hd + j] = dh;
+            b_work[wr + u.w_dcr + b * hd + j] = dc;
+        }
+    }
+    storageBarrier();
+    workgroupBarrier();
+    for (var step = 0u; step < u.steps; step++) {
+        let t = u.steps - 1u - step;
+        for (var k = lid; k < L * HID; k += WGS) {
+            let b = b0 + k / HID;
+            if (b < nb) {
+                cell_back(wr, t, b, k % HID);
+            }
+        }
+        storageBarrier();
+        workgroupBarrier();
+        // dh_{t-1} through the recurrence: dgates_t·W_hᵀ, W_hᵀ read along contiguous units.
+        let dgrow = wr + u.w_dg + (t * nb + src) * h4;
+        for (var j0 = 0u; j0 < hd; j0 += WGS) {
+            if (j0 + (lid / SG) * SG >= hd) {
+                continue;
+            }
+            let j = min(j0 + lid, hd - 1u);
+            var lo = vec4<f32>(0.0);
+            var hi = lo;
+            for (var m = 0u; m < h4; m++) {
+                let d = bc8(b_work[dgrow + m]);
+                let w = b_wht[whr + m * hd + j];
+                lo = fma(d.lo, vec4<f32>(w), lo);
+                hi = fma(d.hi, vec4<f32>(w), hi);
+            }
+            if (j0 + lid < hd) {
+                let acc = Oct(lo, hi);
+                for (var i = 0u; i < L; i++) {
+                    if (b0 + i < nb) {
+                        b_work[wr + u.w_dhr + (b0 + i) * hd + j] = lane_of(acc, i);
+                    }
+                }
+            }
+        }
+        storageBarrier();
+        workgroupBarrier();
+    }
+
+    // The gradient at s0 is [dh_rec | dc]; the SG model M(s0) regresses onto it in per-lane units
+    // (B·ds0, since the task loss is a batch mean).
+    let trained = b_ctl[cr + 6u] > 0.0;
+    var p_loss = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
+    var p_zero = p_loss;
+    if (u.has_sg == 1u) {
+        let fb = f32(nb);
+        for (var k = lid; k < L * h2; k += WGS) {
+            let i = k / h2;
+            let c = k % h2;
+            let b = b0 + i;
+            if (b < nb) {
+                var tgt = 0.0;
+                if (c < hd) {
+                    tgt = b_work[wr + u.w_dhr + b * hd + c];
+                } else {
+                    tgt = b_work[wr + u.w_dcr + b * hd + c - hd];
+                }
+                tgt *= fb;
+                let d = b_work[wr + u.w_at0 + b * h2 + c] - tgt;
+                var g = 0.0;
+                if (trained) {
+                    g = u.inv_b * d;
+                    add_lane(&p_loss, i, 0.5 * d * d);
+                    add_lane(&p_zero, i, 0.5 * tgt * tgt);
+                }
+                b_work[wr + u.w_dsg + b * h2 + c] = g;
+            }
+        }
+    }
+    for (var i = 0u; i < L; i++) {
+        add_metric_b(lid, r, b0 + i, lane_of(p_loss, i), 3u);
+        add_metric_b(lid, r, b0 + i, lane_of(p_zero, i), 4u);
+    }
+
+    if (wg.x == 0u && lid == 0u) {
+        b_ctl[cr + 5u] += 1.0;
+        b_ctl[cr + 7u] = (1.0 - u.beta1) + u.beta1 * b_ctl[cr + 7u];
+        b_ctl[cr + 8u] = (1.0 - u.beta2) + u.beta2 * b_ctl[cr + 8u];
+        if (trained || (u.has_aux == 1u && b_ctl[cr + 12u] > 0.0)) {
+            b_ctl[cr + 9u] = (1.0 - u.beta1) + u.beta1 * b_ctl[cr + 9u];
+            b_ctl[cr + 10u] = (1.0 - u.beta2) + u.beta2 * b_ctl[cr + 10u];
+        }
+    }
+}
+
+// ---- grads: every parameter's gradient, Σ over its rows of aᵀ·d ----
+@group(0) @binding(1) var<storage, read> g_work: array<f32>;
+@group(0) @binding(2) var<storage, read_write> g_grads: array<f32>;
+
+@compute @workgroup_size(64)
+fn grads(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let oct = wg.y;
+    let r = wg.z;
+    let wr = r * u.w_run;
+    let hd = u.hidden;
+    let tb = u.steps * u.batch;
+    // Which parameter: its operand a (offset, width; column `width` is all ones), its gradient d
+    // (offset, width), the rows summed over, and where its gradient starts.
+    var a_off = u.w_z;
+    var a_cols = u.input + hd;
+    var d_off = u.w_dg;
+    var d_cols = 4u * hd;
+    var rows = tb;
+    var out = 0u;
+    var q0 = 0u;
+    if (oct >= u.q_a) {
+        // The aux head's input is h_1: rows 0..B of the window's hidden states.
+        a_off = u.w_hs;
+        a_cols = hd;
+        d_off = u.w_daux;
+        d_cols = 2u * hd;
+        rows = u.batch;
+        out = u.off_a;
+        q0 = u.q_a;
+    } else if (oct >= u.q_s) {
+        a_off = u.w_s0;
+        a_cols = 2u * hd;
+        d_off = u.w_dsg;
+        d_cols = 2u * hd;
+        rows = u.batch;
+        out = u.off_s;
+        q0 = u.q_s;
+    } else if (oct >= u.q_r) {
+        a_off = u.w_hs;
+        a_cols = hd;
+        d_off = u.w_dl;
+        d_cols = u.output;
+        out = u.off_r;
+        q0 = u.q_r;
+    }
+    // The workgroup covers 8 weight rows x 64 columns: an invocation owns one column, and lane i
+    // of each subgroup loads row p0 + i of a for its subgroup.
+    if (wg.x * 64u + (lid / SG) * SG >= d_cols) {
+        return;
+    }
+    let c = wg.x * 64u + lid;
+    let cc = min(c, d_cols - 1u);
+    let p0 = (oct - q0) * 8u;
+    let pa = p0 + lane % 8u;
+    let pa_c = min(pa, a_cols - 1u);
+    let is_one = pa == a_cols;
+    let is_in = pa < a_cols;
+    var lo = vec4<f32>(0.0);
+    var hi = lo;
+    for (var i = 0u; i < rows; i++) {
+        let a = g_work[wr + a_off + i * a_cols + pa_c];
+        let a8 = bc8(select(select(0.0, 1.0, is_one), a, is_in));
+        let d = vec4<f32>(g_work[wr + d_off + i * d_cols + cc]);
+        lo = fma(a8.lo, d, lo);
+        hi = fma(a8.hi, d, hi);
+    }
+    if (c < d_cols) {
+        let base = r * u.p_run + out;
+        let acc = Oct(lo, hi);
+        for (var q = 0u; q < 8u; q++) {
+            let p = p0 + q;
+            if (p <= a_cols) {
+                g_grads[base + p * d_cols + c] = lane_of(acc, q);
+            }
+        }
+    }
+}
+
+// ---- update: Adam or SGD-momentum over every run's parameters ----
+@group(0) @binding(1) var<storage, read_write> o_params: array<f32>;
+@group(0) @binding(2) var<storage, read> o_grads: array<f32>;
+@group(0) @binding(3) var<storage, read_write> o_m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> o_v: array<f32>;
+@group(0) @binding(5) var<storage, read> o_ctl: array<f32>;
+@group(0) @binding(6) var<storage, read_write> o_wht: array<f32>;
+
+@compute @workgroup_size(256)
+fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let q = gid.x;
+    let r = gid.y;
+    if (q >= u.p_run) {
+        return;
+    }
+    let e = r * u.p_run + q;
+    let cr = r * CTL;
+    var lr = o_ctl[cr + 3u];
+    var d1 = o_ctl[cr + 7u];
+    var d2 = o_ctl[cr + 8u];
+    if (q >= u.off_s) {
+        // The SG model trains only on windows that had a target; the aux head whenever it exists.
+        let live = select(o_ctl[cr + 6u] > 0.0, o_ctl[cr + 12u] > 0.0, q >= u.off_a);
+        if (!live) {
+            return;
+        }
+        lr = o_ctl[cr + 4u];
+        d1 = o_ctl[cr + 9u];
+        d2 = o_ctl[cr + 10u];
+    }
+    let g = o_grads[e];
+    var w = o_params[e];
+    if (u.adam == 1u) {
+        let m = u.beta1 * o_m[e] + (1.0 - u.beta1) * g;
+        let v = u.beta2 * o_v[e] + (1.0 - u.beta2) * g * g;
+        o_m[e] = m;
+        o_v[e] = v;
+        w -= lr * (m / d1) / (sqrt(v / d2) + u.eps);
+    } else {
+        let vel = u.momentum * o_m[e] + g;
+        o_m[e] = vel;
+        w -= lr * vel;
+    }
+    o_params[e] = w;
+    // W_h (rows I..I+H of the LSTM block): refresh its transposed copy.
+    let wh0 = u.input * H4;
+    if (q >= wh0 && q < wh0 + u.hidden * H4) {
+        let k = (q - wh0) / H4;
+        let m = (q - wh0) % H4;
+        o_wht[r * H4 * u.hidden + m * u.hidden + k] = w;
+    }
+}
