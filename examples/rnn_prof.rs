@@ -33,7 +33,7 @@ fn main() -> Result<()> {
             eps: 1e-8,
         },
     )?;
-    println!("tiling {:?}", st.tiling());
+    println!("tiling {:?} {:?}", st.tiling(), st.variant());
     if std::env::var("BASE").is_ok() {
         baseline(&gpu)?;
     }

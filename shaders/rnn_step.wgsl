@@ -795,22 +795,23 @@ fn grads(
     }
 }
 
-// ---- update: Adam or SGD-momentum over every run's parameters ----
-@group(0) @binding(1) var<storage, read_write> o_params: array<f32>;
-@group(0) @binding(2) var<storage, read> o_grads: array<f32>;
-@group(0) @binding(3) var<storage, read_write> o_m: array<f32>;
-@group(0) @binding(4) var<storage, read_write> o_v: array<f32>;
+// ---- update: Adam or SGD-momentum over every run's parameters, 4 at a time ----
+// (Parameter blocks start on multiples of 4, so a vec4 never straddles two of them.)
+@group(0) @binding(1) var<storage, read_write> o_params: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> o_grads: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> o_m: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> o_v: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> o_ctl: array<f32>;
 @group(0) @binding(6) var<storage, read_write> o_wht: array<f32>;
 
 @compute @workgroup_size(256)
 fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let q = gid.x;
+    let q = gid.x * 4u;
     let r = gid.y;
     if (q >= u.p_run) {
         return;
     }
-    let e = r * u.p_run + q;
+    let e = (r * u.p_run + q) / 4u;
     let cr = r * CTL;
     var lr = o_ctl[cr + 3u];
     var d1 = o_ctl[cr + 7u];
@@ -844,6 +845,656 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (q >= wh0 && q < wh0 + u.hidden * H4) {
         let k = (q - wh0) / H4;
         let m = (q - wh0) % H4;
-        o_wht[r * H4 * u.hidden + m * u.hidden + k] = w;
+        let base = r * H4 * u.hidden + m * u.hidden + k;
+        o_wht[base] = w.x;
+        o_wht[base + u.hidden] = w.y;
+        o_wht[base + 2u * u.hidden] = w.z;
+        o_wht[base + 3u * u.hidden] = w.w;
+    }
+}
+
+// ==== CPU variants: one 8-wide subgroup per workgroup, weights cached in private memory ====
+// llvmpipe turns every per-lane storage load into a bounds-checked gather, but a private array
+// indexed by a uniform index is one vector load. So here each lane (of the single subgroup) owns
+// the hidden units j = lane + 8u and caches their weight columns for the whole window; operands
+// shared by all lanes (h, x, dlogits, dgates of the 8 batch lanes) are gathered once per step into
+// a private array and handed around by subgroupBroadcast. Needs SG = 8, H a multiple of 8 and
+// the caches below to fit (checked by the host).
+const C_W: u32 = 2560u;
+const C_O: u32 = 1280u;
+const C_V: u32 = 512u;
+const C_U: u32 = 128u;
+
+fn oct_at(a: ptr<function, array<f32, 128>>, base: u32) -> Oct {
+    return Oct(
+        vec4<f32>((*a)[base], (*a)[base + 1u], (*a)[base + 2u], (*a)[base + 3u]),
+        vec4<f32>((*a)[base + 4u], (*a)[base + 5u], (*a)[base + 6u], (*a)[base + 7u]),
+    );
+}
+
+fn oct_put(a: ptr<function, array<f32, 128>>, base: u32, v: Oct) {
+    for (var i = 0u; i < 4u; i++) {
+        (*a)[base + i] = v.lo[i];
+        (*a)[base + 4u + i] = v.hi[i];
+    }
+}
+
+fn sigmoid4c(x: vec4<f32>) -> vec4<f32> {
+    return 1.0 / (1.0 + exp(-clamp(x, vec4<f32>(-30.0), vec4<f32>(30.0))));
+}
+
+fn tanh4c(x: vec4<f32>) -> vec4<f32> {
+    return tanh(clamp(x, vec4<f32>(-15.0), vec4<f32>(15.0)));
+}
+
+// Writes lane i's value of `v` to f_work[base + i * stride] for the batch lanes that exist.
+fn put8(base: u32, stride: u32, v: Oct, b0: u32) {
+    for (var i = 0u; i < 8u; i++) {
+        if (b0 + i < u.batch) {
+            f_work[base + i * stride] = lane_of(v, i);
+        }
+    }
+}
+
+@compute @workgroup_size(8)
+fn forward_c(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let r = wg.y;
+    let b0 = wg.x * L;
+    let hd = u.hidden;
+    let h2 = 2u * hd;
+    let h4 = 4u * hd;
+    let ni = u.input;
+    let no = u.output;
+    let nb = u.batch;
+    let pr = r * u.p_run;
+    let wr = r * u.w_run;
+    let ir = r * u.in_run;
+    let cr = r * CTL;
+    let src = min(b0 + lane, nb - 1u);
+    let nu = hd / 8u;
+    let nv = (no + 7u) / 8u;
+    let kk = ni + hd + 1u;
+    let wro = pr + u.off_r;
+
+    if (u.train == 1u && wg.x == 0u && lane == 0u) {
+        let trained = f_ctl[cr + 1u] > 0.0 && f_ctl[cr + 11u] > 0.0 && f_ctl[cr + 5u] > 0.0;
+        f_ctl[cr + 6u] = select(0.0, 1.0, trained);
+    }
+
+    // Weight caches: the 4 gate columns of each owned unit ([W_x; W_h; b] rows), the readout
+    // columns of the owned outputs o = lane + 8v (with the bias row), and the readout rows of
+    // the owned units (for dh = dlogits·W_rᵀ).
+    var wc: array<f32, 2560>;
+    for (var uu = 0u; uu < nu; uu++) {
+        let j = lane + 8u * uu;
+        for (var g = 0u; g < 4u; g++) {
+            for (var k = 0u; k < kk; k++) {
+                wc[(uu * 4u + g) * kk + k] = f_params[pr + k * h4 + g * hd + j];
+            }
+        }
+    }
+    var wo: array<f32, 1280>;
+    for (var v = 0u; v < nv; v++) {
+        let o = min(lane + 8u * v, no - 1u);
+        for (var k = 0u; k <= hd; k++) {
+            wo[v * (hd + 1u) + k] = f_params[wro + k * no + o];
+        }
+    }
+    let wrow = nv * (hd + 1u);
+    for (var uu = 0u; uu < nu; uu++) {
+        let j = lane + 8u * uu;
+        for (var o = 0u; o < no; o++) {
+            wo[wrow + uu * no + o] = f_params[wro + j * no + o];
+        }
+    }
+
+    // h and c of the owned units for the 8 lanes, carried in registers; s0 copies.
+    var hreg: array<f32, 128>;
+    var creg: array<f32, 128>;
+    for (var i = 0u; i < L; i++) {
+        let b = min(b0 + i, nb - 1u);
+        for (var uu = 0u; uu < nu; uu++) {
+            let j = lane + 8u * uu;
+            let h0 = f_work[wr + u.w_state + b * h2 + j];
+            let c0 = f_work[wr + u.w_state + b * h2 + hd + j];
+            hreg[uu * 8u + i] = h0;
+            creg[uu * 8u + i] = c0;
+            if (b0 + i < nb) {
+                f_work[wr + u.w_cs + b * hd + j] = c0;
+                f_work[wr + u.w_s0 + b * h2 + j] = h0;
+                f_work[wr + u.w_s0 + b * h2 + hd + j] = c0;
+            }
+        }
+    }
+
+    var hv: array<f32, 512>;
+    // M(s0), regressed in `backward` onto the gradient that reaches s0; owned columns m = lane + 8w.
+    if (u.train == 1u && u.has_sg == 1u) {
+        let ws = pr + u.off_s;
+        for (var k = 0u; k < h2; k++) {
+            hv[k] = f_work[wr + u.w_state + src * h2 + k];
+        }
+        for (var w = 0u; w < h2 / 8u; w++) {
+            let m = lane + 8u * w;
+            var lo = vec4<f32>(f_params[ws + h2 * h2 + m]);
+            var hi = lo;
+            for (var k = 0u; k < h2; k++) {
+                let s = bc8(hv[k]);
+                let wt = vec4<f32>(f_params[ws + k * h2 + m]);
+                lo = fma(s.lo, wt, lo);
+                hi = fma(s.hi, wt, hi);
+            }
+            put8(wr + u.w_at0 + b0 * h2 + m, h2, Oct(lo, hi), b0);
+        }
+    }
+
+    var p_nats = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
+    var p_err = p_nats;
+    var p_rows = p_nats;
+    var lg: array<f32, 512>;
+    for (var t = 0u; t < u.steps; t++) {
+        // Lane i gathers batch lane i's h_{t-1} and x_t once; broadcasts share them.
+        for (var k = 0u; k < hd; k++) {
+            hv[k] = hprev(t, wr, src, k);
+        }
+        for (var i = 0u; i < ni; i++) {
+            hv[hd + i] = f_input[ir + (t * nb + src) * ni + i];
+        }
+        for (var uu = 0u; uu < nu; uu++) {
+            let j = lane + 8u * uu;
+            var pre: array<Oct, 4>;
+            for (var g = 0u; g < 4u; g++) {
+                let base = (uu * 4u + g) * kk;
+                var lo = vec4<f32>(wc[base + ni + hd]);
+                var hi = lo;
+                for (var i = 0u; i < ni; i++) {
+                    let x = bc8(hv[hd + i]);
+                    let w = vec4<f32>(wc[base + i]);
+                    lo = fma(x.lo, w, lo);
+                    hi = fma(x.hi, w, hi);
+                }
+                for (var k = 0u; k < hd; k++) {
+                    let h = bc8(hv[k]);
+                    let w = vec4<f32>(wc[base + ni + k]);
+                    lo = fma(h.lo, w, lo);
+                    hi = fma(h.hi, w, hi);
+                }
+                pre[g] = Oct(lo, hi);
+            }
+            let cp = oct_at(&creg, uu * 8u);
+            let gi = Oct(sigmoid4c(pre[0].lo), sigmoid4c(pre[0].hi));
+            let gf = Oct(sigmoid4c(pre[1].lo), sigmoid4c(pre[1].hi));
+            let gg = Oct(tanh4c(pre[2].lo), tanh4c(pre[2].hi));
+            let go = Oct(sigmoid4c(pre[3].lo), sigmoid4c(pre[3].hi));
+            let c = Oct(gf.lo * cp.lo + gi.lo * gg.lo, gf.hi * cp.hi + gi.hi * gg.hi);
+            let h = Oct(go.lo * tanh4c(c.lo), go.hi * tanh4c(c.hi));
+            let hp = oct_at(&hreg, uu * 8u);
+            oct_put(&creg, uu * 8u, c);
+            oct_put(&hreg, uu * 8u, h);
+            let row0 = t * nb + b0;
+            let ga = wr + u.w_gates + row0 * h4 + j;
+            put8(ga, h4, gi, b0);
+            put8(ga + hd, h4, gf, b0);
+            put8(ga + 2u * hd, h4, gg, b0);
+            put8(ga + 3u * hd, h4, go, b0);
+            put8(wr + u.w_cs + (row0 + nb) * hd + j, hd, c, b0);
+            put8(wr + u.w_hs + row0 * hd + j, hd, h, b0);
+            put8(wr + u.w_z + row0 * (ni + hd) + ni + j, ni + hd, hp, b0);
+        }
+        // The input half of z = [x | h_prev]: lane i writes batch lane i's x_t.
+        if (b0 + lane < nb) {
+            for (var i = 0u; i < ni; i++) {
+                f_work[wr + u.w_z + (t * nb + b0 + lane) * (ni + hd) + i] = hv[hd + i];
+            }
+        }
+        storageBarrier();
+        workgroupBarrier();
+
+        // Readout logits of the owned outputs for the 8 lanes: lg[v * 8 + i].
+        for (var k = 0u; k < hd; k++) {
+            hv[k] = f_work[wr + u.w_hs + (t * nb + src) * hd + k];
+        }
+        for (var v = 0u; v < nv; v++) {
+            var lo = vec4<f32>(wo[v * (hd + 1u) + hd]);
+            var hi = lo;
+            for (var k = 0u; k < hd; k++) {
+                let h = bc8(hv[k]);
+                let w = vec4<f32>(wo[v * (hd + 1u) + k]);
+                lo = fma(h.lo, w, lo);
+                hi = fma(h.hi, w, hi);
+            }
+            for (var i = 0u; i < 4u; i++) {
+                lg[v * 8u + i] = lo[i];
+                lg[v * 8u + 4u + i] = hi[i];
+            }
+        }
+        // The loss and its gradient; dlogits go to memory (the readout's weight gradient reads
+        // them) and come back as lane i's row.
+        if (u.softmax == 0u) {
+            for (var v = 0u; v < nv; v++) {
+                let o = lane + 8u * v;
+                if (o < no) {
+                    for (var i = 0u; i < L; i++) {
+                        if (b0 + i < nb) {
+                            let row = t * nb + b0 + i;
+                            let x = lg[v * 8u + i];
+                            let tg = f_input[ir + u.in_t + row * no + o];
+                            let w = f_input[ir + u.in_m + row * no + o];
+                            f_work[wr + u.w_dl + row * no + o] = u.inv_b * w * (1.0 / (1.0 + exp(-x)) - tg);
+                            if (w > 0.0) {
+                                add_lane(&p_nats, i, w * (max(x, 0.0) - x * tg + log(1.0 + exp(-abs(x)))));
+                                add_lane(&p_err, i, select(0.0, 1.0, (x > 0.0) != (tg > 0.5)));
+                            }
+                        }
+                    }
+                }
+            }
+            if (b0 + lane < nb) {
+                let row = t * nb + b0 + lane;
+                var hit = false;
+                for (var o = 0u; o < no; o++) {
+                    hit = hit || f_input[ir + u.in_m + row * no + o] > 0.0;
+                }
+                if (hit) {
+                    add_lane(&p_rows, lane, 1.0);
+                }
+            }
+        } else {
+            for (var i = 0u; i < L; i++) {
+                // Row i's maximum, normaliser and arg-max over the outputs spread across lanes.
+                var mx = -3.0e38;
+                for (var v = 0u; v < nv; v++) {
+                    if (lane + 8u * v < no) {
+                        mx = max(mx, lg[v * 8u + i]);
+                    }
+                }
+                mx = subgroupMax(mx);
+                var s = 0.0;
+                var arg = 0xffffffffu;
+                for (var v = 0u; v < nv; v++) {
+                    let o = lane + 8u * v;
+                    if (o < no) {
+                        s += exp(lg[v * 8u + i] - mx);
+                        if (lg[v * 8u + i] == mx) {
+                            arg = min(arg, o);
+                        }
+                    }
+                }
+                s = subgroupAdd(s);
+                arg = subgroupMin(arg);
+                let b = min(b0 + i, nb - 1u);
+                let row = t * nb + b;
+                let li = i32(round(f_input[ir + u.in_t + row]));
+                let valid = li >= 0 && li < i32(no) && b0 + i < nb;
+                if (valid && lane == 0u) {
+                    add_lane(&p_rows, i, 1.0);
+                    add_lane(&p_err, i, select(0.0, 1.0, arg != u32(li)));
+                    add_lane(&p_nats, i, log(s));
+                }
+                let g = select(0.0, u.inv_b, valid);
+                for (var v = 0u; v < nv; v++) {
+                    let o = lane + 8u * v;
+                    if (o < no) {
+                        if (valid && i32(o) == li) {
+                            add_lane(&p_nats, i, -(lg[v * 8u + i] - mx));
+                        }
+                        if (b0 + i < nb) {
+                            f_work[wr + u.w_dl + row * no + o] = g * (exp(lg[v * 8u + i] - mx) / s - select(0.0, 1.0, i32(o) == li));
+                        }
+                    }
+                }
+            }
+        }
+        storageBarrier();
+        workgroupBarrier();
+
+        // dh_t = dlogits·W_rᵀ for the owned units.
+        for (var o = 0u; o < no; o++) {
+            hv[o] = f_work[wr + u.w_dl + (t * nb + src) * no + o];
+        }
+        for (var uu = 0u; uu < nu; uu++) {
+            let j = lane + 8u * uu;
+            var lo = vec4<f32>(0.0);
+            var hi = lo;
+            for (var o = 0u; o < no; o++) {
+                let d = bc8(hv[o]);
+                let w = vec4<f32>(wo[wrow + uu * no + o]);
+                lo = fma(d.lo, w, lo);
+                hi = fma(d.hi, w, hi);
+            }
+            put8(wr + u.w_dhs + (t * nb + b0) * hd + j, hd, Oct(lo, hi), b0);
+        }
+    }
+    // Per-lane metrics, summed over the subgroup; lane 0 adds them.
+    let sn = Oct(subgroupAdd(p_nats.lo), subgroupAdd(p_nats.hi));
+    let se = Oct(subgroupAdd(p_err.lo), subgroupAdd(p_err.hi));
+    let sr = Oct(subgroupAdd(p_rows.lo), subgroupAdd(p_rows.hi));
+    if (lane == 0u) {
+        for (var i = 0u; i < L; i++) {
+            if (b0 + i < nb) {
+                let mi = (u.metrics_off + r * nb + b0 + i) * METRICS;
+                f_metrics[mi] += lane_of(sn, i);
+                f_metrics[mi + 1u] += lane_of(se, i);
+                f_metrics[mi + 2u] += lane_of(sr, i);
+            }
+        }
+    }
+
+    // The state after the last step, [h_T | c_T], for the owned units.
+    for (var uu = 0u; uu < nu; uu++) {
+        let j = lane + 8u * uu;
+        put8(wr + u.w_state + b0 * h2 + j, h2, oct_at(&hreg, uu * 8u), b0);
+        put8(wr + u.w_state + b0 * h2 + hd + j, h2, oct_at(&creg, uu * 8u), b0);
+    }
+    storageBarrier();
+    workgroupBarrier();
+
+    if (u.train == 1u && u.has_sg == 1u) {
+        // M(s_last): the injected gradient and, unscaled, the aux head's target.
+        let ws = pr + u.off_s;
+        let wa = pr + u.off_a;
+        let inject = f_ctl[cr] * u.inv_b;
+        let aux_w = f_ctl[cr + 2u];
+        let aux_on = u.has_aux == 1u && f_ctl[cr + 12u] > 0.0;
+        var p_aux = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
+        for (var k = 0u; k < h2; k++) {
+            hv[k] = f_work[wr + u.w_state + src * h2 + k];
+        }
+        for (var w = 0u; w < h2 / 8u; w++) {
+            let m = lane + 8u * w;
+            var lo = vec4<f32>(f_params[ws + h2 * h2 + m]);
+            var hi = lo;
+            for (var k = 0u; k < h2; k++) {
+                let s = bc8(hv[k]);
+                let wt = vec4<f32>(f_params[ws + k * h2 + m]);
+                lo = fma(s.lo, wt, lo);
+                hi = fma(s.hi, wt, hi);
+            }
+            put8(wr + u.w_inj + b0 * h2 + m, h2, Oct(inject * lo, inject * hi), b0);
+            if (aux_on) {
+                // A(h_1) regresses onto M(s_last) (a constant).
+                var alo = vec4<f32>(f_params[wa + hd * h2 + m]);
+                var ahi = alo;
+                for (var k = 0u; k < hd; k++) {
+                    let h = bc8(f_work[wr + u.w_hs + src * hd + k]);
+                    let wt = vec4<f32>(f_params[wa + k * h2 + m]);
+                    alo = fma(h.lo, wt, alo);
+                    ahi = fma(h.hi, wt, ahi);
+                }
+                let d = Oct(alo - lo, ahi - hi);
+                let dd = Oct(d.lo * d.lo, d.hi * d.hi);
+                p_aux = Oct(p_aux.lo + 0.5 * dd.lo, p_aux.hi + 0.5 * dd.hi);
+                put8(wr + u.w_daux + b0 * h2 + m, h2, Oct(aux_w * u.inv_b * d.lo, aux_w * u.inv_b * d.hi), b0);
+            }
+        }
+        if (aux_on) {
+            let sa = Oct(subgroupAdd(p_aux.lo), subgroupAdd(p_aux.hi));
+            if (lane == 0u) {
+                for (var i = 0u; i < L; i++) {
+                    if (b0 + i < nb) {
+                        f_metrics[(u.metrics_off + r * nb + b0 + i) * METRICS + 5u] += lane_of(sa, i);
+                    }
+                }
+            }
+            storageBarrier();
+            workgroupBarrier();
+            // dh_1 += dA·W_aᵀ.
+            for (var m = 0u; m < h2; m++) {
+                hv[m] = f_work[wr + u.w_daux + src * h2 + m];
+            }
+            for (var uu = 0u; uu < nu; uu++) {
+                let j = lane + 8u * uu;
+                var lo = vec4<f32>(0.0);
+                var hi = lo;
+                for (var m = 0u; m < h2; m++) {
+                    let d = bc8(hv[m]);
+                    let wt = vec4<f32>(f_params[wa + j * h2 + m]);
+                    lo = fma(d.lo, wt, lo);
+                    hi = fma(d.hi, wt, hi);
+                }
+                let acc = Oct(lo, hi);
+                for (var i = 0u; i < L; i++) {
+                    if (b0 + i < nb) {
+                        f_work[wr + u.w_dhs + (b0 + i) * hd + j] += lane_of(acc, i);
+                    }
+                }
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(8)
+fn backward_c(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let r = wg.y;
+    let b0 = wg.x * L;
+    let hd = u.hidden;
+    let h2 = 2u * hd;
+    let h4 = 4u * hd;
+    let nb = u.batch;
+    let pr = r * u.p_run;
+    let wr = r * u.w_run;
+    let cr = r * CTL;
+    let src = min(b0 + lane, nb - 1u);
+    let nu = hd / 8u;
+
+    // Rows of W_h of the owned units (row j holds dh_{t-1}[j]'s weights over the 4H gates).
+    var whc: array<f32, 2560>;
+    for (var uu = 0u; uu < nu; uu++) {
+        let j = lane + 8u * uu;
+        for (var m = 0u; m < h4; m++) {
+            whc[uu * h4 + m] = b_wht[r * h4 * hd + m * hd + j];
+        }
+    }
+    // dh through the recurrence and dc of the owned units for the 8 lanes, in registers; they
+    // start as the injected SG at the window's last state, or 0.
+    var dhr: array<f32, 128>;
+    var dcr: array<f32, 128>;
+    for (var uu = 0u; uu < nu; uu++) {
+        let j = lane + 8u * uu;
+        for (var i = 0u; i < L; i++) {
+            let b = min(b0 + i, nb - 1u);
+            var dh = 0.0;
+            var dc = 0.0;
+            if (u.has_sg == 1u) {
+                dh = b_work[wr + u.w_inj + b * h2 + j];
+                dc = b_work[wr + u.w_inj + b * h2 + hd + j];
+            }
+            dhr[uu * 8u + i] = dh;
+            dcr[uu * 8u + i] = dc;
+        }
+    }
+    var dv: array<f32, 512>;
+    for (var step = 0u; step < u.steps; step++) {
+        let t = u.steps - 1u - step;
+        let row0 = t * nb + b0;
+        for (var uu = 0u; uu < nu; uu++) {
+            let j = lane + 8u * uu;
+            var gi: array<f32, 8>;
+            var gf: array<f32, 8>;
+            var gg: array<f32, 8>;
+            var go: array<f32, 8>;
+            var cp: array<f32, 8>;
+            var cc: array<f32, 8>;
+            var dhs: array<f32, 8>;
+            for (var i = 0u; i < L; i++) {
+                let row = min(row0 + i, t * nb + nb - 1u);
+                let ga = wr + u.w_gates + row * h4 + j;
+                gi[i] = b_work[ga];
+                gf[i] = b_work[ga + hd];
+                gg[i] = b_work[ga + 2u * hd];
+                go[i] = b_work[ga + 3u * hd];
+                cp[i] = b_work[wr + u.w_cs + row * hd + j];
+                cc[i] = b_work[wr + u.w_cs + (row + nb) * hd + j];
+                dhs[i] = b_work[wr + u.w_dhs + row * hd + j];
+            }
+            for (var i = 0u; i < L; i++) {
+                let dh = dhs[i] + dhr[uu * 8u + i];
+                let tc = tanh_c(cc[i]);
+                let dct = dcr[uu * 8u + i] + dh * go[i] * (1.0 - tc * tc);
+                dcr[uu * 8u + i] = dct * gf[i];
+                if (b0 + i < nb) {
+                    let da = wr + u.w_dg + (row0 + i) * h4 + j;
+                    b_work[da] = dct * gg[i] * gi[i] * (1.0 - gi[i]);
+                    b_work[da + hd] = dct * cp[i] * gf[i] * (1.0 - gf[i]);
+                    b_work[da + 2u * hd] = dct * gi[i] * (1.0 - gg[i] * gg[i]);
+                    b_work[da + 3u * hd] = dh * tc * go[i] * (1.0 - go[i]);
+                }
+            }
+        }
+        storageBarrier();
+        workgroupBarrier();
+        // dh_{t-1} = dgates_t·W_hᵀ: lane i gathers batch lane i's dgates once.
+        for (var m = 0u; m < h4; m++) {
+            dv[m] = b_work[wr + u.w_dg + (t * nb + src) * h4 + m];
+        }
+        for (var uu = 0u; uu < nu; uu++) {
+            var lo = vec4<f32>(0.0);
+            var hi = lo;
+            for (var m = 0u; m < h4; m++) {
+                let d = bc8(dv[m]);
+                let w = vec4<f32>(whc[uu * h4 + m]);
+                lo = fma(d.lo, w, lo);
+                hi = fma(d.hi, w, hi);
+            }
+            oct_put(&dhr, uu * 8u, Oct(lo, hi));
+        }
+        workgroupBarrier();
+    }
+
+    // The gradient at s0 is [dh_rec | dc]; M(s0) regresses onto it in per-lane units (B·ds0).
+    let trained = b_ctl[cr + 6u] > 0.0;
+    var p_loss = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
+    var p_zero = p_loss;
+    if (u.has_sg == 1u) {
+        let fb = f32(nb);
+        for (var uu = 0u; uu < nu; uu++) {
+            let j = lane + 8u * uu;
+            for (var i = 0u; i < L; i++) {
+                let b = b0 + i;
+                if (b < nb) {
+                    for (var hi = 0u; hi < 2u; hi++) {
+                        var tgt = dhr[uu * 8u + i];
+                        if (hi == 1u) {
+                            tgt = dcr[uu * 8u + i];
+                        }
+                        tgt *= fb;
+                        let k = hi * hd + j;
+                        let d = b_work[wr + u.w_at0 + b * h2 + k] - tgt;
+                        var g = 0.0;
+                        if (trained) {
+                            g = u.inv_b * d;
+                            add_lane(&p_loss, i, 0.5 * d * d);
+                            add_lane(&p_zero, i, 0.5 * tgt * tgt);
+                        }
+                        b_work[wr + u.w_dsg + b * h2 + k] = g;
+                    }
+                }
+            }
+        }
+    }
+    let sl = Oct(subgroupAdd(p_loss.lo), subgroupAdd(p_loss.hi));
+    let sz = Oct(subgroupAdd(p_zero.lo), subgroupAdd(p_zero.hi));
+    if (lane == 0u) {
+        for (var i = 0u; i < L; i++) {
+            if (b0 + i < nb) {
+                let mi = (u.metrics_off + r * nb + b0 + i) * METRICS;
+                b_metrics[mi + 3u] += lane_of(sl, i);
+                b_metrics[mi + 4u] += lane_of(sz, i);
+            }
+        }
+    }
+    if (wg.x == 0u && lane == 0u) {
+        b_ctl[cr + 5u] += 1.0;
+        b_ctl[cr + 7u] = (1.0 - u.beta1) + u.beta1 * b_ctl[cr + 7u];
+        b_ctl[cr + 8u] = (1.0 - u.beta2) + u.beta2 * b_ctl[cr + 8u];
+        if (trained || (u.has_aux == 1u && b_ctl[cr + 12u] > 0.0)) {
+            b_ctl[cr + 9u] = (1.0 - u.beta1) + u.beta1 * b_ctl[cr + 9u];
+            b_ctl[cr + 10u] = (1.0 - u.beta2) + u.beta2 * b_ctl[cr + 10u];
+        }
+    }
+}
+
+// Weight gradients, CPU variant: a workgroup (one 8-wide subgroup) owns 8 columns of one
+// parameter's gradient and caches their d columns; lane i gathers row p0 + i of a per summed row,
+// and broadcasts share it, so each gather feeds 64 FMAs. Grid (column octets over all four
+// parameters, 1, K).
+@compute @workgroup_size(8)
+fn grads_c(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let r = wg.z;
+    let wr = r * u.w_run;
+    let hd = u.hidden;
+    // Column octets per parameter: 4H/8, ceil(O/8), 2H/8 (if SG), 2H/8 (if aux).
+    let n_l = hd / 2u;
+    let n_r = (u.output + 7u) / 8u;
+    let n_s = select(0u, hd / 4u, u.has_sg == 1u);
+    var oc = wg.x;
+    var a_off = u.w_z;
+    var a_cols = u.input + hd;
+    var d_off = u.w_dg;
+    var d_cols = 4u * hd;
+    var rows = u.steps * u.batch;
+    var out = 0u;
+    if (oc >= n_l + n_r + n_s) {
+        oc -= n_l + n_r + n_s;
+        a_off = u.w_hs;
+        a_cols = hd;
+        d_off = u.w_daux;
+        d_cols = 2u * hd;
+        rows = u.batch;
+        out = u.off_a;
+    } else if (oc >= n_l + n_r) {
+        oc -= n_l + n_r;
+        a_off = u.w_s0;
+        a_cols = 2u * hd;
+        d_off = u.w_dsg;
+        d_cols = 2u * hd;
+        rows = u.batch;
+        out = u.off_s;
+    } else if (oc >= n_l) {
+        oc -= n_l;
+        a_off = u.w_hs;
+        a_cols = hd;
+        d_off = u.w_dl;
+        d_cols = u.output;
+        out = u.off_r;
+    }
+    let c = oc * 8u + lane;
+    let cc = min(c, d_cols - 1u);
+    var dcol: array<f32, 512>;
+    for (var i = 0u; i < rows; i++) {
+        dcol[i] = g_work[wr + d_off + i * d_cols + cc];
+    }
+    let base = r * u.p_run + out;
+    for (var p0 = 0u; p0 <= a_cols; p0 += 8u) {
+        let pa = p0 + lane;
+        let pa_c = min(pa, a_cols - 1u);
+        let is_one = pa == a_cols;
+        let is_in = pa < a_cols;
+        var lo = vec4<f32>(0.0);
+        var hi = lo;
+        for (var i = 0u; i < rows; i++) {
+            let a = g_work[wr + a_off + i * a_cols + pa_c];
+            let a8 = bc8(select(select(0.0, 1.0, is_one), a, is_in));
+            let d = vec4<f32>(dcol[i]);
+            lo = fma(a8.lo, d, lo);
+            hi = fma(a8.hi, d, hi);
+        }
+        if (c < d_cols) {
+            let acc = Oct(lo, hi);
+            for (var q = 0u; q < 8u; q++) {
+                if (p0 + q <= a_cols) {
+                    g_grads[base + (p0 + q) * d_cols + c] = lane_of(acc, q);
+                }
+            }
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! model learns the bootstrapped gradient; a zero-initialised SG changes nothing on the first step;
 //! "apply" and "train" are independent; the softmax variant learns text and evaluates held-out BPC.
 
-use dni_graph::recurrent::{Method, OutputLoss, RecurrentConfig, RecurrentError, RecurrentTrainer};
+use dni_graph::recurrent::{
+    Method, OutputLoss, RecurrentConfig, RecurrentError, RecurrentTrainer, StepPath,
+};
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::testing::gpu;
 use dni_kernels::Gpu;
@@ -397,10 +399,26 @@ fn col_sum(a: &[f64], cols: usize) -> Vec<f64> {
 /// One DNI + Aux step with a non-zero SG model and aux head, recomputed on the CPU in f64 from the
 /// parameters and state the GPU step started from: every parameter gradient must match.
 #[test]
-fn dni_aux_step_matches_a_cpu_reference() {
+fn dni_aux_step_matches_a_cpu_reference_per_step() {
+    dni_aux_step_matches_a_cpu_reference(StepPath::PerStep, 12);
+}
+
+#[test]
+fn dni_aux_step_matches_a_cpu_reference_fused_streaming() {
+    dni_aux_step_matches_a_cpu_reference(StepPath::FusedStreaming, 12);
+}
+
+#[test]
+fn dni_aux_step_matches_a_cpu_reference_fused_cached() {
+    dni_aux_step_matches_a_cpu_reference(StepPath::FusedCached, 16);
+}
+
+/// One DNI + Aux step (batch 4, T = 3: fewer lanes than a fused workgroup owns) against a CPU
+/// computation of every gradient from the parameters and state read back before it.
+fn dni_aux_step_matches_a_cpu_reference(path: StepPath, h: usize) {
     use dni_kernels::reference::lstm::{window_backward, window_forward, Dims, Params};
     let gpu = gpu();
-    let (i, h, o, b, t) = (10, 12, 10, 4, 3);
+    let (i, o, b, t) = (10, 10, 4, 3);
     let (sg_scale, aux_weight) = (0.1f64, 0.7f64);
     let mut cfg = copy_config(
         Method::DniAux {
@@ -413,7 +431,8 @@ fn dni_aux_step_matches_a_cpu_reference() {
     cfg.batch = b;
     cfg.t = t;
     cfg.sg_optim = Some(OptimConfig::adam(2e-2));
-    let mut tr = RecurrentTrainer::new(&gpu, cfg).unwrap();
+    let mut tr = RecurrentTrainer::with_path(&gpu, cfg, path).unwrap();
+    assert_eq!(tr.path(), path);
     let mut rng = dni_kernels::testing::Lcg::new(21);
     let n = t * b * i;
     let data = |rng: &mut dni_kernels::testing::Lcg| -> (Vec<f32>, Vec<f32>, Vec<f32>) {

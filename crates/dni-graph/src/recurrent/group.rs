@@ -1,23 +1,22 @@
-//! A run group: K independent recurrent runs of one shape trained together, four dispatches per
-//! window for all of them (`dni_kernels::ops::rnn_step`).
+//! A run group: K independent recurrent runs of one shape trained window by window together.
 //!
 //! Runs may differ in method (BPTT, DNI, DNI + Aux), SG scale and aux weight, learning rates and
 //! seed; they share the input, hidden and output sizes, the batch, T, the loss and the optimiser
 //! rule. Each run has its own parameters, optimiser state, carried state, step counters and
-//! metrics. A run inside a group computes what the same run computes alone (the per-step path),
-//! up to the order of f32 sums.
+//! metrics, and computes what it would compute alone.
+//!
+//! Where the adapter has the fused kernels' features (subgroups of a fixed size of 8 or more) the
+//! whole group trains in four dispatches per window (`dni_kernels::ops::rnn_step`); elsewhere each
+//! run has its own per-step trainer (one dispatch per kernel and time step).
 
-use dni_kernels::ops::optim::OptimConfig;
-use dni_kernels::ops::rnn_step::{self, ctl, metric, RnnShape, RnnStep, StepRule, CTL, METRICS};
-use dni_kernels::{Gpu, Tensor};
+use dni_kernels::ops::rnn_step::RnnVariant;
+use dni_kernels::Gpu;
 
-use super::config::{OutputLoss, RecurrentConfig};
+use super::config::RecurrentConfig;
 use super::error::{RecurrentError, Result};
-use super::init::InitRng;
+use super::fused::{fused_unavailable, group_mismatch, FusedGroup};
 use super::metrics::{EvalResult, Metrics};
-
-/// Windows submitted without a read-back before the group waits for the device.
-const MAX_IN_FLIGHT: u64 = 256;
+use super::per_step::PerStepTrainer;
 
 /// One run's window of bit vectors: inputs `[T][B][input]`, targets and mask `[T][B][output]`.
 #[derive(Clone, Copy, Debug)]
@@ -34,522 +33,347 @@ pub struct TokenWindow<'a> {
     pub targets: &'a [u32],
 }
 
-/// Parameter names, in the order of [`RunGroup::param_names`].
-const NAMES: [&str; 9] = [
-    "lstm.w_x",
-    "lstm.w_h",
-    "lstm.bias",
-    "readout.w",
-    "readout.b",
-    "sg.w",
-    "sg.b",
-    "aux.w",
-    "aux.b",
-];
-
-/// Why two configurations cannot share a group (`None` when they can).
-pub fn group_mismatch(a: &RecurrentConfig, b: &RecurrentConfig) -> Option<String> {
-    let shape = |c: &RecurrentConfig| (c.input, c.hidden, c.output, c.batch, c.t, c.loss);
-    if shape(a) != shape(b) {
-        return Some(format!(
-            "shapes differ: (input, hidden, output, batch, T, loss) {:?} vs {:?}",
-            shape(a),
-            shape(b)
-        ));
-    }
-    let ra = rule(a);
-    if ra.is_err() || ra.ok() != rule(b).ok() {
-        return Some("the optimiser rules (kind, betas, eps, momentum) differ".into());
-    }
-    None
+/// Which kernels train the runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StepPath {
+    /// Fused where the adapter and the shape allow it, per-step otherwise.
+    #[default]
+    Auto,
+    /// The fused whole-window kernels, in the variant that suits the adapter (an error where
+    /// they do not fit).
+    Fused,
+    /// The fused kernels that stream the weights from storage every step (the GPU variant; also
+    /// runs on CPU adapters, for tests).
+    FusedStreaming,
+    /// The fused kernels that cache the weights in private memory (CPU adapters, small models).
+    FusedCached,
+    /// One dispatch per kernel and time step: any adapter and shape, and the reference for the
+    /// fused path.
+    PerStep,
 }
 
-/// The update rule a configuration asks for; the core and the SG model must share it (their
-/// learning rates may differ).
-fn rule(c: &RecurrentConfig) -> Result<StepRule, String> {
-    let r = |o: OptimConfig| match o {
-        OptimConfig::Adam {
-            beta1, beta2, eps, ..
-        } => StepRule::Adam { beta1, beta2, eps },
-        OptimConfig::Sgd { momentum, .. } => StepRule::Sgd { momentum },
-    };
-    let core = r(c.optim);
-    match c.sg_optim.map(r) {
-        Some(sg) if sg != core => {
-            Err("the SG optimiser differs from the core's in more than its learning rate".into())
-        }
-        _ => Ok(core),
-    }
+enum Engine {
+    Fused(Box<FusedGroup>),
+    PerStep(Vec<PerStepTrainer>),
 }
 
-fn shape_of(cfgs: &[RecurrentConfig]) -> RnnShape {
-    let c = &cfgs[0];
-    RnnShape {
-        input: c.input,
-        hidden: c.hidden,
-        output: c.output,
-        batch: c.batch,
-        steps: c.t,
-        runs: cfgs.len(),
-        softmax: c.loss == OutputLoss::Softmax,
-        has_sg: cfgs.iter().any(|c| c.method.has_sg()),
-        has_aux: cfgs.iter().any(|c| c.method.aux_weight().is_some()),
-    }
-}
-
-/// Why `cfg` cannot run on the fused kernels of this adapter (`None` when it can).
-pub fn fused_unavailable(gpu: &Gpu, cfg: &RecurrentConfig) -> Option<String> {
-    if let Err(why) = rule(cfg) {
-        return Some(why);
-    }
-    rnn_step::does_not_fit(gpu, &shape_of(std::slice::from_ref(cfg)))
-}
-
-/// K recurrent runs trained in one set of dispatches per window.
+/// K recurrent runs trained together.
 pub struct RunGroup {
-    gpu: Gpu,
-    cfgs: Vec<RecurrentConfig>,
-    step: RnnStep,
-    apply_sg: Vec<bool>,
-    train_sg: Vec<bool>,
-    windows_total: u64,
-    windows_unread: u64,
-    sg_windows_unread: Vec<u64>,
-    in_flight: u64,
-    host_input: Vec<f32>,
+    engine: Engine,
+}
+
+/// Why `cfgs` cannot share one group (`None` when they can).
+pub fn runs_mismatch(cfgs: &[RecurrentConfig]) -> Option<String> {
+    let first = cfgs.first()?;
+    cfgs.iter().find_map(|c| group_mismatch(first, c))
 }
 
 impl RunGroup {
-    /// Builds every run's initial weights from its seed (as the per-step trainer does: uniform
-    /// `±1/√H`, forget-gate bias 1, SG model and aux head at zero) and all buffers.
+    /// Builds every run (seeded initial weights, forget-gate bias 1, SG model and aux head at
+    /// zero) on the fastest path the adapter supports.
     pub fn new(gpu: &Gpu, cfgs: Vec<RecurrentConfig>) -> Result<Self> {
-        let Some(first) = cfgs.first() else {
+        Self::with_path(gpu, cfgs, StepPath::Auto)
+    }
+
+    /// As [`new`](Self::new), on the chosen path.
+    pub fn with_path(gpu: &Gpu, cfgs: Vec<RecurrentConfig>, path: StepPath) -> Result<Self> {
+        if cfgs.is_empty() {
             return Err(RecurrentError::Mode("a run group needs at least one run"));
-        };
+        }
         for c in &cfgs {
             c.validate()?;
-            if let Some(why) = group_mismatch(first, c) {
-                return Err(RecurrentError::Group(why));
+        }
+        if let Some(why) = runs_mismatch(&cfgs) {
+            return Err(RecurrentError::Group(why));
+        }
+        let variant = match path {
+            StepPath::PerStep => None,
+            StepPath::Auto => fused_unavailable(gpu, &cfgs)
+                .is_none()
+                .then_some(RnnVariant::Auto),
+            StepPath::Fused | StepPath::FusedStreaming | StepPath::FusedCached => {
+                if let Some(why) = fused_unavailable(gpu, &cfgs) {
+                    return Err(RecurrentError::Group(why));
+                }
+                Some(match path {
+                    StepPath::FusedStreaming => RnnVariant::Streaming,
+                    StepPath::FusedCached => RnnVariant::Cached,
+                    _ => RnnVariant::Auto,
+                })
             }
+        };
+        let engine = match variant {
+            Some(v) => Engine::Fused(Box::new(FusedGroup::new(gpu, cfgs, v)?)),
+            None => Engine::PerStep(
+                cfgs.into_iter()
+                    .map(|c| PerStepTrainer::new(gpu, c))
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        Ok(Self { engine })
+    }
+
+    /// The path the runs train on (never `Auto` or `Fused`).
+    pub fn path(&self) -> StepPath {
+        match &self.engine {
+            Engine::Fused(g) => match g.variant() {
+                RnnVariant::Cached => StepPath::FusedCached,
+                _ => StepPath::FusedStreaming,
+            },
+            Engine::PerStep(_) => StepPath::PerStep,
         }
-        let rule = rule(first).map_err(RecurrentError::Group)?;
-        let shape = shape_of(&cfgs);
-        let step = RnnStep::new(gpu, shape, rule)?;
-        let lay = *step.layout();
-        let (i, h, o) = (shape.input, shape.hidden, shape.output);
-        let mut params = vec![0.0f32; lay.p_run * cfgs.len()];
-        let mut control = vec![0.0f32; CTL * cfgs.len()];
-        for (r, c) in cfgs.iter().enumerate() {
-            let p = &mut params[r * lay.p_run..(r + 1) * lay.p_run];
-            let mut rng = InitRng::new(c.seed);
-            let bound = 1.0 / (h as f32).sqrt();
-            // [W_x; W_h; b] rows of 4H.
-            p[..i * 4 * h].copy_from_slice(&rng.uniform(i * 4 * h, bound));
-            p[i * 4 * h..(i + h) * 4 * h].copy_from_slice(&rng.uniform(h * 4 * h, bound));
-            p[(i + h) * 4 * h + h..(i + h) * 4 * h + 2 * h].fill(1.0);
-            p[lay.off_r..lay.off_r + h * o].copy_from_slice(&rng.uniform(h * o, bound));
-            let k = &mut control[r * CTL..(r + 1) * CTL];
-            k[ctl::INJECT] = c.method.sg_scale();
-            k[ctl::TRAIN_SG] = c.method.has_sg() as u8 as f32;
-            k[ctl::AUX_WEIGHT] = c.method.aux_weight().unwrap_or(0.0);
-            k[ctl::LR] = c.optim.lr();
-            k[ctl::SG_LR] = c.sg_optim.unwrap_or(c.optim).lr();
-            k[ctl::HAS_SG] = c.method.has_sg() as u8 as f32;
-            k[ctl::HAS_AUX] = c.method.aux_weight().is_some() as u8 as f32;
-        }
-        step.write_params(gpu, &params)?;
-        step.ctl.write(gpu, &control)?;
-        let k = cfgs.len();
-        Ok(Self {
-            gpu: gpu.clone(),
-            apply_sg: cfgs.iter().map(|c| c.method.has_sg()).collect(),
-            train_sg: cfgs.iter().map(|c| c.method.has_sg()).collect(),
-            windows_total: 0,
-            windows_unread: 0,
-            sg_windows_unread: vec![0; k],
-            in_flight: 0,
-            host_input: vec![0.0; lay.in_run * k],
-            step,
-            cfgs,
-        })
     }
 
     pub fn runs(&self) -> usize {
-        self.cfgs.len()
+        match &self.engine {
+            Engine::Fused(g) => g.runs(),
+            Engine::PerStep(v) => v.len(),
+        }
     }
 
-    pub fn config(&self, run: usize) -> Result<&RecurrentConfig> {
-        self.cfgs.get(run).ok_or(RecurrentError::Run {
+    fn run_err(&self, run: usize) -> RecurrentError {
+        RecurrentError::Run {
             run,
-            runs: self.cfgs.len(),
-        })
+            runs: self.runs(),
+        }
     }
 
-    /// Every run's configuration, in run order.
-    pub fn configs(&self) -> &[RecurrentConfig] {
-        &self.cfgs
+    fn per_step(&self, run: usize) -> Result<&PerStepTrainer> {
+        match &self.engine {
+            Engine::PerStep(v) => v.get(run).ok_or_else(|| self.run_err(run)),
+            Engine::Fused(_) => Err(RecurrentError::Mode("not a per-step group")),
+        }
+    }
+
+    fn per_step_mut(&mut self, run: usize) -> Result<&mut PerStepTrainer> {
+        let err = self.run_err(run);
+        match &mut self.engine {
+            Engine::PerStep(v) => v.get_mut(run).ok_or(err),
+            Engine::Fused(_) => Err(RecurrentError::Mode("not a per-step group")),
+        }
+    }
+
+    /// Run `run`'s configuration.
+    pub fn config(&self, run: usize) -> Result<&RecurrentConfig> {
+        match &self.engine {
+            Engine::Fused(g) => g.config(run),
+            Engine::PerStep(_) => Ok(self.per_step(run)?.config()),
+        }
     }
 
     pub fn gpu(&self) -> &Gpu {
-        &self.gpu
+        match &self.engine {
+            Engine::Fused(g) => g.gpu(),
+            Engine::PerStep(v) => v[0].gpu(),
+        }
     }
 
     /// Windows trained so far (every run trains every window).
     pub fn windows_trained(&self) -> u64 {
-        self.windows_total
+        match &self.engine {
+            Engine::Fused(g) => g.windows_trained(),
+            Engine::PerStep(v) => v[0].windows_trained(),
+        }
     }
 
-    /// Dispatches one training window records, whatever K is.
+    /// Dispatches one training window of all runs records (per-step: after the first window).
     pub fn dispatches_per_window(&self) -> usize {
-        RnnStep::TRAIN_DISPATCHES
+        match &self.engine {
+            Engine::Fused(g) => g.dispatches_per_window(),
+            Engine::PerStep(v) => v.iter().map(|t| t.dispatches_per_window()).sum(),
+        }
     }
 
-    /// Lanes per workgroup and workgroup size chosen for this adapter.
-    pub fn tiling(&self) -> (usize, u32) {
-        self.step.tiling()
-    }
-
-    fn check_run(&self, run: usize) -> Result<&RecurrentConfig> {
-        self.config(run)
-    }
-
-    fn write_ctl(&self, run: usize, slot: usize, v: f32) -> Result<()> {
-        self.step.ctl.write_at(&self.gpu, run * CTL + slot, &[v])?;
-        Ok(())
-    }
-
-    /// Whether run `run` injects its synthetic gradient (see `RecurrentTrainer::set_sg_apply`).
+    /// Whether run `run` injects its synthetic gradient at the window's end (default: on for
+    /// DNI methods). Off while still training it is, e.g., a BPTT warm-up while the SG learns.
     pub fn set_sg_apply(&mut self, run: usize, on: bool) -> Result<()> {
-        let c = self.check_run(run)?;
-        let on = on && c.method.has_sg();
-        let scale = if on { c.method.sg_scale() } else { 0.0 };
-        self.write_ctl(run, ctl::INJECT, scale)?;
-        self.apply_sg[run] = on;
-        Ok(())
+        match &mut self.engine {
+            Engine::Fused(g) => g.set_sg_apply(run, on),
+            Engine::PerStep(_) => {
+                self.per_step_mut(run)?.set_sg_apply(on);
+                Ok(())
+            }
+        }
     }
 
-    /// Whether run `run` trains its SG model.
+    /// Whether run `run` trains its SG model on the bootstrapped gradient (default: on for DNI).
     pub fn set_sg_train(&mut self, run: usize, on: bool) -> Result<()> {
-        let on = on && self.check_run(run)?.method.has_sg();
-        self.write_ctl(run, ctl::TRAIN_SG, on as u8 as f32)?;
-        self.train_sg[run] = on;
-        Ok(())
+        match &mut self.engine {
+            Engine::Fused(g) => g.set_sg_train(run, on),
+            Engine::PerStep(_) => {
+                self.per_step_mut(run)?.set_sg_train(on);
+                Ok(())
+            }
+        }
     }
 
     pub fn sg_applied(&self, run: usize) -> bool {
-        self.apply_sg.get(run).copied().unwrap_or(false)
+        match &self.engine {
+            Engine::Fused(g) => g.sg_applied(run),
+            Engine::PerStep(v) => v.get(run).is_some_and(|t| t.sg_applied()),
+        }
     }
 
     pub fn sg_trained(&self, run: usize) -> bool {
-        self.train_sg.get(run).copied().unwrap_or(false)
+        match &self.engine {
+            Engine::Fused(g) => g.sg_trained(run),
+            Engine::PerStep(v) => v.get(run).is_some_and(|t| t.sg_trained()),
+        }
     }
 
     /// Run `run`'s core learning rate, from the next window on.
     pub fn set_lr(&self, run: usize, lr: f32) -> Result<()> {
-        self.check_run(run)?;
-        if !lr.is_finite() {
-            return Err(RecurrentError::Config {
-                field: "lr",
-                value: lr.to_string(),
-                reason: "must be finite",
-            });
+        match &self.engine {
+            Engine::Fused(g) => g.set_lr(run, lr),
+            Engine::PerStep(_) => self.per_step(run)?.set_lr(lr),
         }
-        self.write_ctl(run, ctl::LR, lr)
     }
 
-    /// One training window for every run: `windows[r]` is run r's data.
+    /// One training window for every run: `windows[r]` is run r's data (`SigmoidBits` models).
     pub fn train_window(&mut self, windows: &[BitWindow]) -> Result<()> {
-        let c = &self.cfgs[0];
-        if c.loss != OutputLoss::SigmoidBits {
-            return Err(RecurrentError::Mode(
-                "train_window needs a SigmoidBits model; use train_window_tokens for softmax",
-            ));
+        match &mut self.engine {
+            Engine::Fused(g) => g.train_window(windows),
+            Engine::PerStep(v) => {
+                check_runs(windows.len(), v.len())?;
+                for (t, w) in v.iter_mut().zip(windows) {
+                    t.train_window(w.inputs, w.targets, w.mask)?;
+                }
+                Ok(())
+            }
         }
-        self.check_runs(windows.len())?;
-        let (tb, i, o) = (c.t * c.batch, c.input, c.output);
-        let lay = *self.step.layout();
-        for (r, w) in windows.iter().enumerate() {
-            check_len("inputs", w.inputs.len(), tb * i)?;
-            check_len("targets", w.targets.len(), tb * o)?;
-            check_len("mask", w.mask.len(), tb * o)?;
-            let base = r * lay.in_run;
-            self.host_input[base..base + tb * i].copy_from_slice(w.inputs);
-            self.host_input[base + lay.in_t..base + lay.in_t + tb * o].copy_from_slice(w.targets);
-            self.host_input[base + lay.in_m..base + lay.in_m + tb * o].copy_from_slice(w.mask);
-        }
-        self.step.input.write(&self.gpu, &self.host_input)?;
-        self.submit_train()
     }
 
     /// One training window of token ids for every run (`Softmax` models, one-hot input).
     pub fn train_window_tokens(&mut self, windows: &[TokenWindow]) -> Result<()> {
-        if self.cfgs[0].loss != OutputLoss::Softmax {
-            return Err(RecurrentError::Mode(
-                "train_window_tokens needs a Softmax model; use train_window for bit targets",
-            ));
-        }
-        self.check_runs(windows.len())?;
-        for (r, w) in windows.iter().enumerate() {
-            self.fill_tokens(r, w.inputs, w.targets)?;
-        }
-        self.step.input.write(&self.gpu, &self.host_input)?;
-        self.submit_train()
-    }
-
-    fn check_runs(&self, got: usize) -> Result<()> {
-        check_len("windows (one per run)", got, self.cfgs.len())
-    }
-
-    fn fill_tokens(&mut self, run: usize, inputs: &[u32], targets: &[u32]) -> Result<()> {
-        let c = &self.cfgs[0];
-        let (tb, v, o) = (c.t * c.batch, c.input, c.output);
-        check_len("token inputs", inputs.len(), tb)?;
-        check_len("token targets", targets.len(), tb)?;
-        let lay = *self.step.layout();
-        let base = run * lay.in_run;
-        let x = &mut self.host_input[base..base + tb * v];
-        x.fill(0.0);
-        for (row, &id) in inputs.iter().enumerate() {
-            if id as usize >= v {
-                return Err(RecurrentError::Token {
-                    what: "input",
-                    id,
-                    vocab: v,
-                });
-            }
-            x[row * v + id as usize] = 1.0;
-        }
-        let labels = &mut self.host_input[base + lay.in_t..base + lay.in_t + tb];
-        for (dst, &id) in labels.iter_mut().zip(targets) {
-            if id as usize >= o {
-                return Err(RecurrentError::Token {
-                    what: "target",
-                    id,
-                    vocab: o,
-                });
-            }
-            *dst = id as f32;
-        }
-        Ok(())
-    }
-
-    fn submit_train(&mut self) -> Result<()> {
-        let mut enc = self.gpu.encoder();
-        self.step.record_train(&mut enc)?;
-        self.gpu.submit(enc);
-        for r in 0..self.cfgs.len() {
-            if self.train_sg[r] && self.windows_total > 0 {
-                self.sg_windows_unread[r] += 1;
+        match &mut self.engine {
+            Engine::Fused(g) => g.train_window_tokens(windows),
+            Engine::PerStep(v) => {
+                check_runs(windows.len(), v.len())?;
+                for (t, w) in v.iter_mut().zip(windows) {
+                    t.train_window_tokens(w.inputs, w.targets)?;
+                }
+                Ok(())
             }
         }
-        self.windows_total += 1;
-        self.windows_unread += 1;
-        self.in_flight += 1;
-        if self.in_flight >= MAX_IN_FLIGHT {
-            self.gpu.sync()?;
-            self.in_flight = 0;
-        }
-        Ok(())
     }
 
     /// Each run's metrics since the previous call, then clears them (one read-back).
     pub fn read_metrics(&mut self) -> Result<Vec<Metrics>> {
-        let all = self.gpu.read(&self.step.metrics)?;
-        let c = &self.cfgs[0];
-        let b = c.batch;
-        let out = (0..self.cfgs.len())
-            .map(|r| {
-                let lane_sum = |slot: usize| -> f64 {
-                    (0..b)
-                        .map(|l| all[(r * b + l) * METRICS + slot] as f64)
-                        .sum()
-                };
-                Metrics {
-                    windows: self.windows_unread,
-                    loss_nats: lane_sum(metric::NATS),
-                    errors: lane_sum(metric::ERRORS),
-                    scored: lane_sum(metric::SCORED),
-                    sg_windows: self.sg_windows_unread[r],
-                    sg_loss: lane_sum(metric::SG_LOSS),
-                    sg_zero_loss: lane_sum(metric::SG_ZERO_LOSS),
-                    aux_windows: if self.cfgs[r].method.aux_weight().is_some() {
-                        self.windows_unread
-                    } else {
-                        0
-                    },
-                    aux_loss: lane_sum(metric::AUX_LOSS),
-                }
-            })
-            .collect();
-        let mut enc = self.gpu.encoder();
-        enc.clear(&self.step.metrics);
-        self.gpu.submit(enc);
-        self.windows_unread = 0;
-        self.sg_windows_unread.fill(0);
-        self.in_flight = 0;
-        Ok(out)
+        match &mut self.engine {
+            Engine::Fused(g) => g.read_metrics(),
+            Engine::PerStep(v) => v.iter_mut().map(|t| t.read_metrics()).collect(),
+        }
     }
 
-    /// Waits for every submitted window by reading back one scalar (run 0's first loss sum) and
-    /// returns it; metrics are left as they are.
+    /// Waits for every submitted window by reading back one scalar and returns it; metrics are
+    /// left as they are. Benchmarks end each timed sample with this.
     pub fn finish(&mut self) -> Result<f32> {
-        let v = self.gpu.read(&self.step.metrics)?;
-        self.in_flight = 0;
-        Ok(v[0])
+        match &mut self.engine {
+            Engine::Fused(g) => g.finish(),
+            Engine::PerStep(v) => {
+                let mut last = 0.0;
+                for t in v.iter_mut() {
+                    last = t.finish()?;
+                }
+                Ok(last)
+            }
+        }
     }
 
-    /// Zeroes run `run`'s carried state.
+    /// Zeroes run `run`'s carried state (its next window starts from `h = c = 0`).
     pub fn reset_state(&mut self, run: usize) -> Result<()> {
-        let c = self.check_run(run)?;
-        let n = 2 * c.hidden * c.batch;
-        let lay = self.step.layout();
-        self.step
-            .work
-            .write_at(&self.gpu, run * lay.w_run + lay.state(), &vec![0.0; n])?;
-        Ok(())
+        match &mut self.engine {
+            Engine::Fused(g) => g.reset_state(run),
+            Engine::PerStep(_) => {
+                self.per_step_mut(run)?.reset_state();
+                Ok(())
+            }
+        }
     }
 
     /// Run `run`'s carried state `[B, 2H]` = `[h | c]` (a read-back).
     pub fn read_state(&self, run: usize) -> Result<Vec<f32>> {
-        let c = self.check_run(run)?;
-        let n = 2 * c.hidden * c.batch;
-        let lay = self.step.layout();
-        let start = run * lay.w_run + lay.state();
-        let all = self.gpu.read(&self.step.work)?;
-        Ok(all[start..start + n].to_vec())
-    }
-
-    /// Every parameter name a run has: `lstm.w_x`, `lstm.w_h`, `lstm.bias`, `readout.w`,
-    /// `readout.b`, then `sg.w`, `sg.b` and `aux.w`, `aux.b` when the run has them.
-    pub fn param_names(&self, run: usize) -> Result<Vec<&'static str>> {
-        let c = self.check_run(run)?;
-        let n = if c.method.aux_weight().is_some() {
-            9
-        } else if c.method.has_sg() {
-            7
-        } else {
-            5
-        };
-        Ok(NAMES[..n].to_vec())
-    }
-
-    /// Where a named parameter lies in one run's block: rows of `cols` floats starting at `start`.
-    fn param_range(&self, run: usize, name: &str) -> Result<(usize, usize, usize)> {
-        if !self.param_names(run)?.contains(&name) {
-            return Err(RecurrentError::UnknownParam(name.to_string()));
+        match &self.engine {
+            Engine::Fused(g) => g.read_state(run),
+            Engine::PerStep(_) => {
+                let t = self.per_step(run)?;
+                Ok(t.gpu().read(t.state())?)
+            }
         }
-        let c = &self.cfgs[0];
-        let (i, h, o) = (c.input, c.hidden, c.output);
-        let lay = self.step.layout();
-        // (start, rows, cols) within the run.
-        Ok(match name {
-            "lstm.w_x" => (0, i, 4 * h),
-            "lstm.w_h" => (i * 4 * h, h, 4 * h),
-            "lstm.bias" => ((i + h) * 4 * h, 1, 4 * h),
-            "readout.w" => (lay.off_r, h, o),
-            "readout.b" => (lay.off_r + h * o, 1, o),
-            "sg.w" => (lay.off_s, 2 * h, 2 * h),
-            "sg.b" => (lay.off_s + 4 * h * h, 1, 2 * h),
-            "aux.w" => (lay.off_a, h, 2 * h),
-            _ => (lay.off_a + 2 * h * h, 1, 2 * h),
-        })
     }
 
-    fn read_named(&self, t: &Tensor, run: usize, name: &str) -> Result<Vec<f32>> {
-        let (start, rows, cols) = self.param_range(run, name)?;
-        let base = run * self.step.layout().p_run + start;
-        let all = self.gpu.read(t)?;
-        Ok(all[base..base + rows * cols].to_vec())
+    /// Every parameter name run `run` has: `lstm.w_x`, `lstm.w_h`, `lstm.bias`, `readout.w`,
+    /// `readout.b`, then `sg.w`, `sg.b` and `aux.w`, `aux.b` when present.
+    pub fn param_names(&self, run: usize) -> Result<Vec<&'static str>> {
+        match &self.engine {
+            Engine::Fused(g) => g.param_names(run),
+            Engine::PerStep(_) => Ok(self
+                .per_step(run)?
+                .params()
+                .iter()
+                .map(|(n, _)| *n)
+                .collect()),
+        }
     }
 
-    /// A parameter's value in its usual row-major shape (a read-back).
+    /// A parameter's value, row-major in its usual shape (`lstm.w_x` is `[I, 4H]`, ...).
     pub fn read_param(&self, run: usize, name: &str) -> Result<Vec<f32>> {
-        self.read_named(&self.step.params, run, name)
+        match &self.engine {
+            Engine::Fused(g) => g.read_param(run, name),
+            Engine::PerStep(_) => self.per_step(run)?.read_param(name, false),
+        }
     }
 
-    /// A parameter's gradient from the last window (a read-back).
+    /// A parameter's gradient from the last window.
     pub fn read_grad(&self, run: usize, name: &str) -> Result<Vec<f32>> {
-        self.read_named(&self.step.grads, run, name)
+        match &self.engine {
+            Engine::Fused(g) => g.read_grad(run, name),
+            Engine::PerStep(_) => self.per_step(run)?.read_param(name, true),
+        }
     }
 
     /// Forward-only pass of every run over the same held-out tokens (`Softmax` models), from an
-    /// evaluation state that starts at 0; training state and parameters are untouched. `next` is
-    /// as in `RecurrentTrainer::evaluate_tokens`.
+    /// evaluation state that starts at 0; training state and parameters are untouched. `next`
+    /// fills one `[T][B]` window of inputs and targets and returns how many of its `T` steps are
+    /// real (the rest is padding and is not scored), or `None` when the data is exhausted;
+    /// `dni_tasks::EvalStream::next_window` has this shape.
     pub fn evaluate_tokens(
         &mut self,
         mut next: impl FnMut(&mut Vec<u32>, &mut Vec<u32>) -> Option<usize>,
     ) -> Result<Vec<EvalResult>> {
-        let c = self.cfgs[0].clone();
-        if c.loss != OutputLoss::Softmax {
-            return Err(RecurrentError::Mode(
-                "evaluate_tokens needs a Softmax model",
-            ));
-        }
-        let (t, b, k) = (c.t, c.batch, self.cfgs.len());
-        let lay = *self.step.layout();
-        let zeros = vec![0.0; 2 * c.hidden * b];
-        for r in 0..k {
-            self.step
-                .work
-                .write_at(&self.gpu, r * lay.w_run + lay.eval_state(), &zeros)?;
-        }
-        let half = k * b * METRICS;
-        self.step
-            .metrics
-            .write_at(&self.gpu, half, &vec![0.0; half])?;
-        let (mut ins, mut tgts) = (Vec::new(), Vec::new());
-        let mut queued = 0u64;
-        while let Some(steps) = next(&mut ins, &mut tgts) {
-            if steps == 0 {
-                continue;
-            }
-            if steps > t {
-                return Err(RecurrentError::Input {
-                    what: "evaluation window steps",
-                    expected: t,
-                    got: steps,
-                });
-            }
-            for r in 0..k {
-                self.fill_tokens(r, &ins, &tgts)?;
-                if steps < t {
-                    // Time-major: the padding is rows steps·B.. ; a label of -1 is not scored.
-                    let base = r * lay.in_run + lay.in_t;
-                    self.host_input[base + steps * b..base + t * b].fill(-1.0);
+        match &mut self.engine {
+            Engine::Fused(g) => g.evaluate_tokens(next),
+            Engine::PerStep(v) => {
+                if v.len() == 1 {
+                    return Ok(vec![v[0].evaluate_tokens(next)?]);
                 }
-            }
-            self.step.input.write(&self.gpu, &self.host_input)?;
-            let mut enc = self.gpu.encoder();
-            self.step.record_eval(&mut enc)?;
-            self.gpu.submit(enc);
-            queued += 1;
-            if queued.is_multiple_of(MAX_IN_FLIGHT) {
-                self.gpu.sync()?;
+                // Several runs see the same windows: buffer them once.
+                let mut windows = Vec::new();
+                let (mut ins, mut tgts) = (Vec::new(), Vec::new());
+                while let Some(steps) = next(&mut ins, &mut tgts) {
+                    windows.push((ins.clone(), tgts.clone(), steps));
+                }
+                v.iter_mut()
+                    .map(|t| {
+                        let mut it = windows.iter();
+                        t.evaluate_tokens(|i, o| {
+                            let (wi, wo, steps) = it.next()?;
+                            i.clone_from(wi);
+                            o.clone_from(wo);
+                            Some(*steps)
+                        })
+                    })
+                    .collect()
             }
         }
-        let all = self.gpu.read(&self.step.metrics)?;
-        Ok((0..k)
-            .map(|r| {
-                let lane_sum = |slot: usize| -> f64 {
-                    (0..b)
-                        .map(|l| all[half + (r * b + l) * METRICS + slot] as f64)
-                        .sum()
-                };
-                EvalResult {
-                    loss_nats: lane_sum(metric::NATS),
-                    errors: lane_sum(metric::ERRORS),
-                    chars: lane_sum(metric::SCORED).round() as u64,
-                }
-            })
-            .collect())
     }
 }
 
-fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
-    if got != expected {
+fn check_runs(got: usize, runs: usize) -> Result<()> {
+    if got != runs {
         return Err(RecurrentError::Input {
-            what,
-            expected,
+            what: "windows (one per run)",
+            expected: runs,
             got,
         });
     }

@@ -29,6 +29,7 @@ mod config;
 mod error;
 mod init;
 
+mod fused;
 mod group;
 mod metrics;
 mod per_step;
@@ -36,6 +37,7 @@ mod trainer;
 
 pub use config::{Method, OutputLoss, RecurrentConfig};
 pub use error::{RecurrentError, Result};
-pub use group::{fused_unavailable, group_mismatch, BitWindow, RunGroup, TokenWindow};
+pub use fused::fused_unavailable;
+pub use group::{runs_mismatch, BitWindow, RunGroup, StepPath, TokenWindow};
 pub use metrics::{EvalResult, Metrics};
-pub use trainer::{RecurrentTrainer, StepPath};
+pub use trainer::RecurrentTrainer;

@@ -1,5 +1,5 @@
-//! [`RecurrentTrainer`]: one recurrent run, on the fused kernels where its shape fits the adapter
-//! (a [`RunGroup`] of one run: 4 dispatches a window) and on the per-step kernels elsewhere.
+//! [`RecurrentTrainer`]: one recurrent run, a [`RunGroup`] of one (fused kernels where the adapter
+//! allows: 4 dispatches a window; per-step kernels elsewhere).
 //!
 //! One call of `train_window` is one training step:
 //!
@@ -20,32 +20,14 @@
 use dni_kernels::Gpu;
 
 use super::config::RecurrentConfig;
-use super::error::{RecurrentError, Result};
-use super::group::{fused_unavailable, BitWindow, RunGroup, TokenWindow};
+use super::error::Result;
+use super::group::{BitWindow, RunGroup, StepPath, TokenWindow};
 use super::metrics::{EvalResult, Metrics};
-use super::per_step::PerStepTrainer;
-
-/// Which kernels train the run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum StepPath {
-    /// Fused where the shape fits the adapter, per-step otherwise.
-    #[default]
-    Auto,
-    /// The fused whole-window kernels (an error where the shape does not fit).
-    Fused,
-    /// One dispatch per kernel and time step: any shape, and the reference for the fused path.
-    PerStep,
-}
-
-enum Engine {
-    Fused(Box<RunGroup>),
-    PerStep(Box<PerStepTrainer>),
-}
 
 /// Truncated-BPTT trainer of one LSTM with optional DNI / DNI + Aux. See the module docs for one
 /// step.
 pub struct RecurrentTrainer {
-    engine: Engine,
+    group: RunGroup,
 }
 
 impl RecurrentTrainer {
@@ -57,188 +39,113 @@ impl RecurrentTrainer {
 
     /// As [`new`](Self::new), on the chosen path.
     pub fn with_path(gpu: &Gpu, cfg: RecurrentConfig, path: StepPath) -> Result<Self> {
-        cfg.validate()?;
-        let fused = match path {
-            StepPath::PerStep => false,
-            StepPath::Auto => fused_unavailable(gpu, &cfg).is_none(),
-            StepPath::Fused => match fused_unavailable(gpu, &cfg) {
-                None => true,
-                Some(why) => return Err(RecurrentError::Group(why)),
-            },
-        };
-        let engine = if fused {
-            Engine::Fused(Box::new(RunGroup::new(gpu, vec![cfg])?))
-        } else {
-            Engine::PerStep(Box::new(PerStepTrainer::new(gpu, cfg)?))
-        };
-        Ok(Self { engine })
+        Ok(Self {
+            group: RunGroup::with_path(gpu, vec![cfg], path)?,
+        })
     }
 
-    /// The path this trainer runs on (never `Auto`).
+    /// The path this trainer runs on.
     pub fn path(&self) -> StepPath {
-        match self.engine {
-            Engine::Fused(_) => StepPath::Fused,
-            Engine::PerStep(_) => StepPath::PerStep,
-        }
+        self.group.path()
     }
 
     /// Dispatches one training window records.
     pub fn dispatches_per_window(&self) -> usize {
-        match &self.engine {
-            Engine::Fused(g) => g.dispatches_per_window(),
-            Engine::PerStep(p) => p.dispatches_per_window(),
-        }
+        self.group.dispatches_per_window()
     }
 
     pub fn config(&self) -> &RecurrentConfig {
-        match &self.engine {
-            Engine::Fused(g) => &g.configs()[0],
-            Engine::PerStep(p) => p.config(),
-        }
+        self.group
+            .config(0)
+            .expect("a RecurrentTrainer holds exactly one run")
     }
 
     pub fn gpu(&self) -> &Gpu {
-        match &self.engine {
-            Engine::Fused(g) => g.gpu(),
-            Engine::PerStep(p) => p.gpu(),
-        }
+        self.group.gpu()
     }
 
     /// Windows trained so far.
     pub fn windows_trained(&self) -> u64 {
-        match &self.engine {
-            Engine::Fused(g) => g.windows_trained(),
-            Engine::PerStep(p) => p.windows_trained(),
-        }
+        self.group.windows_trained()
     }
 
     /// Whether the synthetic gradient is injected at the window's end (default: on for DNI methods).
     /// Off while still training it is, e.g., a BPTT warm-up during which the SG model learns.
     pub fn set_sg_apply(&mut self, on: bool) -> Result<()> {
-        match &mut self.engine {
-            Engine::Fused(g) => g.set_sg_apply(0, on),
-            Engine::PerStep(p) => {
-                p.set_sg_apply(on);
-                Ok(())
-            }
-        }
+        self.group.set_sg_apply(0, on)
     }
 
     /// Whether the SG model is trained on the bootstrapped gradient (default: on for DNI methods).
     pub fn set_sg_train(&mut self, on: bool) -> Result<()> {
-        match &mut self.engine {
-            Engine::Fused(g) => g.set_sg_train(0, on),
-            Engine::PerStep(p) => {
-                p.set_sg_train(on);
-                Ok(())
-            }
-        }
+        self.group.set_sg_train(0, on)
     }
 
     pub fn sg_applied(&self) -> bool {
-        match &self.engine {
-            Engine::Fused(g) => g.sg_applied(0),
-            Engine::PerStep(p) => p.sg_applied(),
-        }
+        self.group.sg_applied(0)
     }
 
     pub fn sg_trained(&self) -> bool {
-        match &self.engine {
-            Engine::Fused(g) => g.sg_trained(0),
-            Engine::PerStep(p) => p.sg_trained(),
-        }
+        self.group.sg_trained(0)
     }
 
     /// The carried state `[B, 2H]` = `[h | c]` that the next window starts from (a read-back).
     pub fn read_state(&self) -> Result<Vec<f32>> {
-        match &self.engine {
-            Engine::Fused(g) => g.read_state(0),
-            Engine::PerStep(p) => Ok(p.gpu().read(p.state())?),
-        }
+        self.group.read_state(0)
     }
 
     /// Every parameter name: `lstm.w_x`, `lstm.w_h`, `lstm.bias`, `readout.w`, `readout.b`, then
     /// `sg.w`, `sg.b` and `aux.w`, `aux.b` when present.
     pub fn param_names(&self) -> Vec<&'static str> {
-        match &self.engine {
-            Engine::Fused(g) => g.param_names(0).unwrap_or_default(),
-            Engine::PerStep(p) => p.params().iter().map(|(n, _)| *n).collect(),
-        }
+        self.group.param_names(0).unwrap_or_default()
     }
 
     /// A parameter's value, row-major in its usual shape (`lstm.w_x` is `[I, 4H]`, ...).
     pub fn read_param(&self, name: &str) -> Result<Vec<f32>> {
-        match &self.engine {
-            Engine::Fused(g) => g.read_param(0, name),
-            Engine::PerStep(p) => p.read_param(name, false),
-        }
+        self.group.read_param(0, name)
     }
 
     /// A parameter's gradient from the last step.
     pub fn read_grad(&self, name: &str) -> Result<Vec<f32>> {
-        match &self.engine {
-            Engine::Fused(g) => g.read_grad(0, name),
-            Engine::PerStep(p) => p.read_param(name, true),
-        }
+        self.group.read_grad(0, name)
     }
 
     /// Changes the core's learning rate (takes effect from the next step).
     pub fn set_lr(&self, lr: f32) -> Result<()> {
-        match &self.engine {
-            Engine::Fused(g) => g.set_lr(0, lr),
-            Engine::PerStep(p) => p.set_lr(lr),
-        }
+        self.group.set_lr(0, lr)
     }
 
     /// One training step on a window of bit vectors (`SigmoidBits` models). All three slices are
     /// laid out `[T][B][width]`: `inputs` with the input width, `targets` and `mask` with the
     /// output width.
     pub fn train_window(&mut self, inputs: &[f32], targets: &[f32], mask: &[f32]) -> Result<()> {
-        match &mut self.engine {
-            Engine::Fused(g) => g.train_window(&[BitWindow {
-                inputs,
-                targets,
-                mask,
-            }]),
-            Engine::PerStep(p) => p.train_window(inputs, targets, mask),
-        }
+        self.group.train_window(&[BitWindow {
+            inputs,
+            targets,
+            mask,
+        }])
     }
 
     /// One training step on token ids (`Softmax` models with one-hot input of width `input`). Both
     /// slices are laid out `[T][B]`; `targets[s][b]` is the token that should follow `inputs[s][b]`.
     pub fn train_window_tokens(&mut self, inputs: &[u32], targets: &[u32]) -> Result<()> {
-        match &mut self.engine {
-            Engine::Fused(g) => g.train_window_tokens(&[TokenWindow { inputs, targets }]),
-            Engine::PerStep(p) => p.train_window_tokens(inputs, targets),
-        }
+        self.group
+            .train_window_tokens(&[TokenWindow { inputs, targets }])
     }
 
     /// Reads the metrics accumulated since the previous call and clears them (one read-back).
     pub fn read_metrics(&mut self) -> Result<Metrics> {
-        match &mut self.engine {
-            Engine::Fused(g) => Ok(g.read_metrics()?.remove(0)),
-            Engine::PerStep(p) => p.read_metrics(),
-        }
+        Ok(self.group.read_metrics()?.remove(0))
     }
 
     /// Waits for every submitted step by reading back one scalar and returns it; metrics are left
     /// as they are. Benchmarks end each timed step with this.
     pub fn finish(&mut self) -> Result<f32> {
-        match &mut self.engine {
-            Engine::Fused(g) => g.finish(),
-            Engine::PerStep(p) => p.finish(),
-        }
+        self.group.finish()
     }
 
     /// Zeroes the carried state (the next window starts from `h = c = 0`).
     pub fn reset_state(&mut self) -> Result<()> {
-        match &mut self.engine {
-            Engine::Fused(g) => g.reset_state(0),
-            Engine::PerStep(p) => {
-                p.reset_state();
-                Ok(())
-            }
-        }
+        self.group.reset_state(0)
     }
 
     /// Forward-only pass over held-out tokens (`Softmax` models), with its own state that starts at
@@ -250,9 +157,6 @@ impl RecurrentTrainer {
         &mut self,
         next: impl FnMut(&mut Vec<u32>, &mut Vec<u32>) -> Option<usize>,
     ) -> Result<EvalResult> {
-        match &mut self.engine {
-            Engine::Fused(g) => Ok(g.evaluate_tokens(next)?.remove(0)),
-            Engine::PerStep(p) => p.evaluate_tokens(next),
-        }
+        Ok(self.group.evaluate_tokens(next)?.remove(0))
     }
 }

@@ -80,6 +80,53 @@ pub struct RnnShape {
     pub has_aux: bool,
 }
 
+/// Which kernels record the window: `Cached` (CPU adapters with 8-wide subgroups and small
+/// models: each lane keeps its weight columns in private memory for the whole window) or
+/// `Streaming` (any adapter with subgroups: weights read from storage every step).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RnnVariant {
+    /// `Cached` where it fits, else `Streaming`.
+    #[default]
+    Auto,
+    Cached,
+    Streaming,
+}
+
+/// Why the `Cached` kernels cannot run this shape here (`None` when they can). Their private
+/// caches are fixed-size arrays in `shaders/rnn_step.wgsl` (`forward_c`, `backward_c`,
+/// `grads_c`).
+pub fn cached_unavailable(gpu: &Gpu, s: &RnnShape) -> Option<String> {
+    let (i, h, o) = (s.input, s.hidden, s.output);
+    let units = h / 8;
+    let outs = o.div_ceil(8);
+    let checks = [
+        (gpu.adapter().is_cpu(), "a CPU adapter"),
+        (gpu.subgroup_size() == Some(8), "subgroups of exactly 8"),
+        (
+            h.is_multiple_of(8) && h <= 128,
+            "hidden a multiple of 8, at most 128",
+        ),
+        (
+            4 * units * (i + h + 1) <= 2560,
+            "the gate columns to fit 2560 floats",
+        ),
+        (
+            outs * (h + 1) + units * o <= 1280,
+            "the readout to fit 1280 floats",
+        ),
+        (units * 4 * h <= 2560, "the rows of W_h to fit 2560 floats"),
+        (
+            (i + h).max(4 * h).max(o) <= 512,
+            "the step operands to fit 512 floats",
+        ),
+        (s.steps * s.batch <= 512, "T·batch at most 512"),
+    ];
+    checks
+        .iter()
+        .find(|(ok, _)| !ok)
+        .map(|(_, need)| format!("the cached kernels need {need}"))
+}
+
 /// The update rule shared by a group (each run has its own learning rates in `ctl`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum StepRule {
@@ -173,7 +220,12 @@ impl RnnLayout {
         } else {
             0
         };
-        let (p, p_run) = carve(&[lstm, readout, sg, aux], "parameters")?;
+        // Each parameter block starts on a multiple of 4 floats: the update reads vec4s.
+        let pad4 = |n: usize| n.div_ceil(4) * 4;
+        let (p, p_run) = carve(
+            &[pad4(lstm), pad4(readout), pad4(sg), pad4(aux)],
+            "parameters",
+        )?;
         let bh = mul(b, h, "batch·hidden")?;
         let bh2 = mul(b, h2, "batch·hidden")?;
         let sizes = [
@@ -374,6 +426,7 @@ pub struct RnnStep {
     rule: StepRule,
     wgs: u32,
     subgroup: u32,
+    cached: bool,
     /// `[K · P]` parameters, their gradients and the optimiser's two moments.
     pub params: Tensor,
     pub grads: Tensor,
@@ -400,6 +453,16 @@ impl std::fmt::Debug for RnnStep {
 impl RnnStep {
     /// Allocates every buffer (parameters zero: the caller writes the initial weights).
     pub fn new(gpu: &Gpu, shape: RnnShape, rule: StepRule) -> Result<Self> {
+        Self::with_variant(gpu, shape, rule, RnnVariant::Auto)
+    }
+
+    /// As [`new`](Self::new), with the kernel variant chosen (an error where it does not fit).
+    pub fn with_variant(
+        gpu: &Gpu,
+        shape: RnnShape,
+        rule: StepRule,
+        variant: RnnVariant,
+    ) -> Result<Self> {
         if let Some(why) = does_not_fit(gpu, &shape) {
             return Err(Error::InvalidArgument {
                 op: "RnnStep::new",
@@ -407,6 +470,17 @@ impl RnnStep {
             });
         }
         let layout = RnnLayout::new(&shape)?;
+        let cached = match (variant, cached_unavailable(gpu, &shape)) {
+            (RnnVariant::Streaming, _) => false,
+            (RnnVariant::Auto, why) => why.is_none(),
+            (RnnVariant::Cached, None) => true,
+            (RnnVariant::Cached, Some(why)) => {
+                return Err(Error::InvalidArgument {
+                    op: "RnnStep::with_variant",
+                    detail: why,
+                })
+            }
+        };
         let subgroup = gpu.subgroup_size().unwrap_or(8);
         let wgs = workgroup_size(gpu, &shape, subgroup);
         let k = shape.runs;
@@ -418,6 +492,7 @@ impl RnnStep {
             rule,
             wgs,
             subgroup,
+            cached,
             wht: Tensor::zeros(gpu, &[k * 4 * h * h])?,
             params: Tensor::zeros(gpu, &[p])?,
             grads: Tensor::zeros(gpu, &[p])?,
@@ -440,7 +515,24 @@ impl RnnStep {
 
     /// Batch lanes per workgroup and invocations per workgroup of the window kernels.
     pub fn tiling(&self) -> (usize, u32) {
-        (LANES, self.wgs)
+        (LANES, if self.cached { 8 } else { self.wgs })
+    }
+
+    /// The kernel variant in use (never `Auto`).
+    pub fn variant(&self) -> RnnVariant {
+        if self.cached {
+            RnnVariant::Cached
+        } else {
+            RnnVariant::Streaming
+        }
+    }
+
+    fn entry(&self, streaming: &'static str, cached: &'static str) -> &'static str {
+        if self.cached {
+            cached
+        } else {
+            streaming
+        }
     }
 
     /// Writes every run's parameters (`[K · P]`, the layout of `shaders/rnn_step.wgsl`) and the
@@ -539,6 +631,13 @@ impl RnnStep {
 
     fn grads_grid(&self) -> [u32; 3] {
         let h = self.shape.hidden;
+        if self.cached {
+            let octets = 4 * h / 8
+                + self.shape.output.div_ceil(8)
+                + if self.shape.has_sg { 2 * h / 8 } else { 0 }
+                + if self.shape.has_aux { 2 * h / 8 } else { 0 };
+            return [octets as u32, 1, self.shape.runs as u32];
+        }
         let cols = (4 * h).max(self.shape.output);
         [
             cols.div_ceil(64) as u32,
@@ -549,7 +648,7 @@ impl RnnStep {
 
     fn update_grid(&self) -> [u32; 3] {
         [
-            self.layout.p_run.div_ceil(256) as u32,
+            (self.layout.p_run / 4).div_ceil(256) as u32,
             self.shape.runs as u32,
             1,
         ]
@@ -563,7 +662,8 @@ impl RnnStep {
         match which {
             0 => self.forward(enc, true)?,
             1 => {
-                let pipe = gpu.pipeline(Kernel::RnnStep, "backward", &o, S_BACKWARD)?;
+                let entry = self.entry("backward", "backward_c");
+                let pipe = gpu.pipeline(Kernel::RnnStep, entry, &o, S_BACKWARD)?;
                 let bind = gpu.bind(
                     &pipe,
                     ub,
@@ -572,7 +672,8 @@ impl RnnStep {
                 enc.dispatch(&pipe, &bind, self.window_grid());
             }
             2 => {
-                let pipe = gpu.pipeline(Kernel::RnnStep, "grads", &o, S_GRADS)?;
+                let entry = self.entry("grads", "grads_c");
+                let pipe = gpu.pipeline(Kernel::RnnStep, entry, &o, S_GRADS)?;
                 let bind = gpu.bind(&pipe, ub, &[&self.work, &self.grads])?;
                 enc.dispatch(&pipe, &bind, self.grads_grid());
             }
@@ -598,7 +699,8 @@ impl RnnStep {
 
     fn forward(&self, enc: &mut Encoder, train: bool) -> Result<()> {
         let gpu = enc.gpu().clone();
-        let pipe = gpu.pipeline(Kernel::RnnStep, "forward", &self.overrides(), S_FORWARD)?;
+        let entry = self.entry("forward", "forward_c");
+        let pipe = gpu.pipeline(Kernel::RnnStep, entry, &self.overrides(), S_FORWARD)?;
         let u = self.uniform(train);
         let bind = gpu.bind(
             &pipe,

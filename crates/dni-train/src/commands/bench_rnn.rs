@@ -70,6 +70,8 @@ fn w4(method: Method) -> RecurrentConfig {
 
 fn path_name(p: StepPath) -> &'static str {
     match p {
+        StepPath::FusedCached => "fused-cached",
+        StepPath::FusedStreaming => "fused-streaming",
         StepPath::Fused => "fused",
         StepPath::PerStep => "per-step",
         StepPath::Auto => "auto",
@@ -175,8 +177,9 @@ fn single(
 }
 
 /// A group of 12 runs (BPTT, DNI and DNI + Aux × 4 seeds) of the W5 shape, streamed: aggregate
-/// windows per second over all runs.
-fn group12(gpu: &Gpu, samples: usize) -> anyhow::Result<BenchRow> {
+/// windows per second over all runs. On the per-step path the 12 runs train one after another
+/// within each window.
+fn group12(gpu: &Gpu, samples: usize, path: StepPath) -> anyhow::Result<BenchRow> {
     let cfgs: Vec<RecurrentConfig> = (0..12)
         .map(|k| {
             let method = [Method::Bptt, Method::dni(), Method::dni_aux()][k % 3];
@@ -187,7 +190,8 @@ fn group12(gpu: &Gpu, samples: usize) -> anyhow::Result<BenchRow> {
         })
         .collect();
     let data = Data::new(&cfgs[0]);
-    let mut group = RunGroup::new(gpu, cfgs)?;
+    let mut group = RunGroup::with_path(gpu, cfgs, path)?;
+    let variant = format!("group12-{}", path_name(group.path()));
     let one = BitWindow {
         inputs: &data.x,
         targets: &data.y,
@@ -210,7 +214,7 @@ fn group12(gpu: &Gpu, samples: usize) -> anyhow::Result<BenchRow> {
     let dispatches = group.borrow().dispatches_per_window();
     Ok(BenchRow {
         workload: "W5".into(),
-        variant: "group12-fused".into(),
+        variant,
         mode: "stream",
         ms_per_step: s * 1e3,
         per_sec: 12.0 / s,
@@ -236,13 +240,14 @@ pub fn run(gpu: &Gpu, which: RnnWorkload, quick: bool) -> anyhow::Result<Vec<Ben
     match which {
         RnnWorkload::W5 => {
             for method in [Method::Bptt, Method::dni()] {
-                for path in [StepPath::Fused, StepPath::PerStep] {
+                for path in [StepPath::Fused, StepPath::FusedStreaming, StepPath::PerStep] {
                     for stream in [false, true] {
                         rows.push(single(gpu, "W5", w5(method), path, stream, samples)?);
                     }
                 }
             }
-            rows.push(group12(gpu, samples)?);
+            rows.push(group12(gpu, samples, StepPath::Fused)?);
+            rows.push(group12(gpu, samples, StepPath::PerStep)?);
         }
         RnnWorkload::W3 => {
             for t in [5, 20] {
@@ -268,5 +273,5 @@ pub fn run(gpu: &Gpu, which: RnnWorkload, quick: bool) -> anyhow::Result<Vec<Ben
 
 /// Why W4 is not on the fused path on this adapter (for the report).
 pub fn w4_note(gpu: &Gpu) -> Option<String> {
-    dni_graph::recurrent::fused_unavailable(gpu, &w4(Method::Bptt))
+    dni_graph::recurrent::fused_unavailable(gpu, &[w4(Method::Bptt)])
 }
