@@ -1,111 +1,77 @@
-use dni_kernels::ops::rnn_step::*;
-use dni_kernels::*;
+//! Times each of the four fused recurrent kernels (`shaders/rnn_step.wgsl`) alone, for both
+//! variants, so that a change to one kernel can be measured by itself:
+//!
+//! ```sh
+//! cargo run --release -p dni-kernels --example rnn_prof -- [hidden] [runs] [T] [batch]
+//! ```
+//!
+//! Defaults: the Copy main job's window (hidden 64, 1 run, T = 5, batch 16) with an SG model.
+//! Prints the adapter and one `RESULT` line per kernel and variant (milliseconds per dispatch,
+//! median of 5 samples of 20 dispatches each).
+
 use std::time::Instant;
+
+use dni_kernels::bench::median;
+use dni_kernels::ops::rnn_step::{cached_unavailable, RnnShape, RnnStep, RnnVariant, StepRule};
+use dni_kernels::{Gpu, Result};
+
 fn main() -> Result<()> {
     let gpu = Gpu::default_adapter()?;
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().unwrap())
-        .collect();
-    let (h, runs) = (
-        args.first().copied().unwrap_or(64),
-        args.get(1).copied().unwrap_or(1),
-    );
-    let steps = args.get(2).copied().unwrap_or(5);
-    let batch = args.get(3).copied().unwrap_or(16);
+    let arg = |i: usize, default: usize| -> usize {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(default)
+    };
     let shape = RnnShape {
         input: 10,
-        hidden: h,
+        hidden: arg(1, 64),
         output: 10,
-        batch,
-        steps,
-        runs,
+        batch: arg(4, 16),
+        steps: arg(3, 5),
+        runs: arg(2, 1),
         softmax: false,
-        has_sg: std::env::var("NOSG").is_err(),
+        has_sg: true,
         has_aux: false,
     };
-    let st = RnnStep::new(
-        &gpu,
-        shape,
-        StepRule::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        },
-    )?;
-    println!("tiling {:?} {:?}", st.tiling(), st.variant());
-    if std::env::var("BASE").is_ok() {
-        baseline(&gpu)?;
-    }
-    let only: Option<usize> = std::env::var("PART").ok().and_then(|v| v.parse().ok());
-    for which in 0..5 {
-        if only.is_some_and(|o| o != which) {
-            continue;
-        }
-        let n = if only.is_some() {
-            std::env::var("N")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(300)
-        } else {
-            50
-        };
-        for _ in 0..3 {
-            let mut enc = gpu.encoder();
-            if which < 4 {
-                st.record_one(&mut enc, which)?;
+    println!("adapter: {}", gpu.adapter());
+    println!("shape: {shape:?}");
+    let rule = StepRule::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    for variant in [RnnVariant::Cached, RnnVariant::Streaming] {
+        if variant == RnnVariant::Cached {
+            if let Some(why) = cached_unavailable(&gpu, &shape) {
+                println!("cached variant: not available here ({why})");
+                continue;
             }
-            gpu.submit(enc);
         }
-        gpu.read(&st.ctl)?;
-        let t0 = Instant::now();
-        for _ in 0..n {
-            let mut enc = gpu.encoder();
-            if which < 4 {
-                st.record_one(&mut enc, which)?;
-            }
-            gpu.submit(enc);
-        }
-        gpu.read(&st.ctl)?;
-        println!(
-            "part {which}: {:.3} ms",
-            t0.elapsed().as_secs_f64() * 1e3 / n as f64
-        );
-    }
-    Ok(())
-}
-
-#[allow(dead_code)]
-fn baseline(gpu: &Gpu) -> Result<()> {
-    use dni_kernels::ops::optim::{OptimConfig, Optimizer, Param};
-    for n in [44_000usize, 528_000] {
-        let t = Tensor::zeros(gpu, &[n])?;
-        let p = Param::new(gpu, t.clone())?;
-        let opt = Optimizer::new(gpu, OptimConfig::adam(1e-3))?;
-        for (name, f) in [("scale", 0), ("adam", 1)] {
-            let reps = 50;
-            let run = |gpu: &Gpu| -> Result<()> {
-                let mut enc = gpu.encoder();
-                if f == 0 {
-                    dni_kernels::ops::elementwise::scale(&mut enc, 0.5, &t)?;
-                } else {
-                    opt.step(&mut enc, &[&p])?;
+        let step = RnnStep::with_variant(&gpu, shape, rule, variant)?;
+        for (k, name) in ["forward", "backward", "grads", "update"]
+            .iter()
+            .enumerate()
+        {
+            let mut secs = Vec::new();
+            for sample in 0..6 {
+                let t0 = Instant::now();
+                for _ in 0..20 {
+                    let mut enc = gpu.encoder();
+                    step.record_one(&mut enc, k)?;
+                    gpu.submit(enc);
                 }
-                gpu.submit(enc);
-                Ok(())
-            };
-            for _ in 0..3 {
-                run(gpu)?;
+                gpu.read(&step.ctl)?;
+                // The first sample compiles the pipeline.
+                if sample > 0 {
+                    secs.push(t0.elapsed().as_secs_f64() / 20.0);
+                }
             }
-            gpu.read(&t)?;
-            let t0 = Instant::now();
-            for _ in 0..reps {
-                run(gpu)?;
-            }
-            gpu.read(&t)?;
             println!(
-                "{name} n={n}: {:.3} ms",
-                t0.elapsed().as_secs_f64() * 1e3 / reps as f64
+                "RESULT kernel={name} variant={variant:?} hidden={} runs={} ms={:.3}",
+                shape.hidden,
+                shape.runs,
+                median(secs) * 1e3
             );
         }
     }

@@ -126,12 +126,15 @@ fn bc8(v: f32) -> Oct {
     );
 }
 
+// ---- the window kernels' bindings (forward, backward and their CPU variants) ----
+@group(0) @binding(1) var<storage, read> params: array<f32>;
+@group(0) @binding(2) var<storage, read> inputs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> work: array<f32>;
+@group(0) @binding(4) var<storage, read_write> metrics: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ctl: array<f32>;
+@group(0) @binding(6) var<storage, read> wht: array<f32>;
+
 // ---- forward ----
-@group(0) @binding(1) var<storage, read> f_params: array<f32>;
-@group(0) @binding(2) var<storage, read> f_input: array<f32>;
-@group(0) @binding(3) var<storage, read_write> f_work: array<f32>;
-@group(0) @binding(4) var<storage, read_write> f_metrics: array<f32>;
-@group(0) @binding(5) var<storage, read_write> f_ctl: array<f32>;
 
 // Sums each invocation's `v` over the workgroup in a fixed order and adds it to metric `slot` of
 // batch lane `b` (if it exists). Called in uniform control flow.
@@ -144,7 +147,7 @@ fn add_metric(lid: u32, r: u32, b: u32, v: f32, slot: u32) {
         for (var k = 0u; k < WGS; k++) {
             s += sh_r[k];
         }
-        f_metrics[(u.metrics_off + r * u.batch + b) * METRICS + slot] += s;
+        metrics[(u.metrics_off + r * u.batch + b) * METRICS + slot] += s;
     }
 }
 
@@ -161,19 +164,19 @@ fn cell_out(wr: u32, t: u32, b: u32, j: u32) {
     let hd = u.hidden;
     let row = t * u.batch + b;
     let ga = wr + u.w_gates + row * H4 + j;
-    let gi = sigmoid(f_work[ga]);
-    let gf = sigmoid(f_work[ga + hd]);
-    let gg = tanh_c(f_work[ga + 2u * hd]);
-    let go = sigmoid(f_work[ga + 3u * hd]);
-    let c = gf * f_work[wr + u.w_cs + row * hd + j] + gi * gg;
+    let gi = sigmoid(work[ga]);
+    let gf = sigmoid(work[ga + hd]);
+    let gg = tanh_c(work[ga + 2u * hd]);
+    let go = sigmoid(work[ga + 3u * hd]);
+    let c = gf * work[wr + u.w_cs + row * hd + j] + gi * gg;
     let h = go * tanh_c(c);
-    f_work[ga] = gi;
-    f_work[ga + hd] = gf;
-    f_work[ga + 2u * hd] = gg;
-    f_work[ga + 3u * hd] = go;
-    f_work[wr + u.w_cs + (row + u.batch) * hd + j] = c;
-    f_work[wr + u.w_hs + row * hd + j] = h;
-    f_work[wr + u.w_z + row * (u.input + hd) + u.input + j] = hprev(t, wr, b, j);
+    work[ga] = gi;
+    work[ga + hd] = gf;
+    work[ga + 2u * hd] = gg;
+    work[ga + 3u * hd] = go;
+    work[wr + u.w_cs + (row + u.batch) * hd + j] = c;
+    work[wr + u.w_hs + row * hd + j] = h;
+    work[wr + u.w_z + row * (u.input + hd) + u.input + j] = hprev(t, wr, b, j);
 }
 
 @compute @workgroup_size(WGS)
@@ -198,18 +201,18 @@ fn forward(
     let src = min(b0 + lane % L, nb - 1u);
 
     if (u.train == 1u && wg.x == 0u && lid == 0u) {
-        let trained = f_ctl[cr + 1u] > 0.0 && f_ctl[cr + 11u] > 0.0 && f_ctl[cr + 5u] > 0.0;
-        f_ctl[cr + 6u] = select(0.0, 1.0, trained);
+        let trained = ctl[cr + 1u] > 0.0 && ctl[cr + 11u] > 0.0 && ctl[cr + 5u] > 0.0;
+        ctl[cr + 6u] = select(0.0, 1.0, trained);
     }
 
     // c0 into cs[0], and a copy of s0 = [h0 | c0] for the SG model's weight gradient.
     for (var k = lid; k < L * h2; k += WGS) {
         let b = b0 + k / h2;
         if (b < nb) {
-            let v = f_work[wr + u.w_state + b * h2 + k % h2];
-            f_work[wr + u.w_s0 + b * h2 + k % h2] = v;
+            let v = work[wr + u.w_state + b * h2 + k % h2];
+            work[wr + u.w_s0 + b * h2 + k % h2] = v;
             if (k % h2 >= hd) {
-                f_work[wr + u.w_cs + b * hd + k % h2 - hd] = v;
+                work[wr + u.w_cs + b * hd + k % h2 - hd] = v;
             }
         }
     }
@@ -222,11 +225,11 @@ fn forward(
                 continue;
             }
             let m = min(m0 + lid, h2 - 1u);
-            var lo = vec4<f32>(f_params[ws + h2 * h2 + m]);
+            var lo = vec4<f32>(params[ws + h2 * h2 + m]);
             var hi = lo;
             for (var k = 0u; k < h2; k++) {
-                let s = bc8(f_work[wr + u.w_state + src * h2 + k]);
-                let w = f_params[ws + k * h2 + m];
+                let s = bc8(work[wr + u.w_state + src * h2 + k]);
+                let w = params[ws + k * h2 + m];
                 lo = fma(s.lo, vec4<f32>(w), lo);
                 hi = fma(s.hi, vec4<f32>(w), hi);
             }
@@ -234,7 +237,7 @@ fn forward(
                 let acc = Oct(lo, hi);
                 for (var i = 0u; i < L; i++) {
                     if (b0 + i < nb) {
-                        f_work[wr + u.w_at0 + (b0 + i) * h2 + m] = lane_of(acc, i);
+                        work[wr + u.w_at0 + (b0 + i) * h2 + m] = lane_of(acc, i);
                     }
                 }
             }
@@ -258,17 +261,17 @@ fn forward(
         for (var c0 = 0u; c0 < H4; c0 += WGS) {
             if (c0 + (lid / SG) * SG < H4) {
                 let c = min(c0 + lid, H4 - 1u);
-                var lo = vec4<f32>(f_params[pr + (ni + hd) * H4 + c]);
+                var lo = vec4<f32>(params[pr + (ni + hd) * H4 + c]);
                 var hi = lo;
                 for (var i = 0u; i < ni; i++) {
-                    let x = bc8(f_input[ir + (t * nb + src) * ni + i]);
-                    let w = vec4<f32>(f_params[pr + i * H4 + c]);
+                    let x = bc8(inputs[ir + (t * nb + src) * ni + i]);
+                    let w = vec4<f32>(params[pr + i * H4 + c]);
                     lo = fma(x.lo, w, lo);
                     hi = fma(x.hi, w, hi);
                 }
                 for (var k = 0u; k < hd; k++) {
-                    let h = bc8(f_work[hbase + k]);
-                    let w = vec4<f32>(f_params[pr + (ni + k) * H4 + c]);
+                    let h = bc8(work[hbase + k]);
+                    let w = vec4<f32>(params[pr + (ni + k) * H4 + c]);
                     lo = fma(h.lo, w, lo);
                     hi = fma(h.hi, w, hi);
                 }
@@ -276,7 +279,7 @@ fn forward(
                     let acc = Oct(lo, hi);
                     for (var i = 0u; i < L; i++) {
                         if (b0 + i < nb) {
-                            f_work[wr + u.w_gates + (t * nb + b0 + i) * H4 + c] = lane_of(acc, i);
+                            work[wr + u.w_gates + (t * nb + b0 + i) * H4 + c] = lane_of(acc, i);
                         }
                     }
                 }
@@ -296,7 +299,7 @@ fn forward(
             let b = b0 + k / ni;
             if (b < nb) {
                 let row = t * nb + b;
-                f_work[wr + u.w_z + row * (ni + hd) + k % ni] = f_input[ir + row * ni + k % ni];
+                work[wr + u.w_z + row * (ni + hd) + k % ni] = inputs[ir + row * ni + k % ni];
             }
         }
         storageBarrier();
@@ -309,11 +312,11 @@ fn forward(
                 continue;
             }
             let o = min(o0 + lid, no - 1u);
-            var lo = vec4<f32>(f_params[wro + hd * no + o]);
+            var lo = vec4<f32>(params[wro + hd * no + o]);
             var hi = lo;
             for (var k = 0u; k < hd; k++) {
-                let h = bc8(f_work[hrow + k]);
-                let w = f_params[wro + k * no + o];
+                let h = bc8(work[hrow + k]);
+                let w = params[wro + k * no + o];
                 lo = fma(h.lo, vec4<f32>(w), lo);
                 hi = fma(h.hi, vec4<f32>(w), hi);
             }
@@ -335,11 +338,11 @@ fn forward(
                 if (b < nb) {
                     let row = t * nb + b;
                     let x = sh_l[k];
-                    let tg = f_input[ir + u.in_t + row * no + o];
-                    let w = f_input[ir + u.in_m + row * no + o];
+                    let tg = inputs[ir + u.in_t + row * no + o];
+                    let w = inputs[ir + u.in_m + row * no + o];
                     let d = u.inv_b * w * (1.0 / (1.0 + exp(-x)) - tg);
                     sh_l[k] = d;
-                    f_work[wr + u.w_dl + row * no + o] = d;
+                    work[wr + u.w_dl + row * no + o] = d;
                     if (w > 0.0) {
                         add_lane(&p_nats, i, w * (max(x, 0.0) - x * tg + log(1.0 + exp(-abs(x)))));
                         add_lane(&p_err, i, select(0.0, 1.0, (x > 0.0) != (tg > 0.5)));
@@ -350,7 +353,7 @@ fn forward(
                 let row = t * nb + b0 + lid;
                 var hit = false;
                 for (var o = 0u; o < no; o++) {
-                    hit = hit || f_input[ir + u.in_m + row * no + o] > 0.0;
+                    hit = hit || inputs[ir + u.in_m + row * no + o] > 0.0;
                 }
                 if (hit) {
                     add_lane(&p_rows, lid, 1.0);
@@ -374,7 +377,7 @@ fn forward(
                 for (var o = 0u; o < no; o++) {
                     s += exp(sh_l[base + o] - mx);
                 }
-                let li = i32(round(f_input[ir + u.in_t + row]));
+                let li = i32(round(inputs[ir + u.in_t + row]));
                 let valid = li >= 0 && li < i32(no);
                 if (valid) {
                     add_lane(&p_nats, lid, log(s) - (sh_l[base + u32(li)] - mx));
@@ -386,7 +389,7 @@ fn forward(
                 for (var o = 0u; o < no; o++) {
                     let d = g * (exp(sh_l[base + o] - mx) * inv - select(0.0, 1.0, i32(o) == li));
                     sh_l[base + o] = d;
-                    f_work[wr + u.w_dl + row * no + o] = d;
+                    work[wr + u.w_dl + row * no + o] = d;
                 }
             }
         }
@@ -402,7 +405,7 @@ fn forward(
             var hi = lo;
             for (var o = 0u; o < no; o++) {
                 let d = bc8(sh_l[(lane % L) * no + o]);
-                let w = f_params[wro + j * no + o];
+                let w = params[wro + j * no + o];
                 lo = fma(d.lo, vec4<f32>(w), lo);
                 hi = fma(d.hi, vec4<f32>(w), hi);
             }
@@ -410,7 +413,7 @@ fn forward(
                 let acc = Oct(lo, hi);
                 for (var i = 0u; i < L; i++) {
                     if (b0 + i < nb) {
-                        f_work[wr + u.w_dhs + (t * nb + b0 + i) * hd + j] = lane_of(acc, i);
+                        work[wr + u.w_dhs + (t * nb + b0 + i) * hd + j] = lane_of(acc, i);
                     }
                 }
             }
@@ -430,11 +433,11 @@ fn forward(
         if (b < nb) {
             var v = 0.0;
             if (c < hd) {
-                v = f_work[wr + u.w_hs + ((u.steps - 1u) * nb + b) * hd + c];
+                v = work[wr + u.w_hs + ((u.steps - 1u) * nb + b) * hd + c];
             } else {
-                v = f_work[wr + u.w_cs + (u.steps * nb + b) * hd + c - hd];
+                v = work[wr + u.w_cs + (u.steps * nb + b) * hd + c - hd];
             }
-            f_work[wr + u.w_state + b * h2 + c] = v;
+            work[wr + u.w_state + b * h2 + c] = v;
         }
     }
     storageBarrier();
@@ -444,9 +447,9 @@ fn forward(
         // M(s_last): the injected gradient, and the aux head's target.
         let ws = pr + u.off_s;
         let wa = pr + u.off_a;
-        let inject = f_ctl[cr] * u.inv_b;
-        let aux_w = f_ctl[cr + 2u];
-        let aux_on = u.has_aux == 1u && f_ctl[cr + 12u] > 0.0;
+        let inject = ctl[cr] * u.inv_b;
+        let aux_w = ctl[cr + 2u];
+        let aux_on = u.has_aux == 1u && ctl[cr + 12u] > 0.0;
         var p_aux = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
         let h1row = wr + u.w_hs + src * hd;
         for (var m0 = 0u; m0 < h2; m0 += WGS) {
@@ -454,11 +457,11 @@ fn forward(
                 continue;
             }
             let m = min(m0 + lid, h2 - 1u);
-            var lo = vec4<f32>(f_params[ws + h2 * h2 + m]);
+            var lo = vec4<f32>(params[ws + h2 * h2 + m]);
             var hi = lo;
             for (var k = 0u; k < h2; k++) {
-                let s = bc8(f_work[wr + u.w_state + src * h2 + k]);
-                let w = f_params[ws + k * h2 + m];
+                let s = bc8(work[wr + u.w_state + src * h2 + k]);
+                let w = params[ws + k * h2 + m];
                 lo = fma(s.lo, vec4<f32>(w), lo);
                 hi = fma(s.hi, vec4<f32>(w), hi);
             }
@@ -467,9 +470,9 @@ fn forward(
                 for (var i = 0u; i < L; i++) {
                     let b = b0 + i;
                     if (b < nb) {
-                        f_work[wr + u.w_inj + b * h2 + m] = inject * lane_of(sg, i);
+                        work[wr + u.w_inj + b * h2 + m] = inject * lane_of(sg, i);
                         // M(s_last) unscaled, the aux head's target (overwritten by its gradient).
-                        f_work[wr + u.w_daux + b * h2 + m] = lane_of(sg, i);
+                        work[wr + u.w_daux + b * h2 + m] = lane_of(sg, i);
                     }
                 }
             }
@@ -482,11 +485,11 @@ fn forward(
                     continue;
                 }
                 let m = min(m0 + lid, h2 - 1u);
-                var lo = vec4<f32>(f_params[wa + hd * h2 + m]);
+                var lo = vec4<f32>(params[wa + hd * h2 + m]);
                 var hi = lo;
                 for (var k = 0u; k < hd; k++) {
-                    let h = bc8(f_work[h1row + k]);
-                    let w = f_params[wa + k * h2 + m];
+                    let h = bc8(work[h1row + k]);
+                    let w = params[wa + k * h2 + m];
                     lo = fma(h.lo, vec4<f32>(w), lo);
                     hi = fma(h.hi, vec4<f32>(w), hi);
                 }
@@ -496,9 +499,9 @@ fn forward(
                         let b = b0 + i;
                         if (b < nb) {
                             let at = wr + u.w_daux + b * h2 + m;
-                            let d = lane_of(a, i) - f_work[at];
+                            let d = lane_of(a, i) - work[at];
                             add_lane(&p_aux, i, 0.5 * d * d);
-                            f_work[at] = aux_w * u.inv_b * d;
+                            work[at] = aux_w * u.inv_b * d;
                         }
                     }
                 }
@@ -517,8 +520,8 @@ fn forward(
                     var lo = vec4<f32>(0.0);
                     var hi = lo;
                     for (var m = 0u; m < h2; m++) {
-                        let d = bc8(f_work[wr + u.w_daux + src * h2 + m]);
-                        let w = f_params[wa + j * h2 + m];
+                        let d = bc8(work[wr + u.w_daux + src * h2 + m]);
+                        let w = params[wa + j * h2 + m];
                         lo = fma(d.lo, vec4<f32>(w), lo);
                         hi = fma(d.hi, vec4<f32>(w), hi);
                     }
@@ -526,7 +529,7 @@ fn forward(
                         let acc = Oct(lo, hi);
                         for (var i = 0u; i < L; i++) {
                             if (b0 + i < nb) {
-                                f_work[wr + u.w_dhs + (b0 + i) * hd + j] += lane_of(acc, i);
+                                work[wr + u.w_dhs + (b0 + i) * hd + j] += lane_of(acc, i);
                             }
                         }
                     }
@@ -550,49 +553,32 @@ fn add_lane(o: ptr<function, Oct>, i: u32, v: f32) {
 // h_{t-1} of batch lane b, unit j.
 fn hprev(t: u32, wr: u32, b: u32, j: u32) -> f32 {
     if (t == 0u) {
-        return f_work[wr + u.w_state + b * 2u * u.hidden + j];
+        return work[wr + u.w_state + b * 2u * u.hidden + j];
     }
-    return f_work[wr + u.w_hs + ((t - 1u) * u.batch + b) * u.hidden + j];
+    return work[wr + u.w_hs + ((t - 1u) * u.batch + b) * u.hidden + j];
 }
 
 // ---- backward ----
-@group(0) @binding(1) var<storage, read> b_wht: array<f32>;
-@group(0) @binding(2) var<storage, read_write> b_work: array<f32>;
-@group(0) @binding(3) var<storage, read_write> b_metrics: array<f32>;
-@group(0) @binding(4) var<storage, read_write> b_ctl: array<f32>;
-
-fn add_metric_b(lid: u32, r: u32, b: u32, v: f32, slot: u32) {
-    workgroupBarrier();
-    sh_r[lid] = v;
-    workgroupBarrier();
-    if (lid == 0u && b < u.batch) {
-        var s = 0.0;
-        for (var k = 0u; k < WGS; k++) {
-            s += sh_r[k];
-        }
-        b_metrics[(u.metrics_off + r * u.batch + b) * METRICS + slot] += s;
-    }
-}
 
 // The cell backward of lane b, unit j at step t: dgates into dg, dc_{t-1} into the carry.
 fn cell_back(wr: u32, t: u32, b: u32, j: u32) {
     let hd = u.hidden;
     let row = t * u.batch + b;
     let ga = wr + u.w_gates + row * 4u * hd + j;
-    let gi = b_work[ga];
-    let gf = b_work[ga + hd];
-    let gg = b_work[ga + 2u * hd];
-    let go = b_work[ga + 3u * hd];
-    let c_prev = b_work[wr + u.w_cs + row * hd + j];
-    let tc = tanh_c(b_work[wr + u.w_cs + (row + u.batch) * hd + j]);
-    let dh = b_work[wr + u.w_dhs + row * hd + j] + b_work[wr + u.w_dhr + b * hd + j];
-    let dct = b_work[wr + u.w_dcr + b * hd + j] + dh * go * (1.0 - tc * tc);
+    let gi = work[ga];
+    let gf = work[ga + hd];
+    let gg = work[ga + 2u * hd];
+    let go = work[ga + 3u * hd];
+    let c_prev = work[wr + u.w_cs + row * hd + j];
+    let tc = tanh_c(work[wr + u.w_cs + (row + u.batch) * hd + j]);
+    let dh = work[wr + u.w_dhs + row * hd + j] + work[wr + u.w_dhr + b * hd + j];
+    let dct = work[wr + u.w_dcr + b * hd + j] + dh * go * (1.0 - tc * tc);
     let da = wr + u.w_dg + row * 4u * hd + j;
-    b_work[da] = dct * gg * gi * (1.0 - gi);
-    b_work[da + hd] = dct * c_prev * gf * (1.0 - gf);
-    b_work[da + 2u * hd] = dct * gi * (1.0 - gg * gg);
-    b_work[da + 3u * hd] = dh * tc * go * (1.0 - go);
-    b_work[wr + u.w_dcr + b * hd + j] = dct * gf;
+    work[da] = dct * gg * gi * (1.0 - gi);
+    work[da + hd] = dct * c_prev * gf * (1.0 - gf);
+    work[da + 2u * hd] = dct * gi * (1.0 - gg * gg);
+    work[da + 3u * hd] = dh * tc * go * (1.0 - go);
+    work[wr + u.w_dcr + b * hd + j] = dct * gf;
 }
 
 @compute @workgroup_size(WGS)
@@ -620,11 +606,11 @@ fn backward(
             var dh = 0.0;
             var dc = 0.0;
             if (u.has_sg == 1u) {
-                dh = b_work[wr + u.w_inj + b * h2 + j];
-                dc = b_work[wr + u.w_inj + b * h2 + hd + j];
+                dh = work[wr + u.w_inj + b * h2 + j];
+                dc = work[wr + u.w_inj + b * h2 + hd + j];
             }
-            b_work[wr + u.w_dhr + b * hd + j] = dh;
-            b_work[wr + u.w_dcr + b * hd + j] = dc;
+            work[wr + u.w_dhr + b * hd + j] = dh;
+            work[wr + u.w_dcr + b * hd + j] = dc;
         }
     }
     storageBarrier();
@@ -649,8 +635,8 @@ fn backward(
             var lo = vec4<f32>(0.0);
             var hi = lo;
             for (var m = 0u; m < h4; m++) {
-                let d = bc8(b_work[dgrow + m]);
-                let w = b_wht[whr + m * hd + j];
+                let d = bc8(work[dgrow + m]);
+                let w = wht[whr + m * hd + j];
                 lo = fma(d.lo, vec4<f32>(w), lo);
                 hi = fma(d.hi, vec4<f32>(w), hi);
             }
@@ -658,7 +644,7 @@ fn backward(
                 let acc = Oct(lo, hi);
                 for (var i = 0u; i < L; i++) {
                     if (b0 + i < nb) {
-                        b_work[wr + u.w_dhr + (b0 + i) * hd + j] = lane_of(acc, i);
+                        work[wr + u.w_dhr + (b0 + i) * hd + j] = lane_of(acc, i);
                     }
                 }
             }
@@ -669,7 +655,7 @@ fn backward(
 
     // The gradient at s0 is [dh_rec | dc]; the SG model M(s0) regresses onto it in per-lane units
     // (B·ds0, since the task loss is a batch mean).
-    let trained = b_ctl[cr + 6u] > 0.0;
+    let trained = ctl[cr + 6u] > 0.0;
     var p_loss = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
     var p_zero = p_loss;
     if (u.has_sg == 1u) {
@@ -681,34 +667,34 @@ fn backward(
             if (b < nb) {
                 var tgt = 0.0;
                 if (c < hd) {
-                    tgt = b_work[wr + u.w_dhr + b * hd + c];
+                    tgt = work[wr + u.w_dhr + b * hd + c];
                 } else {
-                    tgt = b_work[wr + u.w_dcr + b * hd + c - hd];
+                    tgt = work[wr + u.w_dcr + b * hd + c - hd];
                 }
                 tgt *= fb;
-                let d = b_work[wr + u.w_at0 + b * h2 + c] - tgt;
+                let d = work[wr + u.w_at0 + b * h2 + c] - tgt;
                 var g = 0.0;
                 if (trained) {
                     g = u.inv_b * d;
                     add_lane(&p_loss, i, 0.5 * d * d);
                     add_lane(&p_zero, i, 0.5 * tgt * tgt);
                 }
-                b_work[wr + u.w_dsg + b * h2 + c] = g;
+                work[wr + u.w_dsg + b * h2 + c] = g;
             }
         }
     }
     for (var i = 0u; i < L; i++) {
-        add_metric_b(lid, r, b0 + i, lane_of(p_loss, i), 3u);
-        add_metric_b(lid, r, b0 + i, lane_of(p_zero, i), 4u);
+        add_metric(lid, r, b0 + i, lane_of(p_loss, i), 3u);
+        add_metric(lid, r, b0 + i, lane_of(p_zero, i), 4u);
     }
 
     if (wg.x == 0u && lid == 0u) {
-        b_ctl[cr + 5u] += 1.0;
-        b_ctl[cr + 7u] = (1.0 - u.beta1) + u.beta1 * b_ctl[cr + 7u];
-        b_ctl[cr + 8u] = (1.0 - u.beta2) + u.beta2 * b_ctl[cr + 8u];
-        if (trained || (u.has_aux == 1u && b_ctl[cr + 12u] > 0.0)) {
-            b_ctl[cr + 9u] = (1.0 - u.beta1) + u.beta1 * b_ctl[cr + 9u];
-            b_ctl[cr + 10u] = (1.0 - u.beta2) + u.beta2 * b_ctl[cr + 10u];
+        ctl[cr + 5u] += 1.0;
+        ctl[cr + 7u] = (1.0 - u.beta1) + u.beta1 * ctl[cr + 7u];
+        ctl[cr + 8u] = (1.0 - u.beta2) + u.beta2 * ctl[cr + 8u];
+        if (trained || (u.has_aux == 1u && ctl[cr + 12u] > 0.0)) {
+            ctl[cr + 9u] = (1.0 - u.beta1) + u.beta1 * ctl[cr + 9u];
+            ctl[cr + 10u] = (1.0 - u.beta2) + u.beta2 * ctl[cr + 10u];
         }
     }
 }
@@ -887,11 +873,11 @@ fn tanh4c(x: vec4<f32>) -> vec4<f32> {
     return tanh(clamp(x, vec4<f32>(-15.0), vec4<f32>(15.0)));
 }
 
-// Writes lane i's value of `v` to f_work[base + i * stride] for the batch lanes that exist.
+// Writes lane i's value of `v` to work[base + i * stride] for the batch lanes that exist.
 fn put8(base: u32, stride: u32, v: Oct, b0: u32) {
     for (var i = 0u; i < 8u; i++) {
         if (b0 + i < u.batch) {
-            f_work[base + i * stride] = lane_of(v, i);
+            work[base + i * stride] = lane_of(v, i);
         }
     }
 }
@@ -920,8 +906,8 @@ fn forward_c(
     let wro = pr + u.off_r;
 
     if (u.train == 1u && wg.x == 0u && lane == 0u) {
-        let trained = f_ctl[cr + 1u] > 0.0 && f_ctl[cr + 11u] > 0.0 && f_ctl[cr + 5u] > 0.0;
-        f_ctl[cr + 6u] = select(0.0, 1.0, trained);
+        let trained = ctl[cr + 1u] > 0.0 && ctl[cr + 11u] > 0.0 && ctl[cr + 5u] > 0.0;
+        ctl[cr + 6u] = select(0.0, 1.0, trained);
     }
 
     // Weight caches: the 4 gate columns of each owned unit ([W_x; W_h; b] rows), the readout
@@ -932,7 +918,7 @@ fn forward_c(
         let j = lane + 8u * uu;
         for (var g = 0u; g < 4u; g++) {
             for (var k = 0u; k < kk; k++) {
-                wc[(uu * 4u + g) * kk + k] = f_params[pr + k * h4 + g * hd + j];
+                wc[(uu * 4u + g) * kk + k] = params[pr + k * h4 + g * hd + j];
             }
         }
     }
@@ -940,14 +926,14 @@ fn forward_c(
     for (var v = 0u; v < nv; v++) {
         let o = min(lane + 8u * v, no - 1u);
         for (var k = 0u; k <= hd; k++) {
-            wo[v * (hd + 1u) + k] = f_params[wro + k * no + o];
+            wo[v * (hd + 1u) + k] = params[wro + k * no + o];
         }
     }
     let wrow = nv * (hd + 1u);
     for (var uu = 0u; uu < nu; uu++) {
         let j = lane + 8u * uu;
         for (var o = 0u; o < no; o++) {
-            wo[wrow + uu * no + o] = f_params[wro + j * no + o];
+            wo[wrow + uu * no + o] = params[wro + j * no + o];
         }
     }
 
@@ -958,14 +944,14 @@ fn forward_c(
         let b = min(b0 + i, nb - 1u);
         for (var uu = 0u; uu < nu; uu++) {
             let j = lane + 8u * uu;
-            let h0 = f_work[wr + u.w_state + b * h2 + j];
-            let c0 = f_work[wr + u.w_state + b * h2 + hd + j];
+            let h0 = work[wr + u.w_state + b * h2 + j];
+            let c0 = work[wr + u.w_state + b * h2 + hd + j];
             hreg[uu * 8u + i] = h0;
             creg[uu * 8u + i] = c0;
             if (b0 + i < nb) {
-                f_work[wr + u.w_cs + b * hd + j] = c0;
-                f_work[wr + u.w_s0 + b * h2 + j] = h0;
-                f_work[wr + u.w_s0 + b * h2 + hd + j] = c0;
+                work[wr + u.w_cs + b * hd + j] = c0;
+                work[wr + u.w_s0 + b * h2 + j] = h0;
+                work[wr + u.w_s0 + b * h2 + hd + j] = c0;
             }
         }
     }
@@ -975,15 +961,15 @@ fn forward_c(
     if (u.train == 1u && u.has_sg == 1u) {
         let ws = pr + u.off_s;
         for (var k = 0u; k < h2; k++) {
-            hv[k] = f_work[wr + u.w_state + src * h2 + k];
+            hv[k] = work[wr + u.w_state + src * h2 + k];
         }
         for (var w = 0u; w < h2 / 8u; w++) {
             let m = lane + 8u * w;
-            var lo = vec4<f32>(f_params[ws + h2 * h2 + m]);
+            var lo = vec4<f32>(params[ws + h2 * h2 + m]);
             var hi = lo;
             for (var k = 0u; k < h2; k++) {
                 let s = bc8(hv[k]);
-                let wt = vec4<f32>(f_params[ws + k * h2 + m]);
+                let wt = vec4<f32>(params[ws + k * h2 + m]);
                 lo = fma(s.lo, wt, lo);
                 hi = fma(s.hi, wt, hi);
             }
@@ -1001,7 +987,7 @@ fn forward_c(
             hv[k] = hprev(t, wr, src, k);
         }
         for (var i = 0u; i < ni; i++) {
-            hv[hd + i] = f_input[ir + (t * nb + src) * ni + i];
+            hv[hd + i] = inputs[ir + (t * nb + src) * ni + i];
         }
         for (var uu = 0u; uu < nu; uu++) {
             let j = lane + 8u * uu;
@@ -1047,7 +1033,7 @@ fn forward_c(
         // The input half of z = [x | h_prev]: lane i writes batch lane i's x_t.
         if (b0 + lane < nb) {
             for (var i = 0u; i < ni; i++) {
-                f_work[wr + u.w_z + (t * nb + b0 + lane) * (ni + hd) + i] = hv[hd + i];
+                work[wr + u.w_z + (t * nb + b0 + lane) * (ni + hd) + i] = hv[hd + i];
             }
         }
         storageBarrier();
@@ -1055,7 +1041,7 @@ fn forward_c(
 
         // Readout logits of the owned outputs for the 8 lanes: lg[v * 8 + i].
         for (var k = 0u; k < hd; k++) {
-            hv[k] = f_work[wr + u.w_hs + (t * nb + src) * hd + k];
+            hv[k] = work[wr + u.w_hs + (t * nb + src) * hd + k];
         }
         for (var v = 0u; v < nv; v++) {
             var lo = vec4<f32>(wo[v * (hd + 1u) + hd]);
@@ -1081,9 +1067,9 @@ fn forward_c(
                         if (b0 + i < nb) {
                             let row = t * nb + b0 + i;
                             let x = lg[v * 8u + i];
-                            let tg = f_input[ir + u.in_t + row * no + o];
-                            let w = f_input[ir + u.in_m + row * no + o];
-                            f_work[wr + u.w_dl + row * no + o] = u.inv_b * w * (1.0 / (1.0 + exp(-x)) - tg);
+                            let tg = inputs[ir + u.in_t + row * no + o];
+                            let w = inputs[ir + u.in_m + row * no + o];
+                            work[wr + u.w_dl + row * no + o] = u.inv_b * w * (1.0 / (1.0 + exp(-x)) - tg);
                             if (w > 0.0) {
                                 add_lane(&p_nats, i, w * (max(x, 0.0) - x * tg + log(1.0 + exp(-abs(x)))));
                                 add_lane(&p_err, i, select(0.0, 1.0, (x > 0.0) != (tg > 0.5)));
@@ -1096,7 +1082,7 @@ fn forward_c(
                 let row = t * nb + b0 + lane;
                 var hit = false;
                 for (var o = 0u; o < no; o++) {
-                    hit = hit || f_input[ir + u.in_m + row * no + o] > 0.0;
+                    hit = hit || inputs[ir + u.in_m + row * no + o] > 0.0;
                 }
                 if (hit) {
                     add_lane(&p_rows, lane, 1.0);
@@ -1127,7 +1113,7 @@ fn forward_c(
                 arg = subgroupMin(arg);
                 let b = min(b0 + i, nb - 1u);
                 let row = t * nb + b;
-                let li = i32(round(f_input[ir + u.in_t + row]));
+                let li = i32(round(inputs[ir + u.in_t + row]));
                 let valid = li >= 0 && li < i32(no) && b0 + i < nb;
                 if (valid && lane == 0u) {
                     add_lane(&p_rows, i, 1.0);
@@ -1142,7 +1128,7 @@ fn forward_c(
                             add_lane(&p_nats, i, -(lg[v * 8u + i] - mx));
                         }
                         if (b0 + i < nb) {
-                            f_work[wr + u.w_dl + row * no + o] = g * (exp(lg[v * 8u + i] - mx) / s - select(0.0, 1.0, i32(o) == li));
+                            work[wr + u.w_dl + row * no + o] = g * (exp(lg[v * 8u + i] - mx) / s - select(0.0, 1.0, i32(o) == li));
                         }
                     }
                 }
@@ -1153,7 +1139,7 @@ fn forward_c(
 
         // dh_t = dlogits·W_rᵀ for the owned units.
         for (var o = 0u; o < no; o++) {
-            hv[o] = f_work[wr + u.w_dl + (t * nb + src) * no + o];
+            hv[o] = work[wr + u.w_dl + (t * nb + src) * no + o];
         }
         for (var uu = 0u; uu < nu; uu++) {
             let j = lane + 8u * uu;
@@ -1176,9 +1162,9 @@ fn forward_c(
         for (var i = 0u; i < L; i++) {
             if (b0 + i < nb) {
                 let mi = (u.metrics_off + r * nb + b0 + i) * METRICS;
-                f_metrics[mi] += lane_of(sn, i);
-                f_metrics[mi + 1u] += lane_of(se, i);
-                f_metrics[mi + 2u] += lane_of(sr, i);
+                metrics[mi] += lane_of(sn, i);
+                metrics[mi + 1u] += lane_of(se, i);
+                metrics[mi + 2u] += lane_of(sr, i);
             }
         }
     }
@@ -1196,31 +1182,31 @@ fn forward_c(
         // M(s_last): the injected gradient and, unscaled, the aux head's target.
         let ws = pr + u.off_s;
         let wa = pr + u.off_a;
-        let inject = f_ctl[cr] * u.inv_b;
-        let aux_w = f_ctl[cr + 2u];
-        let aux_on = u.has_aux == 1u && f_ctl[cr + 12u] > 0.0;
+        let inject = ctl[cr] * u.inv_b;
+        let aux_w = ctl[cr + 2u];
+        let aux_on = u.has_aux == 1u && ctl[cr + 12u] > 0.0;
         var p_aux = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
         for (var k = 0u; k < h2; k++) {
-            hv[k] = f_work[wr + u.w_state + src * h2 + k];
+            hv[k] = work[wr + u.w_state + src * h2 + k];
         }
         for (var w = 0u; w < h2 / 8u; w++) {
             let m = lane + 8u * w;
-            var lo = vec4<f32>(f_params[ws + h2 * h2 + m]);
+            var lo = vec4<f32>(params[ws + h2 * h2 + m]);
             var hi = lo;
             for (var k = 0u; k < h2; k++) {
                 let s = bc8(hv[k]);
-                let wt = vec4<f32>(f_params[ws + k * h2 + m]);
+                let wt = vec4<f32>(params[ws + k * h2 + m]);
                 lo = fma(s.lo, wt, lo);
                 hi = fma(s.hi, wt, hi);
             }
             put8(wr + u.w_inj + b0 * h2 + m, h2, Oct(inject * lo, inject * hi), b0);
             if (aux_on) {
                 // A(h_1) regresses onto M(s_last) (a constant).
-                var alo = vec4<f32>(f_params[wa + hd * h2 + m]);
+                var alo = vec4<f32>(params[wa + hd * h2 + m]);
                 var ahi = alo;
                 for (var k = 0u; k < hd; k++) {
-                    let h = bc8(f_work[wr + u.w_hs + src * hd + k]);
-                    let wt = vec4<f32>(f_params[wa + k * h2 + m]);
+                    let h = bc8(work[wr + u.w_hs + src * hd + k]);
+                    let wt = vec4<f32>(params[wa + k * h2 + m]);
                     alo = fma(h.lo, wt, alo);
                     ahi = fma(h.hi, wt, ahi);
                 }
@@ -1235,7 +1221,7 @@ fn forward_c(
             if (lane == 0u) {
                 for (var i = 0u; i < L; i++) {
                     if (b0 + i < nb) {
-                        f_metrics[(u.metrics_off + r * nb + b0 + i) * METRICS + 5u] += lane_of(sa, i);
+                        metrics[(u.metrics_off + r * nb + b0 + i) * METRICS + 5u] += lane_of(sa, i);
                     }
                 }
             }
@@ -1243,7 +1229,7 @@ fn forward_c(
             workgroupBarrier();
             // dh_1 += dA·W_aᵀ.
             for (var m = 0u; m < h2; m++) {
-                hv[m] = f_work[wr + u.w_daux + src * h2 + m];
+                hv[m] = work[wr + u.w_daux + src * h2 + m];
             }
             for (var uu = 0u; uu < nu; uu++) {
                 let j = lane + 8u * uu;
@@ -1251,14 +1237,14 @@ fn forward_c(
                 var hi = lo;
                 for (var m = 0u; m < h2; m++) {
                     let d = bc8(hv[m]);
-                    let wt = vec4<f32>(f_params[wa + j * h2 + m]);
+                    let wt = vec4<f32>(params[wa + j * h2 + m]);
                     lo = fma(d.lo, wt, lo);
                     hi = fma(d.hi, wt, hi);
                 }
                 let acc = Oct(lo, hi);
                 for (var i = 0u; i < L; i++) {
                     if (b0 + i < nb) {
-                        f_work[wr + u.w_dhs + (b0 + i) * hd + j] += lane_of(acc, i);
+                        work[wr + u.w_dhs + (b0 + i) * hd + j] += lane_of(acc, i);
                     }
                 }
             }
@@ -1288,7 +1274,7 @@ fn backward_c(
     for (var uu = 0u; uu < nu; uu++) {
         let j = lane + 8u * uu;
         for (var m = 0u; m < h4; m++) {
-            whc[uu * h4 + m] = b_wht[r * h4 * hd + m * hd + j];
+            whc[uu * h4 + m] = wht[r * h4 * hd + m * hd + j];
         }
     }
     // dh through the recurrence and dc of the owned units for the 8 lanes, in registers; they
@@ -1302,8 +1288,8 @@ fn backward_c(
             var dh = 0.0;
             var dc = 0.0;
             if (u.has_sg == 1u) {
-                dh = b_work[wr + u.w_inj + b * h2 + j];
-                dc = b_work[wr + u.w_inj + b * h2 + hd + j];
+                dh = work[wr + u.w_inj + b * h2 + j];
+                dc = work[wr + u.w_inj + b * h2 + hd + j];
             }
             dhr[uu * 8u + i] = dh;
             dcr[uu * 8u + i] = dc;
@@ -1325,13 +1311,13 @@ fn backward_c(
             for (var i = 0u; i < L; i++) {
                 let row = min(row0 + i, t * nb + nb - 1u);
                 let ga = wr + u.w_gates + row * h4 + j;
-                gi[i] = b_work[ga];
-                gf[i] = b_work[ga + hd];
-                gg[i] = b_work[ga + 2u * hd];
-                go[i] = b_work[ga + 3u * hd];
-                cp[i] = b_work[wr + u.w_cs + row * hd + j];
-                cc[i] = b_work[wr + u.w_cs + (row + nb) * hd + j];
-                dhs[i] = b_work[wr + u.w_dhs + row * hd + j];
+                gi[i] = work[ga];
+                gf[i] = work[ga + hd];
+                gg[i] = work[ga + 2u * hd];
+                go[i] = work[ga + 3u * hd];
+                cp[i] = work[wr + u.w_cs + row * hd + j];
+                cc[i] = work[wr + u.w_cs + (row + nb) * hd + j];
+                dhs[i] = work[wr + u.w_dhs + row * hd + j];
             }
             for (var i = 0u; i < L; i++) {
                 let dh = dhs[i] + dhr[uu * 8u + i];
@@ -1340,10 +1326,10 @@ fn backward_c(
                 dcr[uu * 8u + i] = dct * gf[i];
                 if (b0 + i < nb) {
                     let da = wr + u.w_dg + (row0 + i) * h4 + j;
-                    b_work[da] = dct * gg[i] * gi[i] * (1.0 - gi[i]);
-                    b_work[da + hd] = dct * cp[i] * gf[i] * (1.0 - gf[i]);
-                    b_work[da + 2u * hd] = dct * gi[i] * (1.0 - gg[i] * gg[i]);
-                    b_work[da + 3u * hd] = dh * tc * go[i] * (1.0 - go[i]);
+                    work[da] = dct * gg[i] * gi[i] * (1.0 - gi[i]);
+                    work[da + hd] = dct * cp[i] * gf[i] * (1.0 - gf[i]);
+                    work[da + 2u * hd] = dct * gi[i] * (1.0 - gg[i] * gg[i]);
+                    work[da + 3u * hd] = dh * tc * go[i] * (1.0 - go[i]);
                 }
             }
         }
@@ -1351,7 +1337,7 @@ fn backward_c(
         workgroupBarrier();
         // dh_{t-1} = dgates_t·W_hᵀ: lane i gathers batch lane i's dgates once.
         for (var m = 0u; m < h4; m++) {
-            dv[m] = b_work[wr + u.w_dg + (t * nb + src) * h4 + m];
+            dv[m] = work[wr + u.w_dg + (t * nb + src) * h4 + m];
         }
         for (var uu = 0u; uu < nu; uu++) {
             var lo = vec4<f32>(0.0);
@@ -1368,7 +1354,7 @@ fn backward_c(
     }
 
     // The gradient at s0 is [dh_rec | dc]; M(s0) regresses onto it in per-lane units (B·ds0).
-    let trained = b_ctl[cr + 6u] > 0.0;
+    let trained = ctl[cr + 6u] > 0.0;
     var p_loss = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
     var p_zero = p_loss;
     if (u.has_sg == 1u) {
@@ -1385,14 +1371,14 @@ fn backward_c(
                         }
                         tgt *= fb;
                         let k = hi * hd + j;
-                        let d = b_work[wr + u.w_at0 + b * h2 + k] - tgt;
+                        let d = work[wr + u.w_at0 + b * h2 + k] - tgt;
                         var g = 0.0;
                         if (trained) {
                             g = u.inv_b * d;
                             add_lane(&p_loss, i, 0.5 * d * d);
                             add_lane(&p_zero, i, 0.5 * tgt * tgt);
                         }
-                        b_work[wr + u.w_dsg + b * h2 + k] = g;
+                        work[wr + u.w_dsg + b * h2 + k] = g;
                     }
                 }
             }
@@ -1404,18 +1390,18 @@ fn backward_c(
         for (var i = 0u; i < L; i++) {
             if (b0 + i < nb) {
                 let mi = (u.metrics_off + r * nb + b0 + i) * METRICS;
-                b_metrics[mi + 3u] += lane_of(sl, i);
-                b_metrics[mi + 4u] += lane_of(sz, i);
+                metrics[mi + 3u] += lane_of(sl, i);
+                metrics[mi + 4u] += lane_of(sz, i);
             }
         }
     }
     if (wg.x == 0u && lane == 0u) {
-        b_ctl[cr + 5u] += 1.0;
-        b_ctl[cr + 7u] = (1.0 - u.beta1) + u.beta1 * b_ctl[cr + 7u];
-        b_ctl[cr + 8u] = (1.0 - u.beta2) + u.beta2 * b_ctl[cr + 8u];
-        if (trained || (u.has_aux == 1u && b_ctl[cr + 12u] > 0.0)) {
-            b_ctl[cr + 9u] = (1.0 - u.beta1) + u.beta1 * b_ctl[cr + 9u];
-            b_ctl[cr + 10u] = (1.0 - u.beta2) + u.beta2 * b_ctl[cr + 10u];
+        ctl[cr + 5u] += 1.0;
+        ctl[cr + 7u] = (1.0 - u.beta1) + u.beta1 * ctl[cr + 7u];
+        ctl[cr + 8u] = (1.0 - u.beta2) + u.beta2 * ctl[cr + 8u];
+        if (trained || (u.has_aux == 1u && ctl[cr + 12u] > 0.0)) {
+            ctl[cr + 9u] = (1.0 - u.beta1) + u.beta1 * ctl[cr + 9u];
+            ctl[cr + 10u] = (1.0 - u.beta2) + u.beta2 * ctl[cr + 10u];
         }
     }
 }

@@ -68,6 +68,9 @@ enum Command {
             default_value = "bptt,dni,dni_aux"
         )]
         methods: Vec<String>,
+        /// Seeds per cell (the config's seed, seed + 1, ...); a T's cells train as one run group.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        seeds: u64,
     },
     /// Time kernels and training steps (the workloads of docs/BENCHMARKS.md).
     Bench {
@@ -106,10 +109,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             workloads: workload.clone(),
         }),
         Some(Command::Train) => train(cli),
-        Some(Command::Sweep { ref t, ref methods }) => {
+        Some(Command::Sweep {
+            ref t,
+            ref methods,
+            seeds,
+        }) => {
             let opts = experiments::sweep::SweepOptions {
                 ts: t.clone(),
                 methods: methods.clone(),
+                seeds,
             };
             let path = cli
                 .config

@@ -65,7 +65,7 @@ fn rule(c: &RecurrentConfig) -> Result<StepRule, String> {
     }
 }
 
-fn shape_of(cfgs: &[RecurrentConfig]) -> RnnShape {
+pub(crate) fn shape_of(cfgs: &[RecurrentConfig]) -> RnnShape {
     let c = &cfgs[0];
     RnnShape {
         input: c.input,

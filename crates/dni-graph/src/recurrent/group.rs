@@ -7,14 +7,15 @@
 //!
 //! Where the adapter has the fused kernels' features (subgroups of a fixed size of 8 or more) the
 //! whole group trains in four dispatches per window (`dni_kernels::ops::rnn_step`); elsewhere each
-//! run has its own per-step trainer (one dispatch per kernel and time step).
+//! run has its own per-step trainer (one dispatch per kernel and time step). On CPU adapters the
+//! fused kernels are taken only where their weight-caching variant fits (see `auto_fused`).
 
-use dni_kernels::ops::rnn_step::RnnVariant;
+use dni_kernels::ops::rnn_step::{cached_unavailable, RnnVariant};
 use dni_kernels::Gpu;
 
 use super::config::RecurrentConfig;
 use super::error::{RecurrentError, Result};
-use super::fused::{fused_unavailable, group_mismatch, FusedGroup};
+use super::fused::{fused_unavailable, group_mismatch, shape_of, FusedGroup};
 use super::metrics::{EvalResult, Metrics};
 use super::per_step::PerStepTrainer;
 
@@ -36,7 +37,8 @@ pub struct TokenWindow<'a> {
 /// Which kernels train the runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StepPath {
-    /// Fused where the adapter and the shape allow it, per-step otherwise.
+    /// Fused where the adapter and the shape allow it and it is the faster path (on CPU adapters
+    /// only the weight-caching variant is), per-step otherwise.
     #[default]
     Auto,
     /// The fused whole-window kernels, in the variant that suits the adapter (an error where
@@ -68,6 +70,16 @@ pub fn runs_mismatch(cfgs: &[RecurrentConfig]) -> Option<String> {
     cfgs.iter().find_map(|c| group_mismatch(first, c))
 }
 
+/// Whether `StepPath::Auto` takes the fused kernels: where they fit, except on CPU adapters when
+/// only the streaming variant fits, which is slower there than the per-step kernels (measured on
+/// lavapipe: W3, hidden 256, 66 against 42 ms a window; docs/BENCHMARKS.md).
+fn auto_fused(gpu: &Gpu, cfgs: &[RecurrentConfig]) -> bool {
+    if fused_unavailable(gpu, cfgs).is_some() {
+        return false;
+    }
+    !gpu.adapter().is_cpu() || cached_unavailable(gpu, &shape_of(cfgs)).is_none()
+}
+
 impl RunGroup {
     /// Builds every run (seeded initial weights, forget-gate bias 1, SG model and aux head at
     /// zero) on the fastest path the adapter supports.
@@ -88,9 +100,7 @@ impl RunGroup {
         }
         let variant = match path {
             StepPath::PerStep => None,
-            StepPath::Auto => fused_unavailable(gpu, &cfgs)
-                .is_none()
-                .then_some(RnnVariant::Auto),
+            StepPath::Auto => auto_fused(gpu, &cfgs).then_some(RnnVariant::Auto),
             StepPath::Fused | StepPath::FusedStreaming | StepPath::FusedCached => {
                 if let Some(why) = fused_unavailable(gpu, &cfgs) {
                     return Err(RecurrentError::Group(why));

@@ -58,8 +58,8 @@ pub mod metric {
 
 const R: Slot = Slot::Read;
 const W: Slot = Slot::ReadWrite;
-const S_FORWARD: &[Slot] = &[Slot::Uniform, R, R, W, W, W];
-const S_BACKWARD: &[Slot] = &[Slot::Uniform, R, W, W, W];
+/// The window kernels (forward, backward): params, inputs, work, metrics, ctl, W_hᵀ.
+const S_WINDOW: &[Slot] = &[Slot::Uniform, R, R, W, W, W, R];
 const S_GRADS: &[Slot] = &[Slot::Uniform, R, W];
 const S_UPDATE: &[Slot] = &[Slot::Uniform, W, R, W, W, R, W];
 
@@ -663,13 +663,7 @@ impl RnnStep {
             0 => self.forward(enc, true)?,
             1 => {
                 let entry = self.entry("backward", "backward_c");
-                let pipe = gpu.pipeline(Kernel::RnnStep, entry, &o, S_BACKWARD)?;
-                let bind = gpu.bind(
-                    &pipe,
-                    ub,
-                    &[&self.wht, &self.work, &self.metrics, &self.ctl],
-                )?;
-                enc.dispatch(&pipe, &bind, self.window_grid());
+                self.window_kernel(enc, entry, ub)?;
             }
             2 => {
                 let entry = self.entry("grads", "grads_c");
@@ -698,19 +692,25 @@ impl RnnStep {
     }
 
     fn forward(&self, enc: &mut Encoder, train: bool) -> Result<()> {
-        let gpu = enc.gpu().clone();
         let entry = self.entry("forward", "forward_c");
-        let pipe = gpu.pipeline(Kernel::RnnStep, entry, &self.overrides(), S_FORWARD)?;
         let u = self.uniform(train);
+        self.window_kernel(enc, entry, bytemuck::bytes_of(&u))
+    }
+
+    /// Records one window kernel (forward or backward, either variant) with the shared bindings.
+    fn window_kernel(&self, enc: &mut Encoder, entry: &'static str, uniform: &[u8]) -> Result<()> {
+        let gpu = enc.gpu().clone();
+        let pipe = gpu.pipeline(Kernel::RnnStep, entry, &self.overrides(), S_WINDOW)?;
         let bind = gpu.bind(
             &pipe,
-            bytemuck::bytes_of(&u),
+            uniform,
             &[
                 &self.params,
                 &self.input,
                 &self.work,
                 &self.metrics,
                 &self.ctl,
+                &self.wht,
             ],
         )?;
         enc.dispatch(&pipe, &bind, self.window_grid());

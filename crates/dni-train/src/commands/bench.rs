@@ -126,9 +126,6 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
         println!(
             "## W4: character-level LSTM, hidden 1024, batch 32, T = 20, softmax over 50, sync"
         );
-        if let Some(why) = super::bench_rnn::w4_note(&gpu) {
-            println!("(per-step kernels: {why})");
-        }
         print_rows(&super::bench_rnn::run(&gpu, RnnWorkload::W4, opts.quick)?);
         println!();
     }

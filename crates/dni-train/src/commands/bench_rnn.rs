@@ -260,8 +260,8 @@ pub fn run(gpu: &Gpu, which: RnnWorkload, quick: bool) -> anyhow::Result<Vec<Ben
             }
         }
         RnnWorkload::W4 => {
-            // Hidden 1024 needs more workgroup memory per lane than the fused kernels use, so W4
-            // runs on the per-step kernels (RecurrentTrainer picks them by itself).
+            // The path RecurrentTrainer picks by itself (on CPU adapters: per-step, since only
+            // the fused kernels' streaming variant fits hidden 1024 and it is slower there).
             for method in [Method::Bptt, Method::dni()] {
                 let n = if quick { 3 } else { samples };
                 rows.push(single(gpu, "W4", w4(method), StepPath::Auto, false, n)?);
@@ -269,9 +269,4 @@ pub fn run(gpu: &Gpu, which: RnnWorkload, quick: bool) -> anyhow::Result<Vec<Ben
         }
     }
     Ok(rows)
-}
-
-/// Why W4 is not on the fused path on this adapter (for the report).
-pub fn w4_note(gpu: &Gpu) -> Option<String> {
-    dni_graph::recurrent::fused_unavailable(gpu, &[w4(Method::Bptt)])
 }

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use dni_graph::recurrent::{Method, OutputLoss, RecurrentConfig, RecurrentTrainer};
+use dni_graph::recurrent::{BitWindow, Method, Metrics, OutputLoss, RecurrentConfig, RunGroup};
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::Gpu;
 use dni_tasks::{copy::WIDTH, Observed, TaskStream, Window};
@@ -82,6 +82,8 @@ pub struct CopyOutcome {
     pub method: &'static str,
     #[serde(rename = "T")]
     pub t: usize,
+    /// Seed of the initial weights and the task stream.
+    pub seed: u64,
     pub hidden: usize,
     pub batch: usize,
     /// The paper's metric: the largest episode length solved (`N + 3`, or `N·R + 3`).
@@ -106,104 +108,189 @@ pub fn train(
     progress: &mut Progress,
     mut on_log: impl FnMut(&CopyRecord) -> anyhow::Result<()>,
 ) -> anyhow::Result<CopyOutcome> {
-    let kind = cfg
+    let mut outcomes = train_group(gpu, std::slice::from_ref(cfg), progress, |_, rec| {
+        on_log(rec)
+    })?;
+    Ok(outcomes.remove(0))
+}
+
+/// One run of a group: its task stream, curriculum bookkeeping and result so far.
+struct RunState {
+    stream: TaskStream,
+    window: Window,
+    first_unread: u64,
+    final_bits: Option<f64>,
+    /// The step at which the curriculum passed `copy.max_n`, if it did.
+    finished_at: Option<u64>,
+}
+
+/// Trains several Copy / Repeat Copy configs that differ only in method, T-independent settings
+/// and seed as one run group (`dni_graph::recurrent::RunGroup`: on the fused kernels, one set of
+/// dispatches per window for all of them). Every run keeps its own task stream and curriculum;
+/// a run whose curriculum finishes keeps training with the group but its result is frozen.
+/// `on_log(run, record)` sees every run's records; `progress` shows run 0's.
+pub fn train_group(
+    gpu: &Gpu,
+    cfgs: &[Config],
+    progress: &mut Progress,
+    mut on_log: impl FnMut(usize, &CopyRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<CopyOutcome>> {
+    let first = cfgs
+        .first()
+        .context("a run group needs at least one config")?;
+    let kind = first
         .task
         .copy_kind()
         .context("the copy experiment needs task = \"copy\" or \"repeat_copy\"")?;
-    let rnn = cfg
+    let rnn0 = first
         .rnn
         .as_ref()
         .context("the copy tasks need an [rnn] section")?;
-    let copy = cfg.copy.clone().unwrap_or_default();
-    let rcfg = recurrent_config(rnn, WIDTH, WIDTH, OutputLoss::SigmoidBits, cfg.seed);
-    let method = rcfg.method.name();
-    let mut trainer = RecurrentTrainer::new(gpu, rcfg).context("building the LSTM trainer")?;
-    let mut stream = TaskStream::new(kind, rnn.batch, cfg.seed, copy.to_curriculum())
-        .context("setting up the task stream")?;
-    let mut window = Window::default();
-    let log_every = cfg.run.log_every;
+    let (t, steps, log_every) = (rnn0.t, rnn0.steps, first.run.log_every);
+    let mut rcfgs = Vec::with_capacity(cfgs.len());
+    let mut runs = Vec::with_capacity(cfgs.len());
+    for cfg in cfgs {
+        let rnn = cfg
+            .rnn
+            .as_ref()
+            .context("the copy tasks need an [rnn] section")?;
+        if (rnn.t, rnn.steps, cfg.run.log_every) != (t, steps, log_every) {
+            anyhow::bail!("runs of one group must share rnn.T, rnn.steps and run.log_every");
+        }
+        let copy = cfg.copy.clone().unwrap_or_default();
+        rcfgs.push(recurrent_config(
+            rnn,
+            WIDTH,
+            WIDTH,
+            OutputLoss::SigmoidBits,
+            cfg.seed,
+        ));
+        runs.push(RunState {
+            stream: TaskStream::new(kind, rnn.batch, cfg.seed, copy.to_curriculum())
+                .context("setting up the task stream")?,
+            window: Window::default(),
+            first_unread: 0,
+            final_bits: None,
+            finished_at: None,
+        });
+    }
+    let methods: Vec<&'static str> = rcfgs.iter().map(|c| c.method.name()).collect();
+    let mut group = RunGroup::new(gpu, rcfgs).context("building the LSTM run group")?;
     let started = Instant::now();
-    let mut first_unread = 0u64;
-    let mut final_bits = None;
     let mut step = 0u64;
-    while step < rnn.steps && !stream.curriculum().finished() {
-        stream.next_window(rnn.t, &mut window);
-        trainer
-            .train_window(&window.inputs, &window.targets, &window.mask)
+    while step < steps && runs.iter().any(|r| r.finished_at.is_none()) {
+        for r in runs.iter_mut() {
+            r.stream.next_window(t, &mut r.window);
+        }
+        let windows: Vec<BitWindow> = runs
+            .iter()
+            .map(|r| BitWindow {
+                inputs: &r.window.inputs,
+                targets: &r.window.targets,
+                mask: &r.window.mask,
+            })
+            .collect();
+        group
+            .train_window(&windows)
             .with_context(|| format!("training step {}", step + 1))?;
         step += 1;
         progress.set_step(step);
-        if !step.is_multiple_of(log_every) && step != rnn.steps {
+        if !step.is_multiple_of(log_every) && step != steps {
             continue;
         }
-        // The read-back that drives the curriculum (the only sync of the loop).
-        let m = trainer.read_metrics().context("reading the metrics back")?;
-        let chars = m.scored as u64;
-        let observed = stream.observe(first_unread, m.errors, chars);
-        first_unread = window.index + 1;
-        if m.bits_per_char().is_some() {
-            final_bits = m.bits_per_char();
+        // The read-back that drives the curricula (the only sync of the loop).
+        let metrics = group.read_metrics().context("reading the metrics back")?;
+        for (k, (run, m)) in runs.iter_mut().zip(&metrics).enumerate() {
+            if run.finished_at.is_some() {
+                continue;
+            }
+            let record = observe(run, m, step, started);
+            if run.stream.curriculum().finished() {
+                run.finished_at = Some(step);
+            }
+            if k == 0 {
+                if record.curriculum == "advanced" {
+                    progress.println(&format!(
+                        "step {step}: solved episode length {} -> now {}",
+                        record.largest_solved.unwrap_or(0),
+                        record.level
+                    ));
+                }
+                let mut shown = Shown::new();
+                shown.push("level", &record.level);
+                if let Some(b) = record.bits_per_char {
+                    shown.push("bits/char", format!("{b:.3}"));
+                }
+                shown.push(
+                    "solved",
+                    record
+                        .largest_solved
+                        .map_or("-".to_string(), |s| s.to_string()),
+                );
+                if let Some(e) = record.sg_explained {
+                    shown.push("sg R²", format!("{e:.2}"));
+                }
+                progress.update(step, &shown);
+            }
+            on_log(k, &record)?;
         }
-        let cur = stream.curriculum();
-        let record = CopyRecord {
-            step,
-            wall_s: started.elapsed().as_secs_f64(),
-            level: cur.level_label(),
-            n: cur.level().n,
-            r: cur.level().r,
-            largest_solved: cur.largest_solved(),
-            bits_per_char: m.bits_per_char(),
-            loss_per_char: m.loss_per_row(),
-            output_chars: chars,
-            curriculum: match observed {
-                Observed::Counted => "counted",
-                Observed::Advanced => "advanced",
-                Observed::Ignored => "ignored",
-            },
-            sg_loss: m.sg_loss_per_window(),
-            sg_explained: m.sg_explained(),
-            aux_loss: m.aux_loss_per_window(),
-        };
-        if observed == Observed::Advanced {
-            progress.println(&format!(
-                "step {step}: solved episode length {} -> now {}",
-                cur.largest_solved().unwrap_or(0),
-                cur.level_label()
-            ));
-        }
-        let mut shown = Shown::new();
-        shown.push("level", &record.level);
-        if let Some(b) = record.bits_per_char {
-            shown.push("bits/char", format!("{b:.3}"));
-        }
-        shown.push(
-            "solved",
-            record
-                .largest_solved
-                .map_or("-".to_string(), |s| s.to_string()),
-        );
-        if let Some(e) = record.sg_explained {
-            shown.push("sg R²", format!("{e:.2}"));
-        }
-        progress.update(step, &shown);
-        on_log(&record)?;
     }
-    let cur = stream.curriculum();
-    Ok(CopyOutcome {
-        task: cfg.task.name(),
-        method,
-        t: rnn.t,
-        hidden: rnn.hidden,
-        batch: rnn.batch,
+    let wall = started.elapsed().as_secs_f64();
+    Ok(runs
+        .iter()
+        .zip(cfgs)
+        .zip(methods)
+        .map(|((run, cfg), method)| {
+            let cur = run.stream.curriculum();
+            let rnn = cfg.rnn.as_ref().expect("checked above");
+            CopyOutcome {
+                task: cfg.task.name(),
+                method,
+                t: rnn.t,
+                seed: cfg.seed,
+                hidden: rnn.hidden,
+                batch: rnn.batch,
+                largest_solved: cur.largest_solved(),
+                final_level: cur.level_label(),
+                final_bits_per_char: run.final_bits,
+                steps: run.finished_at.unwrap_or(step),
+                step_budget: rnn.steps,
+                reached_max_n: cur.finished(),
+                wall_clock_s: wall,
+                adapter: gpu.adapter().to_string(),
+            }
+        })
+        .collect())
+}
+
+/// Feeds one run's metrics to its curriculum and makes the `metrics.jsonl` record.
+fn observe(run: &mut RunState, m: &Metrics, step: u64, started: Instant) -> CopyRecord {
+    let chars = m.scored as u64;
+    let observed = run.stream.observe(run.first_unread, m.errors, chars);
+    run.first_unread = run.window.index + 1;
+    if m.bits_per_char().is_some() {
+        run.final_bits = m.bits_per_char();
+    }
+    let cur = run.stream.curriculum();
+    CopyRecord {
+        step,
+        wall_s: started.elapsed().as_secs_f64(),
+        level: cur.level_label(),
+        n: cur.level().n,
+        r: cur.level().r,
         largest_solved: cur.largest_solved(),
-        final_level: cur.level_label(),
-        final_bits_per_char: final_bits,
-        steps: step,
-        step_budget: rnn.steps,
-        reached_max_n: cur.finished(),
-        wall_clock_s: started.elapsed().as_secs_f64(),
-        adapter: gpu.adapter().to_string(),
-    })
+        bits_per_char: m.bits_per_char(),
+        loss_per_char: m.loss_per_row(),
+        output_chars: chars,
+        curriculum: match observed {
+            Observed::Counted => "counted",
+            Observed::Advanced => "advanced",
+            Observed::Ignored => "ignored",
+        },
+        sg_loss: m.sg_loss_per_window(),
+        sg_explained: m.sg_explained(),
+        aux_loss: m.aux_loss_per_window(),
+    }
 }
 
 /// `dni-train --config configs/copy.toml`: one run with its run directory.

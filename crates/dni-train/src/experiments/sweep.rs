@@ -1,5 +1,7 @@
-//! `dni-train sweep`: a grid of truncation lengths × methods on a Copy / Repeat Copy config, all under
-//! the config's one step budget, summarised as the paper's Table 1 (largest episode length solved).
+//! `dni-train sweep`: a grid of truncation lengths × methods (× seeds) on a Copy / Repeat Copy config,
+//! all under the config's one step budget, summarised as the paper's Table 1 (largest episode length
+//! solved). Every T's cells (all methods and seeds) train as one run group: on the fused kernels one
+//! set of dispatches per window trains all of them.
 
 use std::path::Path;
 
@@ -18,6 +20,8 @@ pub struct SweepOptions {
     pub ts: Vec<usize>,
     /// Methods as spelled in configs: `bptt`, `dni`, `dni_aux`.
     pub methods: Vec<String>,
+    /// Seeds per cell: the config's seed, seed + 1, ...
+    pub seeds: u64,
 }
 
 #[derive(Serialize)]
@@ -32,6 +36,9 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
     if opts.ts.is_empty() || opts.methods.is_empty() {
         bail!("sweep needs at least one --t value and one method");
     }
+    if opts.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
     let base = Config::load(config, overrides)?;
     if base.task.copy_kind().is_none() {
         bail!(
@@ -40,18 +47,27 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
             base.task.name()
         );
     }
-    // Every cell's config loads (and validates) before the first one trains.
-    let mut grid = Vec::new();
-    for method in &opts.methods {
-        for &t in &opts.ts {
-            let mut o = overrides.clone();
-            o.set.push(format!("rnn.T={t}"));
-            o.set.push(format!("rnn.method={method}"));
-            let cfg = Config::load(config, &o)
-                .with_context(|| format!("sweep cell method {method}, T = {t}"))?;
-            grid.push((method.clone(), t, cfg));
+    // Every cell's config loads (and validates) before the first one trains. One group per T.
+    let mut groups: Vec<(usize, Vec<Config>)> = Vec::new();
+    for &t in &opts.ts {
+        let mut cells = Vec::new();
+        for method in &opts.methods {
+            for s in 0..opts.seeds {
+                let mut o = overrides.clone();
+                o.set.push(format!("rnn.T={t}"));
+                o.set.push(format!("rnn.method={method}"));
+                let mut cfg = Config::load(config, &o)
+                    .with_context(|| format!("sweep cell method {method}, T = {t}"))?;
+                cfg.seed = cfg
+                    .seed
+                    .checked_add(s)
+                    .context("seed + --seeds overflows a u64")?;
+                cells.push(cfg);
+            }
         }
+        groups.push((t, cells));
     }
+    let runs: usize = groups.iter().map(|(_, g)| g.len()).sum();
     let mut dir_cfg = base.clone();
     dir_cfg.run.name = Some(format!("sweep-{}", base.task.name()));
     let mut run_dir = RunDir::create(&dir_cfg)?;
@@ -61,33 +77,35 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
         .as_ref()
         .context("the copy tasks need an [rnn] section")?;
     eprintln!(
-        "sweep: {} runs of {} steps each, hidden {}, batch {}",
-        grid.len(),
-        rnn.steps,
-        rnn.hidden,
-        rnn.batch
+        "sweep: {runs} runs of {} steps each ({} seed(s) per cell, one run group per T), hidden {}, batch {}",
+        rnn.steps, opts.seeds, rnn.hidden, rnn.batch
     );
     eprintln!("adapter: {}", gpu.adapter());
     eprintln!("results in {}", run_dir.path().display());
 
     let mut results: Vec<CopyOutcome> = Vec::new();
-    for (method, t, cfg) in &grid {
-        let title = format!("{method} T={t}");
-        let mut progress = Progress::with_mode(&title, cfg.steps(), Mode::Quiet);
-        let outcome = copy::train(&gpu, cfg, &mut progress, |_| Ok(()))
-            .with_context(|| format!("sweep run {title}"))?;
-        eprintln!(
-            "{title}: largest solved {}, final level {} ({:.3} bits/char), {} steps, {:.0} s",
-            outcome
-                .largest_solved
-                .map_or("none".to_string(), |s| s.to_string()),
-            outcome.final_level,
-            outcome.final_bits_per_char.unwrap_or(f64::NAN),
-            outcome.steps,
-            outcome.wall_clock_s
-        );
-        run_dir.log(&Cell { outcome: &outcome })?;
-        results.push(outcome);
+    for (t, cells) in &groups {
+        let title = format!("T={t}: {} runs", cells.len());
+        let mut progress = Progress::with_mode(&title, base.steps(), Mode::Quiet);
+        let outcomes = copy::train_group(&gpu, cells, &mut progress, |_, _| Ok(()))
+            .with_context(|| format!("sweep group {title}"))?;
+        for outcome in outcomes {
+            eprintln!(
+                "{} T={} seed {}: largest solved {}, final level {} ({:.3} bits/char), {} steps, {:.0} s (group)",
+                outcome.method,
+                outcome.t,
+                outcome.seed,
+                outcome
+                    .largest_solved
+                    .map_or("none".to_string(), |s| s.to_string()),
+                outcome.final_level,
+                outcome.final_bits_per_char.unwrap_or(f64::NAN),
+                outcome.steps,
+                outcome.wall_clock_s
+            );
+            run_dir.log(&Cell { outcome: &outcome })?;
+            results.push(outcome);
+        }
     }
 
     let table = table(&base, &opts.ts, &opts.methods, &results);
@@ -98,6 +116,7 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
         "task": base.task.name(),
         "adapter": gpu.adapter().to_string(),
         "step_budget": rnn.steps,
+        "seeds": opts.seeds,
         "hidden": rnn.hidden,
         "batch": rnn.batch,
         "table": table,
@@ -106,12 +125,20 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
     Ok(())
 }
 
-/// Largest episode length solved, one row per method, one column per T.
+/// Largest episode length solved, one row per method, one column per T; with several seeds the
+/// mean and the range over seeds ("–" counts as 0 in the mean; a cell where no seed solved
+/// anything stays "–").
 fn table(base: &Config, ts: &[usize], methods: &[String], results: &[CopyOutcome]) -> String {
+    let seeds: std::collections::BTreeSet<u64> = results.iter().map(|r| r.seed).collect();
     let mut s = format!(
-        "Largest {} episode length solved within {} steps (one step = one window of T steps)\n\n| method |",
+        "Largest {} episode length solved within {} steps (one step = one window of T steps){}\n\n| method |",
         base.task.name(),
-        base.steps()
+        base.steps(),
+        if seeds.len() > 1 {
+            format!("; mean (min–max) over {} seeds", seeds.len())
+        } else {
+            String::new()
+        }
     );
     for t in ts {
         s.push_str(&format!(" T={t} |"));
@@ -119,19 +146,36 @@ fn table(base: &Config, ts: &[usize], methods: &[String], results: &[CopyOutcome
     s.push_str("\n|---|");
     s.push_str(&"---|".repeat(ts.len()));
     s.push('\n');
-    let mut cells = results.iter();
     for m in methods {
         s.push_str(&format!("| {m} |"));
-        for _ in ts {
-            let cell = cells
-                .next()
-                .map(|r| r.largest_solved.map_or("–".to_string(), |v| v.to_string()))
-                .unwrap_or_default();
-            s.push_str(&format!(" {cell} |"));
+        for &t in ts {
+            let solved: Vec<Option<usize>> = results
+                .iter()
+                .filter(|r| r.method == m.as_str() && r.t == t)
+                .map(|r| r.largest_solved)
+                .collect();
+            s.push_str(&format!(" {} |", cell(&solved)));
         }
         s.push('\n');
     }
     s
+}
+
+fn cell(solved: &[Option<usize>]) -> String {
+    let values: Vec<usize> = solved.iter().map(|v| v.unwrap_or(0)).collect();
+    match values.as_slice() {
+        [] => String::new(),
+        _ if solved.iter().all(Option::is_none) => "–".to_string(),
+        [one] => one.to_string(),
+        many => {
+            let mean = many.iter().sum::<usize>() as f64 / many.len() as f64;
+            let (lo, hi) = (
+                many.iter().min().unwrap_or(&0),
+                many.iter().max().unwrap_or(&0),
+            );
+            format!("{mean:.1} ({lo}–{hi})")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -139,10 +183,20 @@ mod tests {
     use super::*;
 
     fn outcome(method: &'static str, t: usize, solved: Option<usize>) -> CopyOutcome {
+        outcome_seed(method, t, 1, solved)
+    }
+
+    fn outcome_seed(
+        method: &'static str,
+        t: usize,
+        seed: u64,
+        solved: Option<usize>,
+    ) -> CopyOutcome {
         CopyOutcome {
             task: "copy",
             method,
             t,
+            seed,
             hidden: 8,
             batch: 2,
             largest_solved: solved,
@@ -176,5 +230,28 @@ mod tests {
         assert!(t.contains("| method | T=2 | T=5 |\n|---|---|---|\n"), "{t}");
         assert!(t.contains("| bptt | – | 6 |\n| dni | 4 | 9 |\n"), "{t}");
         assert!(t.contains(&format!("within {} steps", base.steps())), "{t}");
+    }
+
+    #[test]
+    fn several_seeds_give_mean_and_range() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let base = Config::load_with_base(
+            &root.join("configs/copy.toml"),
+            &Overrides::default(),
+            &root,
+        )
+        .unwrap();
+        let results = [
+            outcome_seed("dni", 5, 1, Some(6)),
+            outcome_seed("dni", 5, 2, Some(9)),
+            outcome_seed("dni", 5, 3, None),
+            outcome_seed("bptt", 5, 1, None),
+            outcome_seed("bptt", 5, 2, None),
+            outcome_seed("bptt", 5, 3, None),
+        ];
+        let methods = ["bptt".to_string(), "dni".to_string()];
+        let t = table(&base, &[5], &methods, &results);
+        assert!(t.contains("mean (min–max) over 3 seeds"), "{t}");
+        assert!(t.contains("| bptt | – |\n| dni | 5.0 (0–9) |\n"), "{t}");
     }
 }
