@@ -225,21 +225,11 @@ fn forward(
                 continue;
             }
             let m = min(m0 + lid, h2 - 1u);
-            var lo = vec4<f32>(params[ws + h2 * h2 + m]);
-            var hi = lo;
-            for (var k = 0u; k < h2; k++) {
-                let s = bc8(work[wr + u.w_state + src * h2 + k]);
-                let w = params[ws + k * h2 + m];
-                lo = fma(s.lo, vec4<f32>(w), lo);
-                hi = fma(s.hi, vec4<f32>(w), hi);
-            }
+            let sgv = mv_work(params[ws + h2 * h2 + m], wr + u.w_state + src * h2, ws + m, h2, h2);
+            let lo = sgv.lo;
+            let hi = sgv.hi;
             if (m0 + lid < h2) {
-                let acc = Oct(lo, hi);
-                for (var i = 0u; i < L; i++) {
-                    if (b0 + i < nb) {
-                        work[wr + u.w_at0 + (b0 + i) * h2 + m] = lane_of(acc, i);
-                    }
-                }
+                put8(wr + u.w_at0 + b0 * h2 + m, h2, Oct(lo, hi), b0);
             }
         }
     }
@@ -276,12 +266,7 @@ fn forward(
                     hi = fma(h.hi, w, hi);
                 }
                 if (c0 + lid < H4) {
-                    let acc = Oct(lo, hi);
-                    for (var i = 0u; i < L; i++) {
-                        if (b0 + i < nb) {
-                            work[wr + u.w_gates + (t * nb + b0 + i) * H4 + c] = lane_of(acc, i);
-                        }
-                    }
+                    put8(wr + u.w_gates + (t * nb + b0) * H4 + c, H4, Oct(lo, hi), b0);
                 }
             }
         }
@@ -312,14 +297,9 @@ fn forward(
                 continue;
             }
             let o = min(o0 + lid, no - 1u);
-            var lo = vec4<f32>(params[wro + hd * no + o]);
-            var hi = lo;
-            for (var k = 0u; k < hd; k++) {
-                let h = bc8(work[hrow + k]);
-                let w = params[wro + k * no + o];
-                lo = fma(h.lo, vec4<f32>(w), lo);
-                hi = fma(h.hi, vec4<f32>(w), hi);
-            }
+            let acc = mv_work(params[wro + hd * no + o], hrow, wro + o, no, hd);
+            let lo = acc.lo;
+            let hi = acc.hi;
             if (o0 + lid < no) {
                 let acc = Oct(lo, hi);
                 for (var i = 0u; i < L; i++) {
@@ -410,12 +390,7 @@ fn forward(
                 hi = fma(d.hi, vec4<f32>(w), hi);
             }
             if (j0 + lid < hd) {
-                let acc = Oct(lo, hi);
-                for (var i = 0u; i < L; i++) {
-                    if (b0 + i < nb) {
-                        work[wr + u.w_dhs + (t * nb + b0 + i) * hd + j] = lane_of(acc, i);
-                    }
-                }
+                put8(wr + u.w_dhs + (t * nb + b0) * hd + j, hd, Oct(lo, hi), b0);
             }
         }
         workgroupBarrier();
@@ -457,14 +432,9 @@ fn forward(
                 continue;
             }
             let m = min(m0 + lid, h2 - 1u);
-            var lo = vec4<f32>(params[ws + h2 * h2 + m]);
-            var hi = lo;
-            for (var k = 0u; k < h2; k++) {
-                let s = bc8(work[wr + u.w_state + src * h2 + k]);
-                let w = params[ws + k * h2 + m];
-                lo = fma(s.lo, vec4<f32>(w), lo);
-                hi = fma(s.hi, vec4<f32>(w), hi);
-            }
+            let sgv = mv_work(params[ws + h2 * h2 + m], wr + u.w_state + src * h2, ws + m, h2, h2);
+            let lo = sgv.lo;
+            let hi = sgv.hi;
             if (m0 + lid < h2) {
                 let sg = Oct(lo, hi);
                 for (var i = 0u; i < L; i++) {
@@ -485,14 +455,9 @@ fn forward(
                     continue;
                 }
                 let m = min(m0 + lid, h2 - 1u);
-                var lo = vec4<f32>(params[wa + hd * h2 + m]);
-                var hi = lo;
-                for (var k = 0u; k < hd; k++) {
-                    let h = bc8(work[h1row + k]);
-                    let w = params[wa + k * h2 + m];
-                    lo = fma(h.lo, vec4<f32>(w), lo);
-                    hi = fma(h.hi, vec4<f32>(w), hi);
-                }
+                let av = mv_work(params[wa + hd * h2 + m], h1row, wa + m, h2, hd);
+                let lo = av.lo;
+                let hi = av.hi;
                 if (m0 + lid < h2) {
                     let a = Oct(lo, hi);
                     for (var i = 0u; i < L; i++) {
@@ -517,27 +482,62 @@ fn forward(
                         continue;
                     }
                     let j = min(j0 + lid, hd - 1u);
-                    var lo = vec4<f32>(0.0);
-                    var hi = lo;
-                    for (var m = 0u; m < h2; m++) {
-                        let d = bc8(work[wr + u.w_daux + src * h2 + m]);
-                        let w = params[wa + j * h2 + m];
-                        lo = fma(d.lo, vec4<f32>(w), lo);
-                        hi = fma(d.hi, vec4<f32>(w), hi);
-                    }
+                    let dv = mv_work(0.0, wr + u.w_daux + src * h2, wa + j * h2, 1u, h2);
+                    let lo = dv.lo;
+                    let hi = dv.hi;
                     if (j0 + lid < hd) {
-                        let acc = Oct(lo, hi);
-                        for (var i = 0u; i < L; i++) {
-                            if (b0 + i < nb) {
-                                work[wr + u.w_dhs + (b0 + i) * hd + j] += lane_of(acc, i);
-                            }
-                        }
+                        add8(wr + u.w_dhs + b0 * hd + j, hd, Oct(lo, hi), b0);
                     }
                 }
             }
             for (var i = 0u; i < L; i++) {
                 add_metric(lid, r, b0 + i, lane_of(p_aux, i), 5u);
             }
+        }
+    }
+}
+
+// Writes lane i's value of `v` to work[base + i * stride] for the batch lanes that exist.
+fn put8(base: u32, stride: u32, v: Oct, b0: u32) {
+    for (var i = 0u; i < 8u; i++) {
+        if (b0 + i < u.batch) {
+            work[base + i * stride] = lane_of(v, i);
+        }
+    }
+}
+
+// Σ_k operand_k · params[w + k·ws] for the 8 lanes, plus `bias`: lane i loads lane i's operand
+// work[a + k] and broadcasts share it (the streaming kernels' product with a weight column).
+fn mv_work(bias: f32, a: u32, w: u32, ws: u32, n: u32) -> Oct {
+    var lo = vec4<f32>(bias);
+    var hi = lo;
+    for (var k = 0u; k < n; k++) {
+        let x = bc8(work[a + k]);
+        let wt = vec4<f32>(params[w + k * ws]);
+        lo = fma(x.lo, wt, lo);
+        hi = fma(x.hi, wt, hi);
+    }
+    return Oct(lo, hi);
+}
+
+// As mv_work, with the operands already gathered into a private array (the CPU variants).
+fn mv_priv(bias: f32, a: ptr<function, array<f32, 512>>, w: u32, ws: u32, n: u32) -> Oct {
+    var lo = vec4<f32>(bias);
+    var hi = lo;
+    for (var k = 0u; k < n; k++) {
+        let x = bc8((*a)[k]);
+        let wt = vec4<f32>(params[w + k * ws]);
+        lo = fma(x.lo, wt, lo);
+        hi = fma(x.hi, wt, hi);
+    }
+    return Oct(lo, hi);
+}
+
+// As put8, adding to what is there.
+fn add8(base: u32, stride: u32, v: Oct, b0: u32) {
+    for (var i = 0u; i < 8u; i++) {
+        if (b0 + i < u.batch) {
+            work[base + i * stride] += lane_of(v, i);
         }
     }
 }
@@ -641,12 +641,7 @@ fn backward(
                 hi = fma(d.hi, vec4<f32>(w), hi);
             }
             if (j0 + lid < hd) {
-                let acc = Oct(lo, hi);
-                for (var i = 0u; i < L; i++) {
-                    if (b0 + i < nb) {
-                        work[wr + u.w_dhr + (b0 + i) * hd + j] = lane_of(acc, i);
-                    }
-                }
+                put8(wr + u.w_dhr + b0 * hd + j, hd, Oct(lo, hi), b0);
             }
         }
         storageBarrier();
@@ -873,14 +868,6 @@ fn tanh4c(x: vec4<f32>) -> vec4<f32> {
     return tanh(clamp(x, vec4<f32>(-15.0), vec4<f32>(15.0)));
 }
 
-// Writes lane i's value of `v` to work[base + i * stride] for the batch lanes that exist.
-fn put8(base: u32, stride: u32, v: Oct, b0: u32) {
-    for (var i = 0u; i < 8u; i++) {
-        if (b0 + i < u.batch) {
-            work[base + i * stride] = lane_of(v, i);
-        }
-    }
-}
 
 @compute @workgroup_size(8)
 fn forward_c(
@@ -965,14 +952,9 @@ fn forward_c(
         }
         for (var w = 0u; w < h2 / 8u; w++) {
             let m = lane + 8u * w;
-            var lo = vec4<f32>(params[ws + h2 * h2 + m]);
-            var hi = lo;
-            for (var k = 0u; k < h2; k++) {
-                let s = bc8(hv[k]);
-                let wt = vec4<f32>(params[ws + k * h2 + m]);
-                lo = fma(s.lo, wt, lo);
-                hi = fma(s.hi, wt, hi);
-            }
+            let sgv = mv_priv(params[ws + h2 * h2 + m], &hv, ws + m, h2, h2);
+            let lo = sgv.lo;
+            let hi = sgv.hi;
             put8(wr + u.w_at0 + b0 * h2 + m, h2, Oct(lo, hi), b0);
         }
     }
@@ -1191,26 +1173,14 @@ fn forward_c(
         }
         for (var w = 0u; w < h2 / 8u; w++) {
             let m = lane + 8u * w;
-            var lo = vec4<f32>(params[ws + h2 * h2 + m]);
-            var hi = lo;
-            for (var k = 0u; k < h2; k++) {
-                let s = bc8(hv[k]);
-                let wt = vec4<f32>(params[ws + k * h2 + m]);
-                lo = fma(s.lo, wt, lo);
-                hi = fma(s.hi, wt, hi);
-            }
+            let sgv = mv_priv(params[ws + h2 * h2 + m], &hv, ws + m, h2, h2);
+            let lo = sgv.lo;
+            let hi = sgv.hi;
             put8(wr + u.w_inj + b0 * h2 + m, h2, Oct(inject * lo, inject * hi), b0);
             if (aux_on) {
                 // A(h_1) regresses onto M(s_last) (a constant).
-                var alo = vec4<f32>(params[wa + hd * h2 + m]);
-                var ahi = alo;
-                for (var k = 0u; k < hd; k++) {
-                    let h = bc8(work[wr + u.w_hs + src * hd + k]);
-                    let wt = vec4<f32>(params[wa + k * h2 + m]);
-                    alo = fma(h.lo, wt, alo);
-                    ahi = fma(h.hi, wt, ahi);
-                }
-                let d = Oct(alo - lo, ahi - hi);
+                let a = mv_work(params[wa + hd * h2 + m], wr + u.w_hs + src * hd, wa + m, h2, hd);
+                let d = Oct(a.lo - lo, a.hi - hi);
                 let dd = Oct(d.lo * d.lo, d.hi * d.hi);
                 p_aux = Oct(p_aux.lo + 0.5 * dd.lo, p_aux.hi + 0.5 * dd.hi);
                 put8(wr + u.w_daux + b0 * h2 + m, h2, Oct(aux_w * u.inv_b * d.lo, aux_w * u.inv_b * d.hi), b0);
@@ -1233,20 +1203,7 @@ fn forward_c(
             }
             for (var uu = 0u; uu < nu; uu++) {
                 let j = lane + 8u * uu;
-                var lo = vec4<f32>(0.0);
-                var hi = lo;
-                for (var m = 0u; m < h2; m++) {
-                    let d = bc8(hv[m]);
-                    let wt = vec4<f32>(params[wa + j * h2 + m]);
-                    lo = fma(d.lo, wt, lo);
-                    hi = fma(d.hi, wt, hi);
-                }
-                let acc = Oct(lo, hi);
-                for (var i = 0u; i < L; i++) {
-                    if (b0 + i < nb) {
-                        work[wr + u.w_dhs + (b0 + i) * hd + j] += lane_of(acc, i);
-                    }
-                }
+                add8(wr + u.w_dhs + b0 * hd + j, hd, mv_priv(0.0, &hv, wa + j * h2, 1u, h2), b0);
             }
         }
     }

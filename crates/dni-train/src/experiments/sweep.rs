@@ -210,15 +210,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn table_has_a_row_per_method_and_a_column_per_t() {
+    fn copy_config() -> Config {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let base = Config::load_with_base(
+        Config::load_with_base(
             &root.join("configs/copy.toml"),
             &Overrides::default(),
             &root,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn table_has_a_row_per_method_and_a_column_per_t() {
+        let base = copy_config();
         let results = [
             outcome("bptt", 2, None),
             outcome("bptt", 5, Some(6)),
@@ -234,13 +238,7 @@ mod tests {
 
     #[test]
     fn several_seeds_give_mean_and_range() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let base = Config::load_with_base(
-            &root.join("configs/copy.toml"),
-            &Overrides::default(),
-            &root,
-        )
-        .unwrap();
+        let base = copy_config();
         let results = [
             outcome_seed("dni", 5, 1, Some(6)),
             outcome_seed("dni", 5, 2, Some(9)),
