@@ -399,6 +399,22 @@ pub fn does_not_fit(gpu: &Gpu, s: &RnnShape) -> Option<String> {
                     }
                 }
             }
+            // Every grid dimension the kernels dispatch must be within the adapter's limit.
+            let max_groups = limits.max_compute_workgroups_per_dimension as usize;
+            let cols = (4 * s.hidden).max(s.output);
+            for (what, groups) in [
+                ("runs", s.runs),
+                ("batch lanes / 8", s.batch.div_ceil(LANES)),
+                ("parameters per run / 1024", l.p_run.div_ceil(1024)),
+                ("gradient columns / 64", cols.div_ceil(64)),
+                ("gradient row octets", l.quads[3]),
+            ] {
+                if groups > max_groups {
+                    return Some(format!(
+                        "{what} = {groups} workgroups exceed the adapter's {max_groups} per dimension"
+                    ));
+                }
+            }
         }
     }
     None
