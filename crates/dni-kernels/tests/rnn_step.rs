@@ -30,7 +30,7 @@ fn layouts_refuse_zero_and_overflowing_sizes() {
     let l = RnnLayout::new(&shape(64, 1)).unwrap();
     // [W_x; W_h; b] = 75 x 256, then the readout, the SG model and the aux head, each padded to 4.
     assert_eq!(l.off_r, 75 * 256);
-    assert!(l.off_s >= l.off_r + 65 * 10 && l.off_s % 4 == 0);
+    assert!(l.off_s >= l.off_r + 65 * 10 && l.off_s.is_multiple_of(4));
     assert_eq!(l.p_run, l.off_a + 65 * 128);
 }
 
