@@ -241,3 +241,77 @@ fn a_run_in_a_group_matches_the_same_run_alone() {
         );
     }
 }
+
+/// The softmax readout (character LM) on both fused variants against the per-step path: gradients
+/// after every window, then a held-out evaluation whose last window is padded.
+#[test]
+fn fused_softmax_matches_per_step() {
+    let gpu = gpu();
+    let (vocab, b, t) = (11, 5, 4);
+    for (h, path) in [(16, StepPath::FusedCached), (19, StepPath::FusedStreaming)] {
+        let cfg = RecurrentConfig {
+            input: vocab,
+            output: vocab,
+            loss: OutputLoss::Softmax,
+            ..config(h, b, t, Method::dni_aux(), OptimConfig::sgd(0.05, 0.9))
+        };
+        let what = format!("softmax H={h} {path:?}");
+        let mut reference =
+            RecurrentTrainer::with_path(&gpu, cfg.clone(), StepPath::PerStep).unwrap();
+        let mut fused = RecurrentTrainer::with_path(&gpu, cfg.clone(), path).unwrap();
+        let mut rng = Lcg::new(31);
+        let mut ids = |n: usize| -> Vec<u32> {
+            (0..n)
+                .map(|_| (rng.next_u64() % vocab as u64) as u32)
+                .collect()
+        };
+        for k in 0..3 {
+            let (x, y) = (ids(t * b), ids(t * b));
+            reference.train_window_tokens(&x, &y).unwrap();
+            fused.train_window_tokens(&x, &y).unwrap();
+            compare(
+                &fused,
+                &reference,
+                true,
+                &format!("{what}, window {}", k + 1),
+            );
+        }
+        let (mf, mr) = (
+            fused.read_metrics().unwrap(),
+            reference.read_metrics().unwrap(),
+        );
+        assert_eq!((mf.errors, mf.scored), (mr.errors, mr.scored), "{what}");
+        assert!(
+            (mf.loss_nats - mr.loss_nats).abs() <= 1e-4 * mr.loss_nats,
+            "{what}"
+        );
+        // Three held-out windows, the last with 2 real steps of 4.
+        let held: Vec<(Vec<u32>, Vec<u32>, usize)> = [4, 4, 2]
+            .iter()
+            .map(|&s| (ids(t * b), ids(t * b), s))
+            .collect();
+        let run = |tr: &mut RecurrentTrainer| {
+            let mut it = held.iter();
+            tr.evaluate_tokens(|i, o| {
+                let (x, y, s) = it.next()?;
+                i.clone_from(x);
+                o.clone_from(y);
+                Some(*s)
+            })
+            .unwrap()
+        };
+        let (ef, er) = (run(&mut fused), run(&mut reference));
+        assert_eq!(er.chars, (4 + 4 + 2) * b as u64, "{what}");
+        assert_eq!(
+            (ef.chars, ef.errors),
+            (er.chars, er.errors),
+            "{what}: evaluation"
+        );
+        assert!(
+            (ef.loss_nats - er.loss_nats).abs() <= 1e-4 * er.loss_nats,
+            "{what}: evaluation loss {} vs {}",
+            ef.loss_nats,
+            er.loss_nats
+        );
+    }
+}
