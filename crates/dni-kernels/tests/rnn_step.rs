@@ -51,6 +51,10 @@ fn the_cached_variant_names_what_it_needs() {
     let big = shape(256, 1);
     let why = cached_unavailable(&gpu, &big).expect("hidden 256 does not fit the caches");
     assert!(why.starts_with("the cached kernels need"), "{why}");
+    let mut huge = shape(64, 1);
+    huge.input = usize::MAX;
+    assert!(cached_unavailable(&gpu, &huge).is_some());
+    assert!(does_not_fit(&gpu, &huge).is_some());
     let rule = StepRule::Sgd { momentum: 0.9 };
     match RnnStep::with_variant(&gpu, big, rule, RnnVariant::Cached) {
         Err(e) => assert!(e.to_string().contains("cached kernels need"), "{e}"),

@@ -42,6 +42,30 @@ pub enum RecurrentError {
 
 pub type Result<T, E = RecurrentError> = std::result::Result<T, E>;
 
+/// Host data of the wrong length for the configured shapes.
+pub(crate) fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
+    if got != expected {
+        return Err(RecurrentError::Input {
+            what,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// An evaluation window may hold at most T real steps.
+pub(crate) fn check_eval_steps(steps: usize, t: usize) -> Result<()> {
+    if steps > t {
+        return Err(RecurrentError::Input {
+            what: "evaluation window steps",
+            expected: t,
+            got: steps,
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn config_err<T>(
     field: &'static str,
     value: impl std::fmt::Display,

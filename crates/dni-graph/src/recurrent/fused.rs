@@ -9,7 +9,7 @@ use dni_kernels::ops::rnn_step::{
 use dni_kernels::{Gpu, Tensor};
 
 use super::config::{OutputLoss, RecurrentConfig};
-use super::error::{RecurrentError, Result};
+use super::error::{check_eval_steps, check_len, RecurrentError, Result};
 use super::group::{BitWindow, TokenWindow};
 use super::init::InitRng;
 use super::metrics::{EvalResult, Metrics};
@@ -372,8 +372,8 @@ impl FusedGroup {
         Ok(out)
     }
 
-    /// Waits for every submitted window by reading back one scalar (run 0's first loss sum) and
-    /// returns it; metrics are left as they are.
+    /// Waits for every submitted window by reading back the metric sums (K·B·16 floats) and
+    /// returns run 0's first loss sum; metrics are left as they are.
     pub fn finish(&mut self) -> Result<f32> {
         let v = self.gpu.read(&self.step.metrics)?;
         self.in_flight = 0;
@@ -485,13 +485,7 @@ impl FusedGroup {
             if steps == 0 {
                 continue;
             }
-            if steps > t {
-                return Err(RecurrentError::Input {
-                    what: "evaluation window steps",
-                    expected: t,
-                    got: steps,
-                });
-            }
+            check_eval_steps(steps, t)?;
             for r in 0..k {
                 self.fill_tokens(r, &ins, &tgts)?;
                 if steps < t {
@@ -525,15 +519,4 @@ impl FusedGroup {
             })
             .collect())
     }
-}
-
-fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
-    if got != expected {
-        return Err(RecurrentError::Input {
-            what,
-            expected,
-            got,
-        });
-    }
-    Ok(())
 }

@@ -14,7 +14,7 @@ use dni_kernels::ops::rnn_step::{cached_unavailable, RnnVariant};
 use dni_kernels::Gpu;
 
 use super::config::RecurrentConfig;
-use super::error::{RecurrentError, Result};
+use super::error::{check_len, RecurrentError, Result};
 use super::fused::{fused_unavailable, group_mismatch, shape_of, FusedGroup};
 use super::metrics::{EvalResult, Metrics};
 use super::per_step::PerStepTrainer;
@@ -380,12 +380,5 @@ impl RunGroup {
 }
 
 fn check_runs(got: usize, runs: usize) -> Result<()> {
-    if got != runs {
-        return Err(RecurrentError::Input {
-            what: "windows (one per run)",
-            expected: runs,
-            got,
-        });
-    }
-    Ok(())
+    check_len("windows (one per run)", got, runs)
 }

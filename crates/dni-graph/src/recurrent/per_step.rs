@@ -27,7 +27,7 @@ use dni_kernels::ops::optim::{Optimizer, Param};
 use dni_kernels::{Gpu, Tensor};
 
 use super::config::{OutputLoss, RecurrentConfig};
-use super::error::{RecurrentError, Result};
+use super::error::{check_eval_steps, check_len, RecurrentError, Result};
 use super::init::InitRng;
 use super::metrics::{EvalResult, Metrics};
 use crate::linear::Linear;
@@ -404,13 +404,7 @@ impl PerStepTrainer {
             if steps == 0 {
                 continue;
             }
-            if steps > t {
-                return Err(RecurrentError::Input {
-                    what: "evaluation window steps",
-                    expected: t,
-                    got: steps,
-                });
-            }
+            check_eval_steps(steps, t)?;
             self.upload_tokens(&ins, &tgts)?;
             if steps < t {
                 // Time-major: the padding is rows steps·B.. ; a label of -1 is not scored.
@@ -638,15 +632,4 @@ impl PerStepTrainer {
         }
         Ok(())
     }
-}
-
-fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
-    if got != expected {
-        return Err(RecurrentError::Input {
-            what,
-            expected,
-            got,
-        });
-    }
-    Ok(())
 }

@@ -12,8 +12,10 @@
 //!
 //! `shaders/rnn_step.wgsl` documents the layouts. Nothing reads back: the step counters, the "SG
 //! trained this window" flag and Adam's bias corrections live in the `ctl` buffer on the GPU. The
-//! shape must fit the adapter's workgroup memory ([`RnnStep::fits`]); where it does not, the
-//! per-step path ([`LstmWindow`](crate::ops::lstm::LstmWindow)) serves.
+//! adapter needs subgroups of a fixed size of 8 to 64 and the shape must fit its limits
+//! ([`does_not_fit`] says why not); elsewhere the per-step path
+//! ([`LstmWindow`](crate::ops::lstm::LstmWindow)) serves. [`cached_unavailable`] says when the
+//! CPU variant cannot run a shape.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -99,6 +101,14 @@ pub fn cached_unavailable(gpu: &Gpu, s: &RnnShape) -> Option<String> {
     let (i, h, o) = (s.input, s.hidden, s.output);
     let units = h / 8;
     let outs = o.div_ceil(8);
+    // Saturating: any size that overflows is certainly too large.
+    let gate_columns = units
+        .saturating_mul(4)
+        .saturating_mul(i.saturating_add(h).saturating_add(1));
+    let readout = outs
+        .saturating_mul(h.saturating_add(1))
+        .saturating_add(units.saturating_mul(o));
+    let operands = i.saturating_add(h).max(h.saturating_mul(4)).max(o);
     let checks = [
         (gpu.adapter().is_cpu(), "a CPU adapter"),
         (gpu.subgroup_size() == Some(8), "subgroups of exactly 8"),
@@ -106,20 +116,17 @@ pub fn cached_unavailable(gpu: &Gpu, s: &RnnShape) -> Option<String> {
             h.is_multiple_of(8) && h <= 128,
             "hidden a multiple of 8, at most 128",
         ),
+        (gate_columns <= 2560, "the gate columns to fit 2560 floats"),
+        (readout <= 1280, "the readout to fit 1280 floats"),
         (
-            4 * units * (i + h + 1) <= 2560,
-            "the gate columns to fit 2560 floats",
+            units.saturating_mul(4).saturating_mul(h) <= 2560,
+            "the rows of W_h to fit 2560 floats",
         ),
+        (operands <= 512, "the step operands to fit 512 floats"),
         (
-            outs * (h + 1) + units * o <= 1280,
-            "the readout to fit 1280 floats",
+            s.steps.saturating_mul(s.batch) <= 512,
+            "T·batch at most 512",
         ),
-        (units * 4 * h <= 2560, "the rows of W_h to fit 2560 floats"),
-        (
-            (i + h).max(4 * h).max(o) <= 512,
-            "the step operands to fit 512 floats",
-        ),
-        (s.steps * s.batch <= 512, "T·batch at most 512"),
     ];
     checks
         .iter()
@@ -150,7 +157,7 @@ pub struct RnnLayout {
     pub w_run: usize,
     w: WorkOffsets,
     /// Cumulative row octets of the four parameters' gradients (the grads grid's y).
-    quads: [usize; 4],
+    octets: [usize; 4],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -206,9 +213,16 @@ impl RnnLayout {
             });
         }
         let h2 = mul(2, h, "hidden")?;
+        // I + H (the LSTM's operand width) and I + H + 1 (with the bias row).
+        let ih = i
+            .checked_add(h)
+            .ok_or_else(|| too_large("input + hidden"))?;
+        let ih1 = ih
+            .checked_add(1)
+            .ok_or_else(|| too_large("input + hidden"))?;
         let h4 = mul(4, h, "hidden")?;
         let tb = mul(t, b, "T·batch")?;
-        let lstm = mul(i + h + 1, h4, "LSTM weights")?;
+        let lstm = mul(ih1, h4, "LSTM weights")?;
         let readout = mul(h + 1, o, "readout weights")?;
         let sg = if s.has_sg {
             mul(h2 + 1, h2, "SG model")?
@@ -229,7 +243,7 @@ impl RnnLayout {
         let bh = mul(b, h, "batch·hidden")?;
         let bh2 = mul(b, h2, "batch·hidden")?;
         let sizes = [
-            mul(tb, i + h, "window")?,
+            mul(tb, ih, "window")?,
             mul(tb, h, "window")?,
             bh2,
             mul(tb, h4, "window")?,
@@ -255,13 +269,19 @@ impl RnnLayout {
         };
         let (inp, in_run) = carve(&[x, targets, mask], "input")?;
         // Weight rows (with the bias row) in octets, per parameter; absent ones have none.
-        let q = |rows: usize, present: bool| if present { (rows + 1).div_ceil(8) } else { 0 };
-        let q_l = q(i + h, true);
+        let q = |rows: usize, present: bool| {
+            if present {
+                rows.saturating_add(1).div_ceil(8)
+            } else {
+                0
+            }
+        };
+        let q_l = q(ih, true);
         let q_r = q_l + q(h, true);
         let q_s = q_r + q(h2, s.has_sg);
         let q_a = q_s + q(h, s.has_aux);
         Ok(Self {
-            quads: [q_l, q_r, q_s, q_a],
+            octets: [q_l, q_r, q_s, q_a],
             p_run,
             off_r: p[1],
             off_s: p[2],
@@ -407,7 +427,7 @@ pub fn does_not_fit(gpu: &Gpu, s: &RnnShape) -> Option<String> {
                 ("batch lanes / 8", s.batch.div_ceil(LANES)),
                 ("parameters per run / 1024", l.p_run.div_ceil(1024)),
                 ("gradient columns / 64", cols.div_ceil(64)),
-                ("gradient row octets", l.quads[3]),
+                ("gradient row octets", l.octets[3]),
             ] {
                 if groups > max_groups {
                     return Some(format!(
@@ -430,7 +450,8 @@ fn workgroup_size(gpu: &Gpu, s: &RnnShape, sg: u32) -> u32 {
         return sg;
     }
     let max_inv = gpu.limits().max_compute_invocations_per_workgroup.min(256);
-    let want = (4 * s.hidden as u32).div_ceil(sg) * sg;
+    let columns = u32::try_from(s.hidden.saturating_mul(4)).unwrap_or(u32::MAX);
+    let want = columns.div_ceil(sg).saturating_mul(sg);
     let cap = max_inv / sg * sg;
     want.clamp(sg, cap.max(sg))
 }
@@ -622,10 +643,10 @@ impl RnnStep {
             beta2,
             eps,
             momentum,
-            q_r: u(l.quads[0]),
-            q_s: u(l.quads[1]),
-            q_a: u(l.quads[2]),
-            q_end: u(l.quads[3]),
+            q_r: u(l.octets[0]),
+            q_s: u(l.octets[1]),
+            q_a: u(l.octets[2]),
+            q_end: u(l.octets[3]),
         }
     }
 
@@ -657,7 +678,7 @@ impl RnnStep {
         let cols = (4 * h).max(self.shape.output);
         [
             cols.div_ceil(64) as u32,
-            self.layout.quads[3] as u32,
+            self.layout.octets[3] as u32,
             self.shape.runs as u32,
         ]
     }

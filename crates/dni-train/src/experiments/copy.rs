@@ -100,6 +100,21 @@ pub struct CopyOutcome {
     pub adapter: String,
 }
 
+impl CopyOutcome {
+    /// One line for the terminal: the largest length solved, the final level and error, the time.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "largest episode length solved: {} (level {} at the end, {:.3} bits/char, {} steps, {:.0} s)",
+            self.largest_solved
+                .map_or("none".to_string(), |s| s.to_string()),
+            self.final_level,
+            self.final_bits_per_char.unwrap_or(f64::NAN),
+            self.steps,
+            self.wall_clock_s
+        )
+    }
+}
+
 /// Trains on Copy / Repeat Copy per `cfg` and calls `on_log` with every record; `progress` shows
 /// them.
 pub fn train(
@@ -301,16 +316,7 @@ pub fn run(
     progress: &mut Progress,
 ) -> anyhow::Result<serde_json::Value> {
     let outcome = train(gpu, cfg, progress, |rec| run_dir.log(rec))?;
-    progress.println(&format!(
-        "largest episode length solved: {} (level {} at the end, {:.3} bits/char, {} steps, {:.0} s)",
-        outcome
-            .largest_solved
-            .map_or("none".to_string(), |s| s.to_string()),
-        outcome.final_level,
-        outcome.final_bits_per_char.unwrap_or(f64::NAN),
-        outcome.steps,
-        outcome.wall_clock_s
-    ));
+    progress.println(&outcome.summary_line());
     serde_json::to_value(&outcome).context("serialising the summary")
 }
 

@@ -91,17 +91,11 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
             .with_context(|| format!("sweep group {title}"))?;
         for outcome in outcomes {
             eprintln!(
-                "{} T={} seed {}: largest solved {}, final level {} ({:.3} bits/char), {} steps, {:.0} s (group)",
+                "{} T={} seed {}: {} (whole group)",
                 outcome.method,
                 outcome.t,
                 outcome.seed,
-                outcome
-                    .largest_solved
-                    .map_or("none".to_string(), |s| s.to_string()),
-                outcome.final_level,
-                outcome.final_bits_per_char.unwrap_or(f64::NAN),
-                outcome.steps,
-                outcome.wall_clock_s
+                outcome.summary_line()
             );
             run_dir.log(&Cell { outcome: &outcome })?;
             results.push(outcome);
