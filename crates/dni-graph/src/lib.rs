@@ -6,6 +6,8 @@
 //!   cDNI, `p_update`, complete unlock, BP(λ), and the locked backprop baseline on the same machinery;
 //! - [`recurrent`]: an LSTM trained by truncated BPTT whose windows end in a synthetic gradient
 //!   (DNI, DNI + Aux), for the Copy tasks and character-level language modelling;
+//! - [`sg`]: what every synthetic gradient shares: the explained-fraction baseline and the fidelity
+//!   probe against the true long-range gradient;
 //! - [`timescale`]: two LSTMs ticking at two timescales, joined end-to-end, by DNI, or not at all.
 //!
 //! Training algorithms are configurations of these pieces, not separate code paths.
@@ -14,4 +16,5 @@ pub mod ff;
 pub mod layers;
 mod linear;
 pub mod recurrent;
+pub mod sg;
 pub mod timescale;

@@ -226,12 +226,36 @@ pub struct RnnConfig {
     /// and Adam at the core's step size makes them noisier than the targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sg_lr: Option<f64>,
+    /// The SG model's and aux head's optimiser kind (default: `optimizer`). Adam moves every weight by
+    /// about its learning rate whatever the gradient's size, which can exceed tiny targets; SGD
+    /// steps in proportion to them. A kind other than the core's trains on the per-step kernels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_optimizer: Option<Optimizer>,
+    /// SGD momentum of the SG model when `sg_optimizer = "sgd"` (default: `momentum`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_momentum: Option<f64>,
+    /// Whether the synthetic gradient is injected (DNI methods). `false` trains the SG model without
+    /// applying it: the core learns exactly as BPTT does, and the probe can score the SG it would get.
+    #[serde(default = "default_true")]
+    pub sg_apply: bool,
+    /// Run the SG fidelity probe every this many steps (0: never). It reads the parameters back and
+    /// runs a long BPTT on the host, so it is a diagnostic, not something to run every step.
+    #[serde(default)]
+    pub probe_every: u64,
+    /// How many steps past the window the probe unrolls (default 8·T).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_steps: Option<usize>,
 }
 
 impl RnnConfig {
     /// The SG model's learning rate in effect.
     pub fn sg_lr(&self) -> f64 {
         self.sg_lr.unwrap_or(self.lr / 10.0)
+    }
+
+    /// Steps the probe unrolls past the window.
+    pub fn probe_steps(&self) -> usize {
+        self.probe_steps.unwrap_or(self.t.saturating_mul(8))
     }
 }
 
@@ -857,6 +881,22 @@ impl Validator<'_> {
             r.aux_weight,
             "must be a number >= 0",
         );
+        if let Some(m) = r.sg_momentum {
+            self.check(
+                (0.0..1.0).contains(&m),
+                "rnn.sg_momentum",
+                m,
+                "momentum must be in [0, 1)",
+            );
+        }
+        if let Some(n) = r.probe_steps {
+            self.check(
+                (1..=100_000).contains(&n),
+                "rnn.probe_steps",
+                n,
+                "the probe unrolls 1 to 100000 steps past the window (remove it for 8·T)",
+            );
+        }
         if let Some(lr) = r.sg_lr {
             self.check(
                 lr.is_finite() && lr > 0.0,

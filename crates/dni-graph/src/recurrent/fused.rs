@@ -30,7 +30,7 @@ const NAMES: [&str; 9] = [
     "aux.b",
 ];
 
-/// Why two configurations cannot share a group (`None` when they can).
+/// Why two configurations cannot share a group (`None` when they can): their shapes differ.
 pub fn group_mismatch(a: &RecurrentConfig, b: &RecurrentConfig) -> Option<String> {
     let shape = |c: &RecurrentConfig| (c.input, c.hidden, c.output, c.batch, c.t, c.loss);
     if shape(a) != shape(b) {
@@ -40,6 +40,11 @@ pub fn group_mismatch(a: &RecurrentConfig, b: &RecurrentConfig) -> Option<String
             shape(b)
         ));
     }
+    None
+}
+
+/// Why two runs cannot share the fused kernels' one update rule (`None` when they can).
+fn rule_mismatch(a: &RecurrentConfig, b: &RecurrentConfig) -> Option<String> {
     let ra = rule(a);
     if ra.is_err() || ra.ok() != rule(b).ok() {
         return Some("the optimiser rules (kind, betas, eps, momentum) differ".into());
@@ -86,7 +91,10 @@ pub fn fused_unavailable(gpu: &Gpu, cfgs: &[RecurrentConfig]) -> Option<String> 
     if let Err(why) = rule(first) {
         return Some(why);
     }
-    if let Some(why) = cfgs.iter().find_map(|c| group_mismatch(first, c)) {
+    if let Some(why) = cfgs
+        .iter()
+        .find_map(|c| group_mismatch(first, c).or_else(|| rule_mismatch(first, c)))
+    {
         return Some(why);
     }
     rnn_step::does_not_fit(gpu, &shape_of(cfgs))

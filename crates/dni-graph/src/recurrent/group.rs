@@ -1,8 +1,8 @@
 //! A run group: K independent recurrent runs of one shape trained window by window together.
 //!
-//! Runs may differ in method (BPTT, DNI, DNI + Aux), SG scale and aux weight, learning rates and
-//! seed; they share the input, hidden and output sizes, the batch, T, the loss and the optimiser
-//! rule. Each run has its own parameters, optimiser state, carried state, step counters and
+//! Runs may differ in method (BPTT, DNI, DNI + Aux), SG scale and aux weight, optimisers and
+//! seed; they share the input, hidden and output sizes, the batch, T and the loss (the fused
+//! kernels also need one optimiser rule for every run's core and SG model). Each run has its own parameters, optimiser state, carried state, step counters and
 //! metrics, and computes what it would compute alone.
 //!
 //! Where the adapter has the fused kernels' features (subgroups of a fixed size of 8 or more) the
@@ -13,11 +13,12 @@
 use dni_kernels::ops::rnn_step::{cached_unavailable, RnnVariant};
 use dni_kernels::Gpu;
 
-use super::config::RecurrentConfig;
+use super::config::{OutputLoss, RecurrentConfig};
 use super::error::{check_len, RecurrentError, Result};
 use super::fused::{fused_unavailable, group_mismatch, shape_of, FusedGroup};
 use super::metrics::{EvalResult, Metrics};
 use super::per_step::PerStepTrainer;
+use crate::sg::{fidelity, Fidelity, FutureTargets, ProbeModel};
 
 /// One run's window of bit vectors: inputs `[T][B][input]`, targets and mask `[T][B][output]`.
 #[derive(Clone, Copy, Debug)]
@@ -340,6 +341,112 @@ impl RunGroup {
             Engine::Fused(g) => g.read_grad(run, name),
             Engine::PerStep(_) => self.per_step(run)?.read_param(name, true),
         }
+    }
+
+    /// A host copy of run `run`'s LSTM, readout and SG model for the fidelity probe
+    /// ([`crate::sg::probe`]); `None` when the run has no SG model (BPTT). Reads the parameters back.
+    pub fn probe_model(&self, run: usize) -> Result<Option<ProbeModel>> {
+        let c = self.config(run)?.clone();
+        if !c.method.has_sg() {
+            return Ok(None);
+        }
+        let read = |name: &str| self.read_param(run, name);
+        Ok(Some(ProbeModel {
+            input: c.input,
+            hidden: c.hidden,
+            output: c.output,
+            batch: c.batch,
+            w_x: read("lstm.w_x")?,
+            w_h: read("lstm.w_h")?,
+            bias: read("lstm.bias")?,
+            readout_w: read("readout.w")?,
+            readout_b: read("readout.b")?,
+            sg_w: read("sg.w")?,
+            sg_b: read("sg.b")?,
+            sg_scale: c.method.sg_scale(),
+        }))
+    }
+
+    /// The SG fidelity probe on run `run` (a `SigmoidBits` model): `future` holds the `steps` steps
+    /// that follow the last trained window, `[steps][B][width]` like a training window. Scores the
+    /// SG the run injects at its carried state against the true gradient those steps send back to
+    /// it ([`crate::sg::probe`]). `None` for a run without an SG model.
+    pub fn probe_bits(
+        &self,
+        run: usize,
+        future: &BitWindow,
+        steps: usize,
+    ) -> Result<Option<Fidelity>> {
+        let c = self.config(run)?;
+        if c.loss != OutputLoss::SigmoidBits {
+            return Err(RecurrentError::Mode(
+                "probe_bits needs a SigmoidBits model; use probe_tokens for softmax",
+            ));
+        }
+        let rows = steps.checked_mul(c.batch).unwrap_or(usize::MAX);
+        check_len(
+            "probe inputs",
+            future.inputs.len(),
+            rows.saturating_mul(c.input),
+        )?;
+        check_len(
+            "probe targets",
+            future.targets.len(),
+            rows.saturating_mul(c.output),
+        )?;
+        check_len(
+            "probe mask",
+            future.mask.len(),
+            rows.saturating_mul(c.output),
+        )?;
+        let targets = FutureTargets::Bits {
+            targets: future.targets,
+            mask: future.mask,
+        };
+        self.probe(run, future.inputs, targets, steps)
+    }
+
+    /// [`probe_bits`](Self::probe_bits) for a `Softmax` model with one-hot token input.
+    pub fn probe_tokens(
+        &self,
+        run: usize,
+        future: &TokenWindow,
+        steps: usize,
+    ) -> Result<Option<Fidelity>> {
+        let c = self.config(run)?;
+        if c.loss != OutputLoss::Softmax {
+            return Err(RecurrentError::Mode("probe_tokens needs a Softmax model"));
+        }
+        let rows = steps.checked_mul(c.batch).unwrap_or(usize::MAX);
+        check_len("probe token inputs", future.inputs.len(), rows)?;
+        check_len("probe token targets", future.targets.len(), rows)?;
+        let mut x = vec![0.0; rows * c.input];
+        for (row, &id) in future.inputs.iter().enumerate() {
+            if id as usize >= c.input {
+                return Err(RecurrentError::Token {
+                    what: "probe input",
+                    id,
+                    vocab: c.input,
+                });
+            }
+            x[row * c.input + id as usize] = 1.0;
+        }
+        self.probe(run, &x, FutureTargets::Classes(future.targets), steps)
+    }
+
+    fn probe(
+        &self,
+        run: usize,
+        inputs: &[f32],
+        targets: FutureTargets,
+        steps: usize,
+    ) -> Result<Option<Fidelity>> {
+        let Some(model) = self.probe_model(run)? else {
+            return Ok(None);
+        };
+        let state = self.read_state(run)?;
+        let truth = model.future_gradient(&state, inputs, targets, steps);
+        Ok(Some(fidelity(&model.injected_sg(&state), &truth)))
     }
 
     /// Forward-only pass of every run over the same held-out tokens (`Softmax` models), from an

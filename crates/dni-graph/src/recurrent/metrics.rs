@@ -49,7 +49,7 @@ impl Metrics {
     /// Fraction of the target's energy the SG model explains: `1 − sg_loss / sg_zero_loss` (0 for the
     /// zero predictor it starts as, 1 for a perfect one).
     pub fn sg_explained(&self) -> Option<f64> {
-        (self.sg_zero_loss > 0.0).then(|| 1.0 - self.sg_loss / self.sg_zero_loss)
+        crate::sg::explained(self.sg_loss, self.sg_zero_loss)
     }
 
     /// Average aux loss per window.

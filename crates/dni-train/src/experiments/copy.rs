@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dni_graph::recurrent::{BitWindow, Method, Metrics, OutputLoss, RecurrentConfig, RunGroup};
+use dni_graph::sg::Fidelity;
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::Gpu;
 use dni_tasks::{copy::WIDTH, Observed, TaskStream, Window};
@@ -32,10 +33,15 @@ pub(crate) fn recurrent_config(
             aux_weight: rnn.aux_weight as f32,
         },
     };
-    let optim = |lr: f64| match rnn.optimizer {
+    let optim = |kind: Optimizer, lr: f64, momentum: f64| match kind {
         Optimizer::Adam => OptimConfig::adam(lr as f32),
-        Optimizer::Sgd => OptimConfig::sgd(lr as f32, rnn.momentum as f32),
+        Optimizer::Sgd => OptimConfig::sgd(lr as f32, momentum as f32),
     };
+    let sg_optim = optim(
+        rnn.sg_optimizer.unwrap_or(rnn.optimizer),
+        rnn.sg_lr(),
+        rnn.sg_momentum.unwrap_or(rnn.momentum),
+    );
     RecurrentConfig {
         input,
         hidden: rnn.hidden,
@@ -44,8 +50,8 @@ pub(crate) fn recurrent_config(
         t: rnn.t,
         loss,
         method,
-        optim: optim(rnn.lr),
-        sg_optim: Some(optim(rnn.sg_lr())),
+        optim: optim(rnn.optimizer, rnn.lr, rnn.momentum),
+        sg_optim: Some(sg_optim),
         seed,
     }
 }
@@ -73,6 +79,13 @@ pub struct CopyRecord {
     pub sg_loss: Option<f64>,
     pub sg_explained: Option<f64>,
     pub aux_loss: Option<f64>,
+    /// The SG fidelity probe (`rnn.probe_every`), when it ran since the last record: the cosine and
+    /// the explained fraction of the injected SG against the true gradient of the next
+    /// `rnn.probe_steps` steps at the window's last state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_cos: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_explained: Option<f64>,
 }
 
 /// How a Copy run ended.
@@ -137,6 +150,10 @@ struct RunState {
     final_bits: Option<f64>,
     /// The step at which the curriculum passed `copy.max_n`, if it did.
     finished_at: Option<u64>,
+    /// The last probe since the previous record.
+    probe: Option<Fidelity>,
+    /// The probe's future steps (reused).
+    future: Window,
 }
 
 /// Trains several Copy / Repeat Copy configs that differ only in method, T-independent settings
@@ -187,10 +204,18 @@ pub fn train_group(
             first_unread: 0,
             final_bits: None,
             finished_at: None,
+            probe: None,
+            future: Window::default(),
         });
     }
     let methods: Vec<&'static str> = rcfgs.iter().map(|c| c.method.name()).collect();
     let mut group = RunGroup::new(gpu, rcfgs).context("building the LSTM run group")?;
+    for (k, cfg) in cfgs.iter().enumerate() {
+        if let Some(rnn) = &cfg.rnn {
+            group.set_sg_apply(k, rnn.sg_apply && rnn.method != RnnMethod::Bptt)?;
+        }
+    }
+    let (probe_every, probe_steps) = (rnn0.probe_every, rnn0.probe_steps());
     let started = Instant::now();
     let mut step = 0u64;
     while step < steps && runs.iter().any(|r| r.finished_at.is_none()) {
@@ -210,6 +235,20 @@ pub fn train_group(
             .with_context(|| format!("training step {}", step + 1))?;
         step += 1;
         progress.set_step(step);
+        if probe_every > 0 && step.is_multiple_of(probe_every) {
+            for (k, r) in runs.iter_mut().enumerate() {
+                // The steps the run will see next, from a copy of its stream.
+                r.stream.clone().next_window(probe_steps, &mut r.future);
+                let future = BitWindow {
+                    inputs: &r.future.inputs,
+                    targets: &r.future.targets,
+                    mask: &r.future.mask,
+                };
+                r.probe = group
+                    .probe_bits(k, &future, probe_steps)
+                    .with_context(|| format!("probing the SG of run {k} at step {step}"))?;
+            }
+        }
         if !step.is_multiple_of(log_every) && step != steps {
             continue;
         }
@@ -244,6 +283,9 @@ pub fn train_group(
                 );
                 if let Some(e) = record.sg_explained {
                     shown.push("sg R²", format!("{e:.2}"));
+                }
+                if let Some(c) = record.probe_cos {
+                    shown.push("probe cos", format!("{c:.2}"));
                 }
                 progress.update(step, &shown);
             }
@@ -282,6 +324,7 @@ pub fn train_group(
 fn observe(run: &mut RunState, m: &Metrics, step: u64, started: Instant) -> CopyRecord {
     let chars = m.scored as u64;
     let observed = run.stream.observe(run.first_unread, m.errors, chars);
+    let probe = run.probe.take();
     run.first_unread = run.window.index + 1;
     if m.bits_per_char().is_some() {
         run.final_bits = m.bits_per_char();
@@ -305,6 +348,8 @@ fn observe(run: &mut RunState, m: &Metrics, step: u64, started: Instant) -> Copy
         sg_loss: m.sg_loss_per_window(),
         sg_explained: m.sg_explained(),
         aux_loss: m.aux_loss_per_window(),
+        probe_cos: probe.map(|p| p.cosine),
+        probe_explained: probe.map(|p| p.explained),
     }
 }
 
