@@ -34,6 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             method,
             optim: OptimConfig::adam(3e-3),
             sg_optim: Some(OptimConfig::adam(3e-4)),
+            clip: None,
             seed: 1,
         },
     )?;

@@ -32,7 +32,12 @@
 //   ctl:    16 floats per run: 0 injection scale (0 = SG not applied), 1 train the SG (0/1),
 //           2 aux weight, 3 core lr, 4 SG lr, 5 windows trained, 6 SG trained this window,
 //           7..8 core Adam bias corrections, 9..10 SG ones, 11 run has an SG model, 12 run has the
-//           aux head. Entries 5..10 are written by the kernels, the rest by the host.
+//           aux head, 13..14 this window's gradient factors min(1, clip / ‖g‖) of the core and of
+//           the SG side (SG model and aux head), read only when 15, the global-norm clip
+//           threshold, is above 0.
+//           Entries 5..10 and 13..14 are written by the kernels, the rest by the host.
+//   clip   - grid (1, K), only when a run clips: the two global gradient norms of each run, as the
+//            factors the update applies.
 //   metrics: 8 floats per (run, lane): nats, errors, scored rows, SG loss, SG zero-predictor
 //           loss, aux loss (the loss sums are 0.5·Σ squares, in per-lane units).
 
@@ -807,7 +812,9 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
         d1 = o_ctl[cr + 9u];
         d2 = o_ctl[cr + 10u];
     }
-    let g = o_grads[e];
+    // Clipping (ctl 15 > 0): the factor the clip kernel wrote for this side of the run.
+    let factor = select(o_ctl[cr + 13u], o_ctl[cr + 14u], q >= u.off_s);
+    let g = o_grads[e] * select(1.0, factor, o_ctl[cr + 15u] > 0.0);
     var w = o_params[e];
     if (u.adam == 1u) {
         let m = u.beta1 * o_m[e] + (1.0 - u.beta1) * g;
@@ -831,6 +838,51 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
         o_wht[base + u.hidden] = w.y;
         o_wht[base + 2u * u.hidden] = w.z;
         o_wht[base + 3u * u.hidden] = w.w;
+    }
+}
+
+// ---- clip: each run's global gradient norms, core [0, off_s) and SG side [off_s, P) ----
+@group(0) @binding(1) var<storage, read> c_grads: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> c_ctl: array<f32>;
+var<workgroup> sh_clip: array<f32, 512>;
+
+@compute @workgroup_size(256)
+fn clip(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let r = wg.y;
+    let cr = r * CTL;
+    let base = r * u.p_run / 4u;
+    let n_core = u.off_s / 4u;
+    let n_aux = u.off_a / 4u;
+    let n_all = u.p_run / 4u;
+    // The SG model counts only on windows that train it (as its update does); the aux head always.
+    let sg_live = c_ctl[cr + 6u] > 0.0;
+    var core = 0.0;
+    var side = 0.0;
+    for (var i = li; i < n_all; i += 256u) {
+        let g = c_grads[base + i];
+        let s2 = dot(g, g);
+        if (i < n_core) {
+            core += s2;
+        } else if (i >= n_aux || sg_live) {
+            side += s2;
+        }
+    }
+    sh_clip[li] = core;
+    sh_clip[256u + li] = side;
+    workgroupBarrier();
+    for (var w = 128u; w > 0u; w = w / 2u) {
+        if (li < w) {
+            sh_clip[li] += sh_clip[li + w];
+            sh_clip[256u + li] += sh_clip[256u + li + w];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        let c = c_ctl[cr + 15u];
+        let a = sqrt(sh_clip[0]);
+        let b = sqrt(sh_clip[256]);
+        c_ctl[cr + 13u] = select(1.0, c / a, c > 0.0 && a > c);
+        c_ctl[cr + 14u] = select(1.0, c / b, c > 0.0 && b > c);
     }
 }
 

@@ -25,6 +25,7 @@ fn copy_config(method: Method, hidden: usize, lr: f32) -> RecurrentConfig {
         optim: OptimConfig::adam(lr),
         // The SG regression wants a smaller step than the core: its targets shrink as Copy is learnt.
         sg_optim: Some(OptimConfig::adam(lr / 10.0)),
+        clip: None,
         seed: 3,
     }
 }
@@ -268,6 +269,7 @@ fn softmax_model_learns_text_and_evaluates_held_out_bpc() {
             method: Method::dni(),
             optim: OptimConfig::adam(1e-2),
             sg_optim: None,
+            clip: None,
             seed: 9,
         },
     )

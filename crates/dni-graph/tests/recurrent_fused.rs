@@ -22,6 +22,7 @@ fn config(h: usize, b: usize, t: usize, method: Method, optim: OptimConfig) -> R
             OptimConfig::Sgd { lr, momentum } => OptimConfig::sgd(lr / 2.0, momentum),
             OptimConfig::Adam { lr, .. } => OptimConfig::adam(lr / 10.0),
         }),
+        clip: None,
         seed: 7,
     }
 }
@@ -67,13 +68,18 @@ fn compare(a: &RecurrentTrainer, b: &RecurrentTrainer, grads: bool, what: &str) 
 /// are linear in the gradients) and compares every gradient after each window, then the
 /// parameters, the state and the metrics.
 fn fused_matches_per_step(h: usize, b: usize, t: usize, method: Method, path: StepPath) {
-    let gpu = gpu();
     let cfg = config(h, b, t, method, OptimConfig::sgd(0.05, 0.9));
     let what = format!("H={h} B={b} T={t} {} {path:?}", method.name());
+    matches_per_step(cfg, path, &what);
+}
+
+fn matches_per_step(cfg: RecurrentConfig, path: StepPath, what: &str) {
+    let gpu = gpu();
     let mut reference = RecurrentTrainer::with_path(&gpu, cfg.clone(), StepPath::PerStep).unwrap();
     let mut fused = RecurrentTrainer::with_path(&gpu, cfg.clone(), path).unwrap();
     assert_eq!(fused.path(), path, "{what}");
     compare(&fused, &reference, false, &format!("{what}, initial"));
+    let what = what.to_string();
     for (k, (x, y, m)) in windows(&cfg, 3, 5).iter().enumerate() {
         reference.train_window(x, y, m).unwrap();
         fused.train_window(x, y, m).unwrap();
@@ -149,6 +155,46 @@ fn cached_kernels_match_per_step_at_odd_shapes() {
     }
 }
 
+/// Global-norm clipping (core, and SG model with aux head, separately) on both fused variants
+/// against the per-step path, with a threshold every window exceeds; and it does clip: the
+/// parameters end elsewhere than without it.
+#[test]
+fn clipping_matches_per_step_and_changes_the_updates() {
+    for (h, path, method) in [
+        (16, StepPath::FusedCached, Method::dni_aux()),
+        (17, StepPath::FusedStreaming, Method::Bptt),
+    ] {
+        {
+            let mut cfg = config(h, 3, 4, method, OptimConfig::sgd(0.05, 0.9));
+            cfg.clip = Some(0.02);
+            let what = format!("clip 0.02, H={h} {} {path:?}", method.name());
+            matches_per_step(cfg.clone(), path, &what);
+            let gpu = gpu();
+            let mut clipped = RecurrentTrainer::with_path(&gpu, cfg.clone(), path).unwrap();
+            assert_eq!(
+                clipped.dispatches_per_window(),
+                5,
+                "the clip kernel runs: {what}"
+            );
+            cfg.clip = None;
+            let mut free = RecurrentTrainer::with_path(&gpu, cfg.clone(), path).unwrap();
+            for (x, y, m) in &windows(&cfg, 2, 5) {
+                clipped.train_window(x, y, m).unwrap();
+                free.train_window(x, y, m).unwrap();
+            }
+            let (a, b) = (
+                clipped.read_param("lstm.w_h").unwrap(),
+                free.read_param("lstm.w_h").unwrap(),
+            );
+            let diff = a
+                .iter()
+                .zip(&b)
+                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(diff > 1e-4, "{what}: clipping changed nothing ({diff})");
+        }
+    }
+}
+
 /// With Adam the first window's gradients agree as above, and each parameter moves by at most
 /// lr per step on both paths.
 #[test]
@@ -193,6 +239,7 @@ fn a_run_in_a_group_matches_the_same_run_alone() {
     ]
     .into_iter()
     .map(|(method, seed, lr)| RecurrentConfig {
+        clip: None,
         seed,
         ..config(24, 5, 4, method, OptimConfig::adam(lr))
     })

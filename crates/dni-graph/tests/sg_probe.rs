@@ -22,6 +22,7 @@ fn config(method: Method) -> RecurrentConfig {
         // The core barely moves, so the gradient the SG must learn is (nearly) stationary.
         optim: OptimConfig::sgd(1e-6, 0.0),
         sg_optim: Some(OptimConfig::adam(3e-3)),
+        clip: None,
         seed: 3,
     }
 }

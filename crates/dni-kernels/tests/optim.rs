@@ -296,3 +296,57 @@ fn set_steps_resumes_the_counter_and_bias_corrections() {
     );
     assert_eq!(opt.steps(&gpu).unwrap(), 12);
 }
+
+/// Global-norm clipping: every gradient of the step is scaled by clip / ‖g‖ (the norm over all the
+/// params together) when that norm exceeds the threshold, and left alone below it; both rules.
+#[test]
+fn global_norm_clipping_matches_reference() {
+    let gpu = gpu();
+    for cfg in [OptimConfig::sgd(0.1, 0.9), OptimConfig::adam(0.01)] {
+        for (clip, scale) in [(0.5f32, 1.0f32), (1e3, 1.0), (0.5, 1e-3)] {
+            let mut rng = Lcg::new(11);
+            let opt = Optimizer::with_clip(&gpu, cfg, Some(clip)).unwrap();
+            assert_eq!(opt.clip(), Some(clip));
+            let (params, mut mirrors): (Vec<Param>, Vec<Mirror>) =
+                SIZES.iter().map(|s| make(&gpu, &mut rng, s)).unzip();
+            for t in 1..=3u64 {
+                let grads: Vec<Vec<f32>> = params
+                    .iter()
+                    .map(|p| rng.vec(p.grad.len()).iter().map(|g| g * scale).collect())
+                    .collect();
+                let norm = grads
+                    .iter()
+                    .flatten()
+                    .map(|g| (*g as f64) * (*g as f64))
+                    .sum::<f64>()
+                    .sqrt() as f32;
+                let factor = if norm > clip { clip / norm } else { 1.0 };
+                for ((p, m), g) in params.iter().zip(mirrors.iter_mut()).zip(&grads) {
+                    p.grad.write(&gpu, g).unwrap();
+                    let clipped: Vec<f32> = g.iter().map(|v| v * factor).collect();
+                    reference::step(cfg, t, &mut m.value, &clipped, &mut m.m, &mut m.v);
+                }
+                let mut enc = gpu.encoder();
+                let refs: Vec<&Param> = params.iter().collect();
+                opt.step(&mut enc, &refs).unwrap();
+                assert_eq!(
+                    enc.dispatches(),
+                    1 + 2 * params.len(),
+                    "advance, a norm dispatch and an update per param"
+                );
+                gpu.submit(enc);
+            }
+            let adam = matches!(cfg, OptimConfig::Adam { .. });
+            compare(
+                &gpu,
+                &params,
+                &mirrors,
+                &format!("clip {clip}, grads ×{scale}"),
+                adam,
+            );
+        }
+    }
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(Optimizer::with_clip(&gpu, OptimConfig::adam(0.1), Some(bad)).is_err());
+    }
+}

@@ -234,6 +234,10 @@ pub struct RnnConfig {
     /// SGD momentum of the SG model when `sg_optimizer = "sgd"` (default: `momentum`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sg_momentum: Option<f64>,
+    /// Global-norm gradient clipping: each window the core's gradient and, separately, the SG
+    /// model's (with the aux head's) are scaled down to this L2 norm when above it. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<f64>,
     /// Whether the synthetic gradient is injected (DNI methods). `false` trains the SG model without
     /// applying it: the core learns exactly as BPTT does, and the probe can score the SG it would get.
     #[serde(default = "default_true")]
@@ -881,6 +885,14 @@ impl Validator<'_> {
             r.aux_weight,
             "must be a number >= 0",
         );
+        if let Some(c) = r.clip {
+            self.check(
+                c.is_finite() && c > 0.0 && (c as f32) > 0.0 && (c as f32).is_finite(),
+                "rnn.clip",
+                c,
+                "the clip threshold must be a number > 0 that fits an f32 (remove it for no clipping)",
+            );
+        }
         if let Some(m) = r.sg_momentum {
             self.check(
                 (0.0..1.0).contains(&m),

@@ -71,6 +71,10 @@ enum Command {
         /// Seeds per cell (the config's seed, seed + 1, ...); a T's cells train as one run group.
         #[arg(long, value_name = "N", default_value_t = 1)]
         seeds: u64,
+        /// One config key to vary across rows, e.g. --vary rnn.sg_scale=0.1,1 (each value is a row
+        /// per method, trained in the same run group as the others).
+        #[arg(long, value_name = "KEY=V1,V2,..")]
+        vary: Option<String>,
     },
     /// Time kernels and training steps (the workloads of docs/BENCHMARKS.md).
     Bench {
@@ -113,11 +117,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             ref t,
             ref methods,
             seeds,
+            ref vary,
         }) => {
             let opts = experiments::sweep::SweepOptions {
                 ts: t.clone(),
                 methods: methods.clone(),
                 seeds,
+                vary: vary
+                    .as_deref()
+                    .map(experiments::sweep::Vary::parse)
+                    .transpose()?,
             };
             let path = cli
                 .config

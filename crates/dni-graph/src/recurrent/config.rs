@@ -92,6 +92,9 @@ pub struct RecurrentConfig {
     /// Optimiser of the SG model and the aux head; `None` uses `optim`. These are regressions onto
     /// targets that shrink as the task is learnt, so a smaller step than the core's usually helps.
     pub sg_optim: Option<OptimConfig>,
+    /// Global-norm gradient clipping: each window, the core's gradient (LSTM and readout) and,
+    /// separately, the SG model's and aux head's are scaled by `min(1, clip / ‖g‖)`. `None`: off.
+    pub clip: Option<f32>,
     /// Seed of the initial weights.
     pub seed: u64,
 }
@@ -115,6 +118,15 @@ impl RecurrentConfig {
         let s = self.method.sg_scale();
         if !(s.is_finite() && s >= 0.0) {
             return config_err("sg_scale", s, "must be a finite number >= 0 (paper: 0.1)");
+        }
+        if let Some(c) = self.clip {
+            if !(c.is_finite() && c > 0.0) {
+                return config_err(
+                    "clip",
+                    c,
+                    "must be a finite number > 0 (or None: no clipping)",
+                );
+            }
         }
         if let Some(w) = self.method.aux_weight() {
             if !(w.is_finite() && w >= 0.0) {

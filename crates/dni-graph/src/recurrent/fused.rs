@@ -129,7 +129,8 @@ impl FusedGroup {
         }
         let rule = rule(first).map_err(RecurrentError::Group)?;
         let shape = shape_of(&cfgs);
-        let step = RnnStep::with_variant(gpu, shape, rule, variant)?;
+        let mut step = RnnStep::with_variant(gpu, shape, rule, variant)?;
+        step.set_clipping(cfgs.iter().any(|c| c.clip.is_some()));
         let lay = *step.layout();
         let (i, h, o) = (shape.input, shape.hidden, shape.output);
         let mut params = vec![0.0f32; lay.p_run * cfgs.len()];
@@ -151,6 +152,7 @@ impl FusedGroup {
             k[ctl::SG_LR] = c.sg_optim.unwrap_or(c.optim).lr();
             k[ctl::HAS_SG] = c.method.has_sg() as u8 as f32;
             k[ctl::HAS_AUX] = c.method.aux_weight().is_some() as u8 as f32;
+            k[ctl::CLIP] = c.clip.unwrap_or(0.0);
         }
         step.write_params(gpu, &params)?;
         step.ctl.write(gpu, &control)?;
@@ -191,7 +193,7 @@ impl FusedGroup {
 
     /// Dispatches one training window records, whatever K is.
     pub fn dispatches_per_window(&self) -> usize {
-        RnnStep::TRAIN_DISPATCHES
+        self.step.train_dispatches()
     }
 
     /// The kernel variant in use.

@@ -177,9 +177,13 @@ impl PerStepTrainer {
             readout,
             sg,
             aux,
-            optimizer: Optimizer::new(gpu, cfg.optim)?,
+            optimizer: Optimizer::with_clip(gpu, cfg.optim, cfg.clip)?,
             sg_optimizer: match cfg.method.has_sg() {
-                true => Some(Optimizer::new(gpu, cfg.sg_optim.unwrap_or(cfg.optim))?),
+                true => Some(Optimizer::with_clip(
+                    gpu,
+                    cfg.sg_optim.unwrap_or(cfg.optim),
+                    cfg.clip,
+                )?),
                 false => None,
             },
             apply_sg: cfg.method.has_sg(),

@@ -16,6 +16,7 @@ use crate::pipeline::{Kernel, Slot};
 use crate::tensor::Tensor;
 
 const S_ADVANCE: &[Slot] = &[Slot::Uniform, Slot::ReadWrite];
+const S_SUMSQ: &[Slot] = &[Slot::Uniform, Slot::ReadWrite, Slot::Read];
 const S_UPDATE: &[Slot] = &[
     Slot::Uniform,
     Slot::Read,
@@ -30,7 +31,9 @@ const STATE_STEP: usize = 0;
 const STATE_LR: usize = 1;
 /// `1 - beta1^t`, then `1 - beta2^t`.
 const STATE_BIAS: usize = 2;
-const STATE_LEN: usize = 4;
+/// This step's squared gradient norm, then the clip threshold (0: off).
+const STATE_CLIP: usize = 5;
+const STATE_LEN: usize = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -170,15 +173,33 @@ pub struct Optimizer {
     lr: AtomicU32,
     state: Tensor,
     params: Params,
+    /// Global-norm clip threshold over every parameter of a step, if any.
+    clip: Option<f32>,
 }
 
 impl Optimizer {
     /// Checks the hyper-parameters and allocates the state buffer (step 0).
     pub fn new(gpu: &Gpu, cfg: OptimConfig) -> Result<Optimizer> {
+        Self::with_clip(gpu, cfg, None)
+    }
+
+    /// As [`new`](Self::new), and with `clip`, every step first scales all the gradients it updates
+    /// by `min(1, clip / ‖g‖)`, `‖g‖` being their global L2 norm (computed on the GPU: one extra
+    /// dispatch per parameter, nothing read back).
+    pub fn with_clip(gpu: &Gpu, cfg: OptimConfig, clip: Option<f32>) -> Result<Optimizer> {
         cfg.validate()?;
+        if let Some(c) = clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(crate::error::Error::InvalidArgument {
+                    op: "Optimizer::with_clip",
+                    detail: format!("clip threshold {c} must be a finite number > 0"),
+                });
+            }
+        }
         // Step 0: 1 - beta^0 = 0 for both corrections; `advance` runs before any update reads them.
         let mut init = [0.0f32; STATE_LEN];
         init[STATE_LR] = cfg.lr();
+        init[STATE_CLIP] = clip.unwrap_or(0.0);
         let state = Tensor::from_slice(gpu, &[STATE_LEN], &init)?;
         let params = match cfg {
             OptimConfig::Sgd { momentum, .. } => Params {
@@ -205,10 +226,12 @@ impl Optimizer {
             lr: AtomicU32::new(cfg.lr().to_bits()),
             state,
             params,
+            clip,
         })
     }
 
-    /// Records: advance the step counter (one tiny dispatch), then one fused update dispatch per param (reads p.grad).
+    /// Records: advance the step counter (one tiny dispatch), with clipping one norm dispatch per
+    /// param, then one fused update dispatch per param (reads p.grad).
     pub fn step(&self, enc: &mut Encoder, params: &[&Param]) -> Result<()> {
         for p in params {
             let n = p.value.len();
@@ -243,6 +266,17 @@ impl Optimizer {
         let advance = gpu.pipeline(Kernel::Optim, "advance", &[], S_ADVANCE)?;
         let bind = gpu.bind(&advance, bytemuck::bytes_of(&self.params), &[&self.state])?;
         enc.dispatch(&advance, &bind, [1, 1, 1]);
+        if self.clip.is_some() {
+            let sumsq = gpu.pipeline(Kernel::Optim, "sumsq", &[], S_SUMSQ)?;
+            for p in params {
+                let n = Params {
+                    n: p.value.len() as u32,
+                    ..self.params
+                };
+                let bind = gpu.bind(&sumsq, bytemuck::bytes_of(&n), &[&self.state, &p.grad])?;
+                enc.dispatch(&sumsq, &bind, [1, 1, 1]);
+            }
+        }
         let entry = match self.cfg {
             OptimConfig::Sgd { .. } => "sgd",
             OptimConfig::Adam { .. } => "adam",
@@ -279,6 +313,11 @@ impl Optimizer {
             bytemuck::bytes_of(&lr),
         );
         Ok(())
+    }
+
+    /// The global-norm clip threshold, if any.
+    pub fn clip(&self) -> Option<f32> {
+        self.clip
     }
 
     /// The configuration, with the learning rate last set.

@@ -46,6 +46,12 @@ pub mod ctl {
     pub const SG_TRAINED_NOW: usize = 6;
     pub const HAS_SG: usize = 11;
     pub const HAS_AUX: usize = 12;
+    /// This window's gradient factors `min(1, clip / ‖g‖)`, written by the clip kernel and read
+    /// only when `CLIP` is above 0.
+    pub const CORE_GRAD_FACTOR: usize = 13;
+    pub const SG_GRAD_FACTOR: usize = 14;
+    /// The run's global-norm clip threshold (0: off).
+    pub const CLIP: usize = 15;
 }
 
 /// Metric slots per lane.
@@ -64,6 +70,7 @@ const W: Slot = Slot::ReadWrite;
 const S_WINDOW: &[Slot] = &[Slot::Uniform, R, R, W, W, W, R];
 const S_GRADS: &[Slot] = &[Slot::Uniform, R, W];
 const S_UPDATE: &[Slot] = &[Slot::Uniform, W, R, W, W, R, W];
+const S_CLIP: &[Slot] = &[Slot::Uniform, R, W];
 
 /// The shape every run of a group shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -464,6 +471,8 @@ pub struct RnnStep {
     wgs: u32,
     subgroup: u32,
     cached: bool,
+    /// Whether a training step records the clip kernel (some run clips its gradients).
+    clipping: bool,
     /// `[K · P]` parameters, their gradients and the optimiser's two moments.
     pub params: Tensor,
     pub grads: Tensor,
@@ -530,6 +539,7 @@ impl RnnStep {
             wgs,
             subgroup,
             cached,
+            clipping: false,
             wht: Tensor::zeros(gpu, &[k * 4 * h * h])?,
             params: Tensor::zeros(gpu, &[p])?,
             grads: Tensor::zeros(gpu, &[p])?,
@@ -591,8 +601,19 @@ impl RnnStep {
         self.wht.write(gpu, &wht)
     }
 
-    /// Dispatches one [`record_train`](Self::record_train) makes.
+    /// Dispatches one [`record_train`](Self::record_train) makes without clipping (one more with).
     pub const TRAIN_DISPATCHES: usize = 4;
+
+    /// Whether training steps record the clip kernel before the update; the thresholds are each
+    /// run's `ctl[CLIP]` (0: that run does not clip).
+    pub fn set_clipping(&mut self, on: bool) {
+        self.clipping = on;
+    }
+
+    /// Dispatches one training step records.
+    pub fn train_dispatches(&self) -> usize {
+        Self::TRAIN_DISPATCHES + self.clipping as usize
+    }
 
     fn uniform(&self, train: bool) -> Uniform {
         let (s, l) = (&self.shape, &self.layout);
@@ -709,6 +730,11 @@ impl RnnStep {
                 enc.dispatch(&pipe, &bind, self.grads_grid());
             }
             _ => {
+                if self.clipping {
+                    let pipe = gpu.pipeline(Kernel::RnnStep, "clip", &o, S_CLIP)?;
+                    let bind = gpu.bind(&pipe, ub, &[&self.grads, &self.ctl])?;
+                    enc.dispatch(&pipe, &bind, [1, self.shape.runs as u32, 1]);
+                }
                 let pipe = gpu.pipeline(Kernel::RnnStep, "update", &o, S_UPDATE)?;
                 let bind = gpu.bind(
                     &pipe,
@@ -754,7 +780,8 @@ impl RnnStep {
         Ok(())
     }
 
-    /// Records one training step of every run on the uploaded window: 4 dispatches.
+    /// Records one training step of every run on the uploaded window: 4 dispatches (5 when
+    /// clipping).
     pub fn record_train(&self, enc: &mut Encoder) -> Result<()> {
         for k in 0..Self::TRAIN_DISPATCHES {
             self.record_kernel(enc, k)?;
@@ -763,7 +790,7 @@ impl RnnStep {
     }
 
     /// Records one of the four kernels of a training step alone (0 forward, 1 backward, 2 grads,
-    /// 3 update), for profiling each.
+    /// 3 update, after the clip kernel when clipping), for profiling each.
     pub fn record_one(&self, enc: &mut Encoder, which: usize) -> Result<()> {
         self.record_kernel(enc, which.min(3))
     }

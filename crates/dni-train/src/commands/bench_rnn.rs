@@ -34,6 +34,7 @@ fn w5(method: Method) -> RecurrentConfig {
         method,
         optim: OptimConfig::adam(3e-3),
         sg_optim: Some(OptimConfig::adam(3e-4)),
+        clip: None,
         seed: 1,
     }
 }
@@ -49,6 +50,7 @@ fn w3(method: Method, t: usize) -> RecurrentConfig {
         method,
         optim: OptimConfig::sgd(0.1, 0.9),
         sg_optim: None,
+        clip: None,
         seed: 1,
     }
 }
@@ -64,6 +66,7 @@ fn w4(method: Method) -> RecurrentConfig {
         method,
         optim: OptimConfig::sgd(0.1, 0.9),
         sg_optim: None,
+        clip: None,
         seed: 1,
     }
 }
@@ -184,6 +187,7 @@ fn group12(gpu: &Gpu, samples: usize, path: StepPath) -> anyhow::Result<BenchRow
         .map(|k| {
             let method = [Method::Bptt, Method::dni(), Method::dni_aux()][k % 3];
             RecurrentConfig {
+                clip: None,
                 seed: 1 + k as u64 / 3,
                 ..w5(method)
             }

@@ -52,6 +52,7 @@ pub(crate) fn recurrent_config(
         method,
         optim: optim(rnn.optimizer, rnn.lr, rnn.momentum),
         sg_optim: Some(sg_optim),
+        clip: rnn.clip.map(|c| c as f32),
         seed,
     }
 }
@@ -93,6 +94,9 @@ pub struct CopyRecord {
 pub struct CopyOutcome {
     pub task: &'static str,
     pub method: &'static str,
+    /// The sweep's row label when it varies a key (`dni sg_scale=1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<String>,
     #[serde(rename = "T")]
     pub t: usize,
     /// Seed of the initial weights and the task stream.
@@ -303,6 +307,7 @@ pub fn train_group(
             CopyOutcome {
                 task: cfg.task.name(),
                 method,
+                row: None,
                 t: rnn.t,
                 seed: cfg.seed,
                 hidden: rnn.hidden,

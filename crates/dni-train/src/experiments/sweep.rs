@@ -22,6 +22,46 @@ pub struct SweepOptions {
     pub methods: Vec<String>,
     /// Seeds per cell: the config's seed, seed + 1, ...
     pub seeds: u64,
+    /// A config key whose values become extra rows.
+    pub vary: Option<Vary>,
+}
+
+/// `--vary KEY=V1,V2,..`: one config key and the values it takes, one table row per method and value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Vary {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+impl Vary {
+    pub fn parse(spec: &str) -> anyhow::Result<Self> {
+        let (key, values) = spec.split_once('=').with_context(|| {
+            format!("--vary {spec:?}: expected KEY=V1,V2,.. (e.g. rnn.sg_scale=0.1,1)")
+        })?;
+        let key = key.trim();
+        let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
+        if key.is_empty() || values.iter().any(String::is_empty) {
+            bail!("--vary {spec:?}: expected KEY=V1,V2,.. with no empty key or value");
+        }
+        if matches!(
+            key,
+            "rnn.T" | "rnn.method" | "rnn.steps" | "run.log_every" | "seed"
+        ) {
+            bail!(
+                "--vary {key}: the sweep sets this itself (use --t, --methods, --steps, --seeds)"
+            );
+        }
+        Ok(Vary {
+            key: key.to_string(),
+            values,
+        })
+    }
+
+    /// The row label of one value: `key=value`, without the section.
+    fn label(&self, value: &str) -> String {
+        let short = self.key.rsplit('.').next().unwrap_or(&self.key);
+        format!("{short}={value}")
+    }
 }
 
 #[derive(Serialize)]
@@ -31,7 +71,8 @@ struct Cell<'a> {
 }
 
 /// Runs the grid and prints the Markdown table; everything is also written to a run directory
-/// (`metrics.jsonl`: one record per finished run; `table.md`; `summary.json`).
+/// (`metrics.jsonl`: one record per finished run; `curves/`: every run's records, one file per run;
+/// `table.md`; `summary.json`).
 pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow::Result<()> {
     if opts.ts.is_empty() || opts.methods.is_empty() {
         bail!("sweep needs at least one --t value and one method");
@@ -48,21 +89,39 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
         );
     }
     // Every cell's config loads (and validates) before the first one trains. One group per T.
-    let mut groups: Vec<(usize, Vec<Config>)> = Vec::new();
+    // Rows: each method, or each method × varied value (labelled `method key=value`).
+    let values: Vec<Option<&String>> = match &opts.vary {
+        Some(v) => v.values.iter().map(Some).collect(),
+        None => vec![None],
+    };
+    let mut rows: Vec<String> = Vec::new();
+    let mut groups: Vec<(usize, Vec<(Config, String)>)> = Vec::new();
     for &t in &opts.ts {
         let mut cells = Vec::new();
         for method in &opts.methods {
-            for s in 0..opts.seeds {
-                let mut o = overrides.clone();
-                o.set.push(format!("rnn.T={t}"));
-                o.set.push(format!("rnn.method={method}"));
-                let mut cfg = Config::load(config, &o)
-                    .with_context(|| format!("sweep cell method {method}, T = {t}"))?;
-                cfg.seed = cfg
-                    .seed
-                    .checked_add(s)
-                    .context("seed + --seeds overflows a u64")?;
-                cells.push(cfg);
+            for value in &values {
+                let row = match (&opts.vary, value) {
+                    (Some(v), Some(value)) => format!("{method} {}", v.label(value)),
+                    _ => method.clone(),
+                };
+                if !rows.contains(&row) {
+                    rows.push(row.clone());
+                }
+                for s in 0..opts.seeds {
+                    let mut o = overrides.clone();
+                    o.set.push(format!("rnn.T={t}"));
+                    o.set.push(format!("rnn.method={method}"));
+                    if let (Some(v), Some(value)) = (&opts.vary, value) {
+                        o.set.push(format!("{}={value}", v.key));
+                    }
+                    let mut cfg = Config::load(config, &o)
+                        .with_context(|| format!("sweep cell {row}, T = {t}"))?;
+                    cfg.seed = cfg
+                        .seed
+                        .checked_add(s)
+                        .context("seed + --seeds overflows a u64")?;
+                    cells.push((cfg, row.clone()));
+                }
             }
         }
         groups.push((t, cells));
@@ -87,12 +146,38 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
     for (t, cells) in &groups {
         let title = format!("T={t}: {} runs", cells.len());
         let mut progress = Progress::with_mode(&title, base.steps(), Mode::Quiet);
-        let outcomes = copy::train_group(&gpu, cells, &mut progress, |_, _| Ok(()))
-            .with_context(|| format!("sweep group {title}"))?;
-        for outcome in outcomes {
+        let cfgs: Vec<Config> = cells.iter().map(|(c, _)| c.clone()).collect();
+        // Every run's learning curve: curves/<row>-T<t>-seed<s>.jsonl, one record per log interval.
+        let curves_dir = run_dir.file("curves");
+        std::fs::create_dir_all(&curves_dir)
+            .with_context(|| format!("cannot create {}", curves_dir.display()))?;
+        let mut curves = Vec::with_capacity(cells.len());
+        for (cfg, row) in cells {
+            let name = format!(
+                "{}-T{t}-seed{}.jsonl",
+                row.replace([' ', '='], "_"),
+                cfg.seed
+            );
+            let path = curves_dir.join(name);
+            let f = std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            curves.push((path, std::io::BufWriter::new(f)));
+        }
+        let outcomes = copy::train_group(&gpu, &cfgs, &mut progress, |k, rec| {
+            use std::io::Write;
+            let (path, w) = &mut curves[k];
+            serde_json::to_writer(&mut *w, rec)
+                .map_err(std::io::Error::from)
+                .and_then(|()| w.write_all(b"\n"))
+                .and_then(|()| w.flush())
+                .with_context(|| format!("cannot write {}", path.display()))
+        })
+        .with_context(|| format!("sweep group {title}"))?;
+        for (mut outcome, (_, row)) in outcomes.into_iter().zip(cells) {
+            outcome.row = Some(row.clone());
             eprintln!(
                 "{} T={} seed {}: {} (whole group)",
-                outcome.method,
+                row,
                 outcome.t,
                 outcome.seed,
                 outcome.summary_line()
@@ -102,7 +187,7 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
         }
     }
 
-    let table = table(&base, &opts.ts, &opts.methods, &results);
+    let table = table(&base, &opts.ts, &rows, &results);
     println!("{table}");
     std::fs::write(run_dir.file("table.md"), &table)
         .with_context(|| format!("cannot write {}", run_dir.file("table.md").display()))?;
@@ -114,15 +199,17 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
         "hidden": rnn.hidden,
         "batch": rnn.batch,
         "table": table,
+        "vary": opts.vary.as_ref().map(|v| &v.key),
         "runs": results,
     }))?;
     Ok(())
 }
 
-/// Largest episode length solved, one row per method, one column per T; with several seeds the
+/// Largest episode length solved, one row per method (or method and varied value), one column per
+/// T; with several seeds the
 /// mean and the range over seeds ("–" counts as 0 in the mean; a cell where no seed solved
 /// anything stays "–").
-fn table(base: &Config, ts: &[usize], methods: &[String], results: &[CopyOutcome]) -> String {
+fn table(base: &Config, ts: &[usize], rows: &[String], results: &[CopyOutcome]) -> String {
     let seeds: std::collections::BTreeSet<u64> = results.iter().map(|r| r.seed).collect();
     let mut s = format!(
         "Largest {} episode length solved within {} steps (one step = one window of T steps){}\n\n| method |",
@@ -140,12 +227,12 @@ fn table(base: &Config, ts: &[usize], methods: &[String], results: &[CopyOutcome
     s.push_str("\n|---|");
     s.push_str(&"---|".repeat(ts.len()));
     s.push('\n');
-    for m in methods {
+    for m in rows {
         s.push_str(&format!("| {m} |"));
         for &t in ts {
             let solved: Vec<Option<usize>> = results
                 .iter()
-                .filter(|r| r.method == m.as_str() && r.t == t)
+                .filter(|r| r.row.as_deref().unwrap_or(r.method) == m.as_str() && r.t == t)
                 .map(|r| r.largest_solved)
                 .collect();
             s.push_str(&format!(" {} |", cell(&solved)));
@@ -189,6 +276,7 @@ mod tests {
         CopyOutcome {
             task: "copy",
             method,
+            row: None,
             t,
             seed,
             hidden: 8,
@@ -245,5 +333,25 @@ mod tests {
         let t = table(&base, &[5], &methods, &results);
         assert!(t.contains("mean (min–max) over 3 seeds"), "{t}");
         assert!(t.contains("| bptt | – |\n| dni | 5.0 (0–9) |\n"), "{t}");
+    }
+
+    #[test]
+    fn vary_parses_and_labels_rows() {
+        let v = Vary::parse("rnn.sg_scale=0.1, 1").unwrap();
+        assert_eq!(
+            (v.key.as_str(), v.values.clone()),
+            ("rnn.sg_scale", vec!["0.1".to_string(), "1".to_string()])
+        );
+        assert_eq!(v.label("1"), "sg_scale=1");
+        for bad in ["rnn.sg_scale", "=1", "rnn.sg_scale=1,", "rnn.T=2,3"] {
+            assert!(Vary::parse(bad).is_err(), "{bad}");
+        }
+        let base = copy_config();
+        let mut a = outcome("dni", 3, Some(5));
+        a.row = Some("dni sg_scale=1".into());
+        let b = outcome("dni", 3, Some(4));
+        let rows = ["dni".to_string(), "dni sg_scale=1".to_string()];
+        let t = table(&base, &[3], &rows, &[a, b]);
+        assert!(t.contains("| dni | 4 |\n| dni sg_scale=1 | 5 |\n"), "{t}");
     }
 }
