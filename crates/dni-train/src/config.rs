@@ -1282,6 +1282,40 @@ method = "cdni"
     }
 
     #[test]
+    fn sg_and_probe_keys_are_checked() {
+        let c = load(
+            "sgkeys",
+            COPY,
+            &[
+                "rnn.clip=0.25",
+                "rnn.sg_optimizer=sgd",
+                "rnn.sg_momentum=0.5",
+                "rnn.probe_every=100",
+                "rnn.sg_apply=false",
+            ],
+        )
+        .unwrap();
+        let r = c.rnn.unwrap();
+        assert_eq!(
+            (r.clip, r.sg_optimizer, r.sg_momentum),
+            (Some(0.25), Some(Optimizer::Sgd), Some(0.5))
+        );
+        assert_eq!(
+            (r.probe_every, r.probe_steps(), r.sg_apply),
+            (100, 24, false)
+        );
+        for (set, key) in [
+            ("rnn.clip=0", "rnn.clip"),
+            ("rnn.clip=1e300", "rnn.clip"),
+            ("rnn.sg_momentum=1", "rnn.sg_momentum"),
+            ("rnn.probe_steps=0", "rnn.probe_steps"),
+        ] {
+            let msg = err("sgbad", COPY, &[set]);
+            assert!(msg.contains(key), "{set}: {msg}");
+        }
+    }
+
+    #[test]
     fn bad_enum_value_lists_choices() {
         let msg = err("enum", &COPY.replace("\"dni\"", "\"dnii\""), &[]);
         assert!(msg.contains("dnii") && msg.contains("dni_aux"), "{msg}");

@@ -23,6 +23,7 @@ use super::config::RecurrentConfig;
 use super::error::Result;
 use super::group::{BitWindow, RunGroup, StepPath, TokenWindow};
 use super::metrics::{EvalResult, Metrics};
+use crate::sg::Fidelity;
 
 /// Truncated-BPTT trainer of one LSTM with optional DNI / DNI + Aux. See the module docs for one
 /// step.
@@ -91,6 +92,16 @@ impl RecurrentTrainer {
     /// The carried state `[B, 2H]` = `[h | c]` that the next window starts from (a read-back).
     pub fn read_state(&self) -> Result<Vec<f32>> {
         self.group.read_state(0)
+    }
+
+    /// The SG fidelity probe on bit data ([`RunGroup::probe_bits`]); `None` without an SG model.
+    pub fn probe_bits(&self, future: &BitWindow, steps: usize) -> Result<Option<Fidelity>> {
+        self.group.probe_bits(0, future, steps)
+    }
+
+    /// The SG fidelity probe on tokens ([`RunGroup::probe_tokens`]); `None` without an SG model.
+    pub fn probe_tokens(&self, future: &TokenWindow, steps: usize) -> Result<Option<Fidelity>> {
+        self.group.probe_tokens(0, future, steps)
     }
 
     /// Every parameter name: `lstm.w_x`, `lstm.w_h`, `lstm.bias`, `readout.w`, `readout.b`, then

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use dni_graph::recurrent::{OutputLoss, RecurrentTrainer};
+use dni_graph::recurrent::{OutputLoss, RecurrentTrainer, TokenWindow};
 use dni_kernels::Gpu;
 use dni_tasks::{CharStream, Corpus, EvalStream, TextFile};
 use serde::Serialize;
@@ -28,6 +28,11 @@ pub struct CharLmRecord {
     pub sg_loss: Option<f64>,
     pub sg_explained: Option<f64>,
     pub aux_loss: Option<f64>,
+    /// The SG fidelity probe (`rnn.probe_every`), when it ran since the last record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_cos: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_explained: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_bpc: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,6 +108,10 @@ pub fn train(
     let rcfg = recurrent_config(rnn, vocab, vocab, OutputLoss::Softmax, cfg.seed);
     let method = rcfg.method.name();
     let mut trainer = RecurrentTrainer::new(gpu, rcfg).context("building the LSTM trainer")?;
+    trainer.set_sg_apply(rnn.sg_apply && trainer.config().method.has_sg())?;
+    let (probe_every, probe_steps) = (rnn.probe_every, rnn.probe_steps());
+    let mut probe = None;
+    let (mut future_in, mut future_tgt) = (Vec::new(), Vec::new());
     let mut stream = CharStream::new(&corpus.train, rnn.batch).context("charlm.train")?;
     let mut valid = EvalStream::new(&corpus.valid, rnn.batch, rnn.t, lm.eval_chars)
         .context("charlm validation split")?;
@@ -124,12 +133,26 @@ pub fn train(
             .with_context(|| format!("training step {}", step + 1))?;
         step += 1;
         progress.set_step(step);
+        if probe_every > 0 && step.is_multiple_of(probe_every) {
+            // The characters the run will see next, from a copy of its stream.
+            stream
+                .clone()
+                .next_window(probe_steps, &mut future_in, &mut future_tgt);
+            let future = TokenWindow {
+                inputs: &future_in,
+                targets: &future_tgt,
+            };
+            probe = trainer
+                .probe_tokens(&future, probe_steps)
+                .with_context(|| format!("probing the SG at step {step}"))?;
+        }
         let log_now = step.is_multiple_of(cfg.run.log_every) || step == rnn.steps;
         let eval_now = step.is_multiple_of(lm.eval_every) || step == rnn.steps;
         if !log_now && !eval_now {
             continue;
         }
         let m = trainer.read_metrics().context("reading the metrics back")?;
+        let probed = probe.take();
         let mut rec = CharLmRecord {
             step,
             chars_seen: step * chars_per_step,
@@ -138,6 +161,8 @@ pub fn train(
             sg_loss: m.sg_loss_per_window(),
             sg_explained: m.sg_explained(),
             aux_loss: m.aux_loss_per_window(),
+            probe_cos: probed.map(|p| p.cosine),
+            probe_explained: probed.map(|p| p.explained),
             ..Default::default()
         };
         if eval_now {
@@ -178,6 +203,9 @@ pub fn train(
         if let Some((v, t, _)) = best {
             shown.push("best valid", format!("{v:.3}"));
             shown.push("test", format!("{t:.3}"));
+        }
+        if let Some(c) = rec.probe_cos {
+            shown.push("probe cos", format!("{c:.2}"));
         }
         progress.update(step, &shown);
         on_log(&rec)?;
