@@ -13,6 +13,9 @@ use crate::config::{Config, Overrides};
 use crate::progress::{Mode, Progress};
 use crate::run_dir::RunDir;
 
+/// How often the sweep probes each run's SG when the config does not say (`rnn.probe_every`).
+const SWEEP_PROBE_EVERY: u64 = 1000;
+
 /// What to sweep.
 #[derive(Clone, Debug)]
 pub struct SweepOptions {
@@ -116,6 +119,10 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
                     }
                     let mut cfg = Config::load(config, &o)
                         .with_context(|| format!("sweep cell {row}, T = {t}"))?;
+                    // The probe is on in a sweep: its curves are what the sweep is for.
+                    if let Some(rnn) = cfg.rnn.as_mut().filter(|r| r.probe_every == 0) {
+                        rnn.probe_every = SWEEP_PROBE_EVERY;
+                    }
                     cfg.seed = cfg
                         .seed
                         .checked_add(s)
