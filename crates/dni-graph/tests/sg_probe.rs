@@ -58,10 +58,10 @@ fn a_trained_sg_points_along_the_true_future_gradient() {
         mask: &fm,
     };
     // Before training the SG model is exactly zero: no direction, nothing explained.
-    let before = g.probe_bits(0, &future, probe_steps).unwrap().unwrap();
+    let before = g.probe_bits(0, &[future], probe_steps).unwrap().unwrap();
     assert_eq!((before.cosine, before.explained), (0.0, 0.0), "{before:?}");
     assert!(before.true_rms > 0.0, "the future sends a gradient back");
-    assert!(g.probe_bits(1, &future, probe_steps).unwrap().is_none());
+    assert!(g.probe_bits(1, &[future], probe_steps).unwrap().is_none());
 
     let (x, y, m) = stream(T);
     let w = BitWindow {
@@ -72,7 +72,7 @@ fn a_trained_sg_points_along_the_true_future_gradient() {
     for _ in 0..1500 {
         g.train_window(&[w, w]).unwrap();
     }
-    let after = g.probe_bits(0, &future, probe_steps).unwrap().unwrap();
+    let after = g.probe_bits(0, &[future], probe_steps).unwrap().unwrap();
     assert!(
         after.cosine > 0.9 && after.explained > 0.5,
         "trained SG against the true future gradient: {after:?}"
@@ -89,6 +89,6 @@ fn the_probe_checks_the_future_window_shape() {
         targets: &y,
         mask: &m,
     };
-    let err = g.probe_bits(0, &short, 5).unwrap_err().to_string();
+    let err = g.probe_bits(0, &[short], 5).unwrap_err().to_string();
     assert!(err.contains("probe inputs"), "{err}");
 }

@@ -542,6 +542,22 @@ impl TaskStream {
     pub fn episodes_started(&self) -> u64 {
         self.episodes_started
     }
+
+    /// A copy of this stream whose unseen randomness is drawn afresh from `seed`: the characters of
+    /// each lane's current episode that it has not read yet, and every later episode. What a lane has
+    /// already read stays, so the copies' futures are the ones a model in this state could face (the
+    /// SG probe averages over them).
+    pub fn resampled(&self, seed: u64) -> TaskStream {
+        let mut copy = self.clone();
+        for (b, lane) in copy.lanes.iter_mut().enumerate() {
+            lane.rng = Rng::for_stream(seed, b as u64);
+            let read = lane.pos.min(lane.chars.len());
+            for c in &mut lane.chars[read..] {
+                *c = lane.rng.next_u32() as u8;
+            }
+        }
+        copy
+    }
 }
 
 /// How [`bits_error`] reads predictions.
@@ -590,6 +606,31 @@ pub fn bits_error(pred: &[f32], targets: &[f32], mask: &[f32], scale: PredScale)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resampled_streams_keep_what_was_read_and_redraw_the_rest() {
+        let cfg = CurriculumConfig {
+            start_n: 4,
+            ..Default::default()
+        };
+        let mut s = TaskStream::new(CopyKind::Copy, 3, 9, cfg).unwrap();
+        let mut w = Window::default();
+        s.next_window(2, &mut w); // two of the four characters read
+        let (mut a, mut b, mut same) = (Window::default(), Window::default(), Window::default());
+        s.resampled(1).next_window(30, &mut a);
+        s.resampled(2).next_window(30, &mut b);
+        s.resampled(1).next_window(30, &mut same);
+        assert_eq!(a.inputs, same.inputs, "one seed, one future");
+        // Steps 0-1 of the copies are the episodes' characters 3-4: unread, so redrawn. The outputs
+        // of characters 1-2 (steps 3-4 of the copies) were read, so they stay.
+        let row = |w: &Window, s: usize| w.inputs[s * 3 * WIDTH..(s * 3 + 1) * WIDTH].to_vec();
+        let trow = |w: &Window, s: usize| w.targets[s * 3 * WIDTH..(s * 3 + 1) * WIDTH].to_vec();
+        assert_ne!((row(&a, 0), row(&a, 1)), (row(&b, 0), row(&b, 1)));
+        assert_eq!((trow(&a, 3), trow(&a, 4)), (trow(&b, 3), trow(&b, 4)));
+        let mut orig = Window::default();
+        s.clone().next_window(30, &mut orig);
+        assert_eq!((trow(&a, 3), trow(&a, 4)), (trow(&orig, 3), trow(&orig, 4)));
+    }
 
     fn row(w: &Window, buf: &[f32], s: usize, b: usize) -> Vec<f32> {
         let at = (s * w.batch + b) * WIDTH;

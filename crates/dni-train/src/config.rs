@@ -249,6 +249,10 @@ pub struct RnnConfig {
     /// How many steps past the window the probe unrolls (default 8·T).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_steps: Option<usize>,
+    /// Futures the Copy probe averages the true gradient over (the unread characters drawn afresh
+    /// for each): an estimate of the expected future gradient, which is what an SG can predict.
+    #[serde(default = "default_probe_samples")]
+    pub probe_samples: usize,
 }
 
 impl RnnConfig {
@@ -500,6 +504,10 @@ fn default_sg_layers() -> usize {
 fn default_mnist_eval_every() -> u64 {
     200
 }
+fn default_probe_samples() -> usize {
+    8
+}
+
 fn default_true() -> bool {
     true
 }
@@ -901,6 +909,12 @@ impl Validator<'_> {
                 "momentum must be in [0, 1)",
             );
         }
+        self.check(
+            (1..=1000).contains(&r.probe_samples),
+            "rnn.probe_samples",
+            r.probe_samples,
+            "the probe averages over 1 to 1000 futures (default 8)",
+        );
         if let Some(n) = r.probe_steps {
             self.check(
                 (1..=100_000).contains(&n),
@@ -1309,6 +1323,7 @@ method = "cdni"
             ("rnn.clip=1e300", "rnn.clip"),
             ("rnn.sg_momentum=1", "rnn.sg_momentum"),
             ("rnn.probe_steps=0", "rnn.probe_steps"),
+            ("rnn.probe_samples=0", "rnn.probe_samples"),
         ] {
             let msg = err("sgbad", COPY, &[set]);
             assert!(msg.contains(key), "{set}: {msg}");

@@ -367,14 +367,16 @@ impl RunGroup {
         }))
     }
 
-    /// The SG fidelity probe on run `run` (a `SigmoidBits` model): `future` holds the `steps` steps
-    /// that follow the last trained window, `[steps][B][width]` like a training window. Scores the
-    /// SG the run injects at its carried state against the true gradient those steps send back to
-    /// it ([`crate::sg::probe`]). `None` for a run without an SG model.
+    /// The SG fidelity probe on run `run` (a `SigmoidBits` model): each of `futures` holds `steps`
+    /// steps that may follow the last trained window, `[steps][B][width]` like a training window.
+    /// Scores the SG the run injects at its carried state against the true gradient those steps send
+    /// back to it, averaged over the futures ([`crate::sg::probe`]): on a stochastic stream, several
+    /// futures drawn from the same state estimate the expected gradient, which is what an SG can
+    /// predict. `None` for a run without an SG model.
     pub fn probe_bits(
         &self,
         run: usize,
-        future: &BitWindow,
+        futures: &[BitWindow],
         steps: usize,
     ) -> Result<Option<Fidelity>> {
         let c = self.config(run)?;
@@ -383,30 +385,38 @@ impl RunGroup {
                 "probe_bits needs a SigmoidBits model; use probe_tokens for softmax",
             ));
         }
+        if futures.is_empty() {
+            return Err(RecurrentError::Mode("the probe needs at least one future"));
+        }
         let rows = steps.checked_mul(c.batch).unwrap_or(usize::MAX);
-        check_len(
-            "probe inputs",
-            future.inputs.len(),
-            rows.saturating_mul(c.input),
-        )?;
-        check_len(
-            "probe targets",
-            future.targets.len(),
-            rows.saturating_mul(c.output),
-        )?;
-        check_len(
-            "probe mask",
-            future.mask.len(),
-            rows.saturating_mul(c.output),
-        )?;
-        let targets = FutureTargets::Bits {
-            targets: future.targets,
-            mask: future.mask,
+        for f in futures {
+            check_len("probe inputs", f.inputs.len(), rows.saturating_mul(c.input))?;
+            check_len(
+                "probe targets",
+                f.targets.len(),
+                rows.saturating_mul(c.output),
+            )?;
+            check_len("probe mask", f.mask.len(), rows.saturating_mul(c.output))?;
+        }
+        let Some(model) = self.probe_model(run)? else {
+            return Ok(None);
         };
-        self.probe(run, future.inputs, targets, steps)
+        let state = self.read_state(run)?;
+        let mut truth = vec![0.0; state.len()];
+        for f in futures {
+            let targets = FutureTargets::Bits {
+                targets: f.targets,
+                mask: f.mask,
+            };
+            let g = model.future_gradient(&state, f.inputs, targets, steps);
+            let share = 1.0 / futures.len() as f64;
+            truth.iter_mut().zip(&g).for_each(|(t, v)| *t += v * share);
+        }
+        Ok(Some(fidelity(&model.injected_sg(&state), &truth)))
     }
 
-    /// [`probe_bits`](Self::probe_bits) for a `Softmax` model with one-hot token input.
+    /// [`probe_bits`](Self::probe_bits) for a `Softmax` model with one-hot token input, against the
+    /// one future of a text (the data is what it is: no futures to average over).
     pub fn probe_tokens(
         &self,
         run: usize,
@@ -431,21 +441,12 @@ impl RunGroup {
             }
             x[row * c.input + id as usize] = 1.0;
         }
-        self.probe(run, &x, FutureTargets::Classes(future.targets), steps)
-    }
-
-    fn probe(
-        &self,
-        run: usize,
-        inputs: &[f32],
-        targets: FutureTargets,
-        steps: usize,
-    ) -> Result<Option<Fidelity>> {
         let Some(model) = self.probe_model(run)? else {
             return Ok(None);
         };
         let state = self.read_state(run)?;
-        let truth = model.future_gradient(&state, inputs, targets, steps);
+        let truth =
+            model.future_gradient(&state, &x, FutureTargets::Classes(future.targets), steps);
         Ok(Some(fidelity(&model.injected_sg(&state), &truth)))
     }
 

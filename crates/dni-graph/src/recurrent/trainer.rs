@@ -95,8 +95,8 @@ impl RecurrentTrainer {
     }
 
     /// The SG fidelity probe on bit data ([`RunGroup::probe_bits`]); `None` without an SG model.
-    pub fn probe_bits(&self, future: &BitWindow, steps: usize) -> Result<Option<Fidelity>> {
-        self.group.probe_bits(0, future, steps)
+    pub fn probe_bits(&self, futures: &[BitWindow], steps: usize) -> Result<Option<Fidelity>> {
+        self.group.probe_bits(0, futures, steps)
     }
 
     /// The SG fidelity probe on tokens ([`RunGroup::probe_tokens`]); `None` without an SG model.

@@ -156,8 +156,8 @@ struct RunState {
     finished_at: Option<u64>,
     /// The last probe since the previous record.
     probe: Option<Fidelity>,
-    /// The probe's future steps (reused).
-    future: Window,
+    /// The probe's sampled futures (reused).
+    futures: Vec<Window>,
 }
 
 /// Trains several Copy / Repeat Copy configs that differ only in method, T-independent settings
@@ -209,7 +209,7 @@ pub fn train_group(
             final_bits: None,
             finished_at: None,
             probe: None,
-            future: Window::default(),
+            futures: Vec::new(),
         });
     }
     let methods: Vec<&'static str> = rcfgs.iter().map(|c| c.method.name()).collect();
@@ -219,7 +219,8 @@ pub fn train_group(
             group.set_sg_apply(k, rnn.sg_apply && rnn.method != RnnMethod::Bptt)?;
         }
     }
-    let (probe_every, probe_steps) = (rnn0.probe_every, rnn0.probe_steps());
+    let (probe_every, probe_steps, probe_samples) =
+        (rnn0.probe_every, rnn0.probe_steps(), rnn0.probe_samples);
     let started = Instant::now();
     let mut step = 0u64;
     while step < steps && runs.iter().any(|r| r.finished_at.is_none()) {
@@ -241,15 +242,24 @@ pub fn train_group(
         progress.set_step(step);
         if probe_every > 0 && step.is_multiple_of(probe_every) {
             for (k, r) in runs.iter_mut().enumerate() {
-                // The steps the run will see next, from a copy of its stream.
-                r.stream.clone().next_window(probe_steps, &mut r.future);
-                let future = BitWindow {
-                    inputs: &r.future.inputs,
-                    targets: &r.future.targets,
-                    mask: &r.future.mask,
-                };
+                // Futures the run could face from here: copies of its stream with the characters
+                // it has not read yet drawn afresh (seeded by the step, so runs are repeatable).
+                r.futures.resize_with(probe_samples, Window::default);
+                for (i, w) in r.futures.iter_mut().enumerate() {
+                    let seed = step.wrapping_mul(0x9E37_79B9).wrapping_add(i as u64);
+                    r.stream.resampled(seed).next_window(probe_steps, w);
+                }
+                let futures: Vec<BitWindow> = r
+                    .futures
+                    .iter()
+                    .map(|w| BitWindow {
+                        inputs: &w.inputs,
+                        targets: &w.targets,
+                        mask: &w.mask,
+                    })
+                    .collect();
                 r.probe = group
-                    .probe_bits(k, &future, probe_steps)
+                    .probe_bits(k, &futures, probe_steps)
                     .with_context(|| format!("probing the SG of run {k} at step {step}"))?;
             }
         }
