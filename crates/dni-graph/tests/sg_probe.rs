@@ -92,3 +92,56 @@ fn the_probe_checks_the_future_window_shape() {
     let err = g.probe_bits(0, &[short], 5).unwrap_err().to_string();
     assert!(err.contains("probe inputs"), "{err}");
 }
+
+/// What the SG model learns is set by its bootstrap: trained on the window's own gradient alone
+/// (`sg_scale` 0: no bootstrap) it matches the gradient of the next T steps almost exactly, but only
+/// part of the long-range one; bootstrapped undiscounted (`sg_scale` 1) it matches the gradient of
+/// the whole future. The model `M` itself is scored here (scale 1 in the probe).
+#[test]
+fn the_bootstrap_sets_the_horizon_the_sg_learns() {
+    use dni_graph::sg::{fidelity, FutureTargets};
+    let gpu = gpu();
+    let mut scores = Vec::new();
+    for scale in [0.0f32, 1.0] {
+        let mut g = RunGroup::with_path(
+            &gpu,
+            vec![config(Method::Dni { sg_scale: scale })],
+            StepPath::PerStep,
+        )
+        .unwrap();
+        let (x, y, m) = stream(T);
+        let w = BitWindow {
+            inputs: &x,
+            targets: &y,
+            mask: &m,
+        };
+        for _ in 0..1500 {
+            g.train_window(&[w]).unwrap();
+        }
+        let mut model = g.probe_model(0).unwrap().unwrap();
+        model.sg_scale = 1.0;
+        let s = g.read_state(0).unwrap();
+        let sg = model.injected_sg(&s);
+        let mut at = |l: usize| {
+            let (fx, fy, fm) = stream(l);
+            let truth = model.future_gradient(
+                &s,
+                &fx,
+                FutureTargets::Bits {
+                    targets: &fy,
+                    mask: &fm,
+                },
+                l,
+            );
+            fidelity(&sg, &truth)
+        };
+        scores.push((at(T), at(8 * T)));
+    }
+    let ((near0, far0), (_, far1)) = (scores[0], scores[1]);
+    assert!(near0.cosine > 0.99, "no bootstrap, next T steps: {near0:?}");
+    assert!(far1.cosine > 0.99, "undiscounted bootstrap, next 8T steps: {far1:?}");
+    assert!(
+        far1.explained > far0.explained + 0.1,
+        "the bootstrap carries the long range: {far1:?} vs {far0:?}"
+    );
+}

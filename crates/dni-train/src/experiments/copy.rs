@@ -419,9 +419,44 @@ mod tests {
                 aux_weight: 0.5
             }
         );
-        assert_eq!(r.optim, OptimConfig::sgd(3e-3, 0.9));
+        assert_eq!(r.optim, OptimConfig::sgd(1e-3, 0.9));
         assert_eq!(r.sg_optim, Some(OptimConfig::sgd(3e-4, 0.9)));
-        assert_eq!((r.hidden, r.batch, r.t, r.seed), (64, 16, 5, 4));
+        assert_eq!((r.hidden, r.batch, r.t, r.seed), (64, 16, 3, 4));
+        assert_eq!(r.clip, Some(1.0));
+    }
+
+    /// The paper's central claim at CI size. At T = 2 a window never holds both a character and its
+    /// copy (N = 1 puts them 2 steps apart), so truncated BPTT gets no gradient to store it and cannot
+    /// solve even N = 1; DNI's synthetic gradient carries one across the window boundary. The
+    /// committed configs/copy.toml at T = 2, seed 1 (the sweep in docs/RESULTS.md: DNI solves N = 1
+    /// at window 10 050), with a margin.
+    #[test]
+    fn dni_solves_copy_at_t2_where_bptt_cannot() {
+        let gpu = dni_kernels::testing::gpu();
+        let cfgs: Vec<Config> = ["bptt", "dni"]
+            .iter()
+            .map(|m| config(&["rnn.T=2", &format!("rnn.method={m}"), "rnn.steps=12000"]))
+            .collect();
+        let mut progress = Progress::with_mode("test", 12000, Mode::Quiet);
+        let out = train_group(&gpu, &cfgs, &mut progress, |_, _| Ok(())).unwrap();
+        let (bptt, dni) = (&out[0], &out[1]);
+        assert_eq!(
+            bptt.largest_solved,
+            None,
+            "BPTT at T = 2: {}",
+            bptt.summary_line()
+        );
+        assert!(
+            dni.largest_solved >= Some(4),
+            "DNI at T = 2: {}",
+            dni.summary_line()
+        );
+        // BPTT is stuck near chance on N = 1 (about 2.5 wrong bits of 9 per character).
+        assert!(
+            bptt.final_bits_per_char > Some(1.5),
+            "{}",
+            bptt.summary_line()
+        );
     }
 
     #[test]
