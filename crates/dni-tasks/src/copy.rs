@@ -46,14 +46,14 @@ pub const DEFAULT_THRESHOLD_BITS: f64 = 0.15;
 pub const DEFAULT_WINDOW_CHARS: u64 = 1000;
 
 /// Which task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CopyKind {
     Copy,
     RepeatCopy,
 }
 
 /// A curriculum level: `n` characters, repeated `r` times (`r` is 1 and unused for Copy).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Level {
     pub n: usize,
     pub r: usize,
@@ -86,7 +86,7 @@ impl Level {
 }
 
 /// Curriculum settings.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CurriculumConfig {
     /// First `N` (at least 1).
     pub start_n: usize,
@@ -157,14 +157,14 @@ impl CurriculumConfig {
 }
 
 /// Which parameter Repeat Copy raises next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Raise {
     R,
     N,
 }
 
 /// Tracks the running error and decides when the task gets harder.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Curriculum {
     kind: CopyKind,
     cfg: CurriculumConfig,
@@ -316,7 +316,7 @@ impl fmt::Display for LevelLabel {
 }
 
 /// One batch lane: plays episodes back to back.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Lane {
     rng: Rng,
     level: Level,
@@ -411,7 +411,7 @@ pub enum Observed {
 
 /// `batch` lanes each playing episodes back to back forever; a lane starts its next episode at the
 /// curriculum's current level when its episode ends, so the recurrent state runs on across episodes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TaskStream {
     kind: CopyKind,
     batch: usize,
@@ -541,6 +541,52 @@ impl TaskStream {
     /// Episodes begun so far over all lanes (including the ones in progress).
     pub fn episodes_started(&self) -> u64 {
         self.episodes_started
+    }
+
+    /// Checks a stream read back from a checkpoint against `fresh`, the stream the run's config
+    /// builds: same task, batch and curriculum settings, and every lane in a state `next_window`
+    /// can continue from (a damaged or edited checkpoint is an error here, not a panic later).
+    pub fn check_restored(&self, fresh: &TaskStream) -> Result<(), DataError> {
+        if self.kind != fresh.kind || self.batch != fresh.batch || self.lanes.len() != self.batch {
+            return Err(DataError::invalid(
+                "task stream",
+                format!("{:?} batch {} ({} lanes)", self.kind, self.batch, self.lanes.len()),
+                format!("the run's config has {:?} batch {}", fresh.kind, fresh.batch),
+            ));
+        }
+        if self.curriculum.cfg != fresh.curriculum.cfg || self.curriculum.kind != fresh.kind {
+            return Err(DataError::invalid(
+                "curriculum",
+                format!("{:?}", self.curriculum.cfg),
+                format!("the run's config has {:?}", fresh.curriculum.cfg),
+            ));
+        }
+        let generations = self.curriculum.generation;
+        for (b, lane) in self.lanes.iter().enumerate() {
+            let ok = lane.level.n >= 1
+                && lane.level.r >= 1
+                && lane.chars.len() == lane.level.n
+                && lane.level.n.checked_mul(lane.level.r).is_some_and(|nr| nr < 1 << 40)
+                && lane.steps == lane.level.episode_steps(self.kind)
+                && lane.pos <= lane.steps
+                && lane.generation <= generations;
+            if !ok {
+                return Err(DataError::invalid(
+                    "task stream lane",
+                    b,
+                    "its episode state is inconsistent",
+                ));
+            }
+        }
+        let level = self.curriculum.level;
+        if level.n < 1 || level.r < 1 || self.last_window_of_generation.is_empty() {
+            return Err(DataError::invalid(
+                "curriculum level",
+                format!("{level:?}"),
+                "is inconsistent",
+            ));
+        }
+        Ok(())
     }
 }
 
