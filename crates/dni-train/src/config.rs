@@ -182,6 +182,14 @@ pub struct RunConfig {
     pub log_every: u64,
     #[serde(default)]
     pub backend: Backend,
+    /// Steps between checkpoints (`checkpoint.safetensors` in the run directory); one is also
+    /// written at the end and on an interrupt. 0: only those.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    1000
 }
 
 impl Default for RunConfig {
@@ -191,6 +199,7 @@ impl Default for RunConfig {
             name: None,
             log_every: default_log_every(),
             backend: Backend::Auto,
+            checkpoint_every: default_checkpoint_every(),
         }
     }
 }
