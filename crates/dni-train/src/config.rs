@@ -496,6 +496,35 @@ pub struct Overrides {
     pub backend: Option<Backend>,
 }
 
+/// ` (key `section.key`, line N)` for the key whose value covers `span` in a TOML text.
+fn key_at(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span.filter(|s| s.start <= text.len()) else {
+        return String::new();
+    };
+    let before = &text[..span.start];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let mut section = String::new();
+    for l in before.lines() {
+        let l = l.trim();
+        if l.starts_with('[') && l.ends_with(']') {
+            section = l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+    }
+    match line.split_once('=') {
+        Some((k, _)) if !k.trim().is_empty() && !line.trim_start().starts_with('[') => {
+            let k = k.trim();
+            let key = if section.is_empty() {
+                k.to_string()
+            } else {
+                format!("{section}.{k}")
+            };
+            format!(" (key `{key}`, line {line_no})")
+        }
+        _ => format!(" (line {line_no})"),
+    }
+}
+
 /// Splits `KEY=VALUE` and reads VALUE as a TOML value (`8`, `1e-3`, `true`, `"x"`), else as a string.
 fn parse_set(arg: &str) -> anyhow::Result<(String, toml::Value)> {
     let (key, raw) = arg
@@ -559,6 +588,12 @@ impl Config {
         overrides: &Overrides,
         base: &Path,
     ) -> anyhow::Result<Config> {
+        if path.is_dir() {
+            bail!(
+                "--config {}: is a directory; give a TOML file (examples in configs/)",
+                path.display()
+            );
+        }
         let text = std::fs::read_to_string(path).with_context(|| {
             format!(
                 "cannot read config file {}; see configs/ for examples",
@@ -615,8 +650,8 @@ impl Config {
         // Parsing the text keeps line numbers, so blame the file when its own problem persists.
         let file_err = toml::from_str::<Config>(text).err();
         if let Some(e) = &file_err {
-            if e.message() == all_err.message() {
-                bail!("{file}: {}", e.to_string().trim_end());
+            if e.message() == all_err.message() || sets.is_empty() {
+                bail!("{file}{}: {}", key_at(text, e.span()), e.to_string().trim_end());
             }
         }
         // Otherwise blame the first override that changes the outcome.
@@ -866,12 +901,54 @@ impl Validator<'_> {
             r.aux_weight,
             "must be a number >= 0",
         );
+        self.check_f32("rnn.sg_scale", r.sg_scale);
+        self.check_f32("rnn.aux_weight", r.aux_weight);
+        self.check_f32("rnn.sg_lr (default lr / 10)", r.sg_lr());
+        self.check_rnn_sizes(r);
         if let Some(lr) = r.sg_lr {
             self.check(
                 lr.is_finite() && lr > 0.0,
                 "rnn.sg_lr",
                 lr,
                 "the SG model's learning rate must be > 0 (remove it for the default lr / 10)",
+            );
+        }
+    }
+
+    /// Sizes whose arithmetic overflows, or whose buffers could not exist, are refused here,
+    /// before anything is allocated: the largest buffers are `4H·H` weights (per run), the
+    /// `T·B·H` activations and the `T·B·64` window data, in f32.
+    fn check_rnn_sizes(&mut self, r: &RnnConfig) {
+        // Far above any adapter's storage-buffer limit (wgpu's default is 128 MiB, large GPUs
+        // allow a few GiB), far below where usize arithmetic could wrap.
+        const MAX_FLOATS: usize = 1 << 32;
+        let (h, b, t) = (r.hidden, r.batch, r.t);
+        let weights = h.checked_mul(h).and_then(|x| x.checked_mul(8));
+        let acts = t
+            .checked_mul(b)
+            .and_then(|x| x.checked_mul(h.max(64)))
+            .and_then(|x| x.checked_mul(8));
+        let fits = |n: Option<usize>| n.is_some_and(|n| n <= MAX_FLOATS);
+        self.check(
+            fits(weights),
+            "rnn.hidden",
+            h,
+            &format!(
+                "an LSTM of this size needs 8·hidden² = {} floats of weights, more than any GPU \
+                 buffer holds ({MAX_FLOATS})",
+                weights.map_or("more than 2^64".to_string(), |n| n.to_string())
+            ),
+        );
+        if fits(weights) {
+            self.check(
+                fits(acts),
+                "rnn.batch",
+                format!("{b} (with rnn.T = {t}, rnn.hidden = {h})"),
+                &format!(
+                    "a window needs T·batch·max(hidden, 64)·8 = {} floats of activations, more \
+                     than any GPU buffer holds ({MAX_FLOATS})",
+                    acts.map_or("more than 2^64".to_string(), |n| n.to_string())
+                ),
             );
         }
     }
@@ -883,11 +960,36 @@ impl Validator<'_> {
             lr,
             "the learning rate must be > 0",
         );
+        self.check_f32(&format!("{section}.lr"), lr);
         self.check(
             (0.0..1.0).contains(&momentum),
             &format!("{section}.momentum"),
             momentum,
             "must be in [0, 1)",
+        );
+        self.check(
+            !(0.0..1.0).contains(&momentum) || (momentum as f32) < 1.0,
+            &format!("{section}.momentum"),
+            momentum,
+            "rounds to 1 in f32 (the GPU's precision), which never forgets; use at most 0.9999999",
+        );
+    }
+
+    /// The GPU computes in f32: a value must keep its meaning there (not become 0 or infinite).
+    fn check_f32(&mut self, key: &str, v: f64) {
+        if !v.is_finite() {
+            return; // reported by the range checks
+        }
+        let f = v as f32;
+        self.check(
+            f.is_finite() && (v == 0.0 || f != 0.0),
+            key,
+            v,
+            &format!(
+                "becomes {f} in f32 (the GPU's precision); use a value between {:e} and {:e}",
+                f32::MIN_POSITIVE,
+                f32::MAX
+            ),
         );
     }
 
@@ -927,7 +1029,14 @@ impl Validator<'_> {
     }
 
     fn check_file(&mut self, key: &str, path: &Path, base: &Path) {
-        if !base.join(path).is_file() {
+        if base.join(path).is_dir() {
+            self.check(
+                false,
+                key,
+                format!("{:?}", path.display().to_string()),
+                "is a directory; give a file",
+            );
+        } else if !base.join(path).is_file() {
             self.check(
                 false,
                 key,

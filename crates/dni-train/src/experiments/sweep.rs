@@ -84,11 +84,25 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
     eprintln!("results in {}", run_dir.path().display());
 
     let mut results: Vec<CopyOutcome> = Vec::new();
+    let mut curves: Vec<crate::plot::SweepRun> = Vec::new();
     for (t, cells) in &groups {
         let title = format!("T={t}: {} runs", cells.len());
         let mut progress = Progress::with_mode(&title, base.steps(), Mode::Quiet);
-        let outcomes = copy::train_group(&gpu, cells, &mut progress, |_, _| Ok(()))
-            .with_context(|| format!("sweep group {title}"))?;
+        let mut records: Vec<Vec<serde_json::Value>> = vec![Vec::new(); cells.len()];
+        let outcomes = copy::train_group(&gpu, cells, &mut progress, |k, rec| {
+            records[k].push(serde_json::to_value(rec)?);
+            Ok(())
+        })
+        .with_context(|| format!("sweep group {title}"))?;
+        for (outcome, recs) in outcomes.iter().zip(records) {
+            curves.push(crate::plot::SweepRun {
+                method: outcome.method.to_string(),
+                t: outcome.t,
+                seed: outcome.seed,
+                largest_solved: outcome.largest_solved,
+                records: recs,
+            });
+        }
         for outcome in outcomes {
             eprintln!(
                 "{} T={} seed {}: {} (whole group)",
@@ -106,6 +120,16 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
     println!("{table}");
     std::fs::write(run_dir.file("table.md"), &table)
         .with_context(|| format!("cannot write {}", run_dir.file("table.md").display()))?;
+    let charts = crate::plot::sweep_charts(run_dir.path(), base.task.name(), &curves)
+        .context("drawing the sweep's charts")?;
+    eprintln!(
+        "charts: {}",
+        charts
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     run_dir.write_summary(serde_json::json!({
         "task": base.task.name(),
         "adapter": gpu.adapter().to_string(),
