@@ -94,6 +94,7 @@ impl RunGroup {
         }
         for c in &cfgs {
             c.validate()?;
+            c.check_fits(gpu)?;
         }
         if let Some(why) = runs_mismatch(&cfgs) {
             return Err(RecurrentError::Group(why));
