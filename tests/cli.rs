@@ -354,10 +354,31 @@ fn bad_input_is_a_clear_error_never_a_crash() {
         ("rnn.hidden=4611686018427387904", "rnn.hidden"),
         ("rnn.hidden=100000", "rnn.hidden"),
         ("rnn.batch=4611686018427387904", "rnn.batch"),
+        ("rnn.T=4611686018427387904", "rnn.batch"),
     ] {
         let err = run(&[&copy[..], &["--set", set]].concat());
         assert!(err.contains(key) && err.contains("copy.toml"), "{set}: {err}");
     }
+    for (cfg, set, key) in [
+        ("configs/mnist_dni.toml", "mnist.hidden=4611686018427387904", "mnist.hidden"),
+        ("configs/mnist_dni.toml", "mnist.sg_hidden=100000", "mnist.sg_hidden"),
+        ("configs/mnist_dni.toml", "mnist.batch=4611686018427387904", "mnist.batch"),
+        ("configs/two_timescale.toml", "timescale.hidden=100000", "timescale.hidden"),
+        ("configs/two_timescale.toml", "timescale.T=4611686018427387904", "timescale.batch"),
+    ] {
+        let err = run(&["--config", cfg, "--set", set]);
+        assert!(err.contains(key), "{set}: {err}");
+    }
+    // A Repeat Copy level whose N·R wraps.
+    let err = run(&[
+        "--config",
+        "configs/repeat_copy.toml",
+        "--set",
+        "copy.start_n=4294967296",
+        "--set",
+        "copy.start_r=4294967296",
+    ]);
+    assert!(err.contains("copy.start_n") && err.contains("N·R"), "{err}");
     // f64 values that lose their meaning in f32.
     for (set, key) in [
         ("rnn.lr=1e-50", "rnn.lr"),

@@ -45,6 +45,10 @@ pub const DEFAULT_THRESHOLD_BITS: f64 = 0.15;
 /// cannot pass a level (1000 characters = 9000 scored bits).
 pub const DEFAULT_WINDOW_CHARS: u64 = 1000;
 
+/// Longest episode a curriculum may start at (steps); far beyond anything trainable, far below
+/// where the step arithmetic could wrap.
+pub const MAX_EPISODE_STEPS: usize = 1 << 32;
+
 /// Which task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CopyKind {
@@ -141,6 +145,22 @@ impl CurriculumConfig {
                 "window_chars",
                 self.window_chars,
                 "must be at least 1 character",
+            ));
+        }
+        // An episode of the first level must have a length that neither wraps nor could be
+        // played (n + 3 + n·r steps); later levels grow by one.
+        let steps = self
+            .start_n
+            .checked_mul(self.start_r)
+            .and_then(|nr| nr.checked_add(self.start_n))
+            .and_then(|x| x.checked_add(3));
+        if steps.is_none_or(|s| s > MAX_EPISODE_STEPS) {
+            return Err(DataError::invalid(
+                "start_n",
+                format!("{} (start_r {})", self.start_n, self.start_r),
+                format!(
+                    "an episode of N + 3 + N·R steps must stay below {MAX_EPISODE_STEPS} steps"
+                ),
             ));
         }
         if let Some(max_n) = self.max_n {
@@ -651,6 +671,22 @@ mod tests {
             start_n: n,
             start_r: r,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_first_level_whose_length_wraps_is_refused() {
+        for (n, r) in [(usize::MAX / 2, 3), (1 << 20, 1 << 20), (usize::MAX, 1)] {
+            let cfg = CurriculumConfig {
+                start_n: n,
+                start_r: r,
+                ..Default::default()
+            };
+            let e = TaskStream::new(CopyKind::RepeatCopy, 2, 1, cfg)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(e.contains("start_n") && e.contains("N·R"), "{e}");
         }
     }
 

@@ -919,38 +919,53 @@ impl Validator<'_> {
     /// before anything is allocated: the largest buffers are `4H·H` weights (per run), the
     /// `T·B·H` activations and the `T·B·64` window data, in f32.
     fn check_rnn_sizes(&mut self, r: &RnnConfig) {
+        self.check_sizes("rnn", &[("rnn.hidden", r.hidden)], r.batch, r.t);
+    }
+
+    /// Sizes whose arithmetic overflows, or whose buffers could not exist on any adapter, named
+    /// by key before anything is allocated: each `hidden`-like key's `8·h²` weights, and the
+    /// `T·batch·max(widest layer, 784)·8` activations (T is 1 for feed-forward nets).
+    fn check_sizes(&mut self, section: &str, hiddens: &[(&str, usize)], batch: usize, t: usize) {
         // Far above any adapter's storage-buffer limit (wgpu's default is 128 MiB, large GPUs
         // allow a few GiB), far below where usize arithmetic could wrap.
         const MAX_FLOATS: usize = 1 << 32;
-        let (h, b, t) = (r.hidden, r.batch, r.t);
-        let weights = h.checked_mul(h).and_then(|x| x.checked_mul(8));
-        let acts = t
-            .checked_mul(b)
-            .and_then(|x| x.checked_mul(h.max(64)))
-            .and_then(|x| x.checked_mul(8));
         let fits = |n: Option<usize>| n.is_some_and(|n| n <= MAX_FLOATS);
-        self.check(
-            fits(weights),
-            "rnn.hidden",
-            h,
-            &format!(
-                "an LSTM of this size needs 8·hidden² = {} floats of weights, more than any GPU \
-                 buffer holds ({MAX_FLOATS})",
-                weights.map_or("more than 2^64".to_string(), |n| n.to_string())
-            ),
-        );
-        if fits(weights) {
+        let mut widest = 784usize;
+        for &(key, h) in hiddens {
+            let weights = h.checked_mul(h).and_then(|x| x.checked_mul(8));
             self.check(
-                fits(acts),
-                "rnn.batch",
-                format!("{b} (with rnn.T = {t}, rnn.hidden = {h})"),
+                fits(weights),
+                key,
+                h,
                 &format!(
-                    "a window needs T·batch·max(hidden, 64)·8 = {} floats of activations, more \
-                     than any GPU buffer holds ({MAX_FLOATS})",
-                    acts.map_or("more than 2^64".to_string(), |n| n.to_string())
+                    "a layer of this size needs 8·{key}² = {} floats of weights, more than any \
+                     GPU buffer holds ({MAX_FLOATS})",
+                    weights.map_or("more than 2^64".to_string(), |n| n.to_string())
                 ),
             );
+            if !fits(weights) {
+                return;
+            }
+            widest = widest.max(h);
         }
+        let acts = t
+            .checked_mul(batch)
+            .and_then(|x| x.checked_mul(widest))
+            .and_then(|x| x.checked_mul(8));
+        self.check(
+            fits(acts),
+            &format!("{section}.batch"),
+            if t > 1 {
+                format!("{batch} (with {section}.T = {t})")
+            } else {
+                batch.to_string()
+            },
+            &format!(
+                "one step needs T·batch·{widest}·8 = {} floats of activations, more than any GPU \
+                 buffer holds ({MAX_FLOATS})",
+                acts.map_or("more than 2^64".to_string(), |n| n.to_string())
+            ),
+        );
     }
 
     fn check_lr(&mut self, section: &str, lr: f64, momentum: f64) {
@@ -1026,6 +1041,20 @@ impl Validator<'_> {
                 "must be at least copy.start_n",
             );
         }
+        let steps = c
+            .start_n
+            .checked_mul(c.start_r)
+            .and_then(|nr| nr.checked_add(c.start_n))
+            .and_then(|x| x.checked_add(3));
+        self.check(
+            steps.is_some_and(|s| s <= dni_tasks::copy::MAX_EPISODE_STEPS),
+            "copy.start_n",
+            format!("{} (copy.start_r = {})", c.start_n, c.start_r),
+            &format!(
+                "an episode of N + 3 + N·R steps must stay below {} steps",
+                dni_tasks::copy::MAX_EPISODE_STEPS
+            ),
+        );
     }
 
     fn check_file(&mut self, key: &str, path: &Path, base: &Path) {
@@ -1096,6 +1125,12 @@ impl Validator<'_> {
     }
 
     fn check_timescale(&mut self, ts: &TimescaleConfig, base: &Path) {
+        self.check_sizes("timescale", &[("timescale.hidden", ts.hidden)], ts.batch, ts.t);
+        self.check_f32("timescale.lr", ts.lr);
+        self.check_f32("timescale.sg_scale", ts.sg_scale);
+        if let Some(lr) = ts.sg_lr {
+            self.check_f32("timescale.sg_lr", lr);
+        }
         if !base.join(&ts.data_dir).is_dir() {
             self.check(
                 false,
@@ -1144,6 +1179,17 @@ impl Validator<'_> {
     }
 
     fn check_mnist(&mut self, m: &MnistConfig, base: &Path) {
+        self.check_sizes(
+            "mnist",
+            &[("mnist.hidden", m.hidden), ("mnist.sg_hidden", m.sg_hidden)],
+            m.batch,
+            1,
+        );
+        self.check_f32("mnist.p_update", m.p_update);
+        self.check_f32("mnist.lambda", m.lambda);
+        if let Some(lr) = m.sg_lr {
+            self.check_f32("mnist.sg_lr", lr);
+        }
         if !base.join(&m.data_dir).is_dir() {
             self.check(
                 false,
