@@ -87,8 +87,17 @@ fn draw_panel<DB: DrawingBackend>(
         .y_label_area_size(64)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(draw_err)?;
+    let fmt = |v: &f64| {
+        if v.fract() == 0.0 || v.abs() >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.3}").trim_end_matches('0').to_string()
+        }
+    };
     chart
         .configure_mesh()
+        .x_label_formatter(&fmt)
+        .y_label_formatter(&fmt)
         .x_desc(&panel.x_desc)
         .y_desc(&panel.y_desc)
         .label_style(("sans-serif", 14))
