@@ -126,10 +126,16 @@ const TINY: [&str; 10] = [
 
 fn tiny_run(out: &Path, name: &str, steps: u64) -> Command {
     let mut c = bin();
-    c.args(["--config", "configs/copy.toml", "--steps", &steps.to_string(), "--out"])
-        .arg(out)
-        .args(["--set", &format!("run.name={name}")])
-        .args(TINY);
+    c.args([
+        "--config",
+        "configs/copy.toml",
+        "--steps",
+        &steps.to_string(),
+        "--out",
+    ])
+    .arg(out)
+    .args(["--set", &format!("run.name={name}")])
+    .args(TINY);
     c
 }
 
@@ -167,7 +173,10 @@ fn resume_is_bit_exact_also_after_a_kill_during_a_checkpoint_write() {
     check_ok(&tiny_run(&out, "full", 200).output().unwrap());
     let full = summary(&out.join("full"));
     assert_eq!(full["status"], "ok", "{full}");
-    let sha = full["params_sha256"].as_str().expect("params_sha256").to_string();
+    let sha = full["params_sha256"]
+        .as_str()
+        .expect("params_sha256")
+        .to_string();
     assert_eq!(sha.len(), 64);
     assert!(out.join("full/curves.svg").is_file() && out.join("full/curves.png").is_file());
 
@@ -183,7 +192,11 @@ fn resume_is_bit_exact_also_after_a_kill_during_a_checkpoint_write() {
     let half = summary(&out.join("half"));
     assert_eq!(half["status"], "ok");
     assert_eq!(half["resumed_from_step"], 100);
-    assert_eq!(half["params_sha256"], sha.as_str(), "resume is not bit-exact");
+    assert_eq!(
+        half["params_sha256"],
+        sha.as_str(),
+        "resume is not bit-exact"
+    );
     assert_eq!(records(&out.join("half")), records(&out.join("full")));
 
     // Killed half-way through writing its second checkpoint (step 100): the one of step 50
@@ -195,11 +208,7 @@ fn resume_is_bit_exact_also_after_a_kill_during_a_checkpoint_write() {
     assert!(!res.status.success());
     let killed = out.join("killed");
     assert!(killed.join("checkpoint.safetensors.tmp").is_file());
-    let res = bin()
-        .arg("--resume")
-        .arg(&killed)
-        .output()
-        .unwrap();
+    let res = bin().arg("--resume").arg(&killed).output().unwrap();
     check_ok(&res);
     let s = summary(&killed);
     assert_eq!(s["resumed_from_step"], 50, "{s}");
@@ -236,9 +245,7 @@ fn ctrl_c_and_sigterm_write_a_checkpoint_and_exit_130_and_143() {
         let run = out.join(name);
         // Wait until it trains (the first record is logged).
         let t0 = std::time::Instant::now();
-        while std::fs::read_to_string(run.join("metrics.jsonl"))
-            .map_or(true, |m| m.is_empty())
-        {
+        while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(true, |m| m.is_empty()) {
             assert!(t0.elapsed().as_secs() < 120, "no metrics after 120 s");
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -265,7 +272,10 @@ fn ctrl_c_and_sigterm_write_a_checkpoint_and_exit_130_and_143() {
                 .unwrap();
             check_ok(&res);
             let s = summary(&run);
-            assert_eq!((s["status"].as_str(), s["steps"].as_u64()), (Some("ok"), Some(at + 30)));
+            assert_eq!(
+                (s["status"].as_str(), s["steps"].as_u64()),
+                (Some("ok"), Some(at + 30))
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&out);
@@ -280,7 +290,10 @@ fn a_diverging_run_stops_with_the_step_and_the_metric() {
         .unwrap();
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(!res.status.success(), "{err}");
-    assert!(err.contains("diverged at step 20") && err.contains("loss"), "{err}");
+    assert!(
+        err.contains("diverged at step 20") && err.contains("loss"),
+        "{err}"
+    );
     let s = summary(&out.join("div"));
     assert_eq!(s["status"], "diverged", "{s}");
     assert_eq!(s["diverged_at_step"], 20);
@@ -307,24 +320,33 @@ fn plot_draws_several_runs_on_one_chart() {
         .unwrap();
     check_ok(&res);
     let svg = std::fs::read_to_string(out.join("charts/curves.svg")).unwrap();
-    assert!(svg.contains("bptt T=3") && svg.contains("dni T=3"), "labels missing");
+    assert!(
+        svg.contains("bptt T=3") && svg.contains("dni T=3"),
+        "labels missing"
+    );
     let png = std::fs::read(out.join("charts/curves.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
     let res = bin().arg("plot").arg(out.join("none")).output().unwrap();
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(!res.status.success() && err.contains("not a run directory"), "{err}");
+    assert!(
+        !res.status.success() && err.contains("not a run directory"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
 fn subcommands_reject_options_they_do_not_use() {
-    let res = bin().args(["devices", "--set", "rnn.T=3"]).output().unwrap();
-    let err = String::from_utf8_lossy(&res.stderr);
-    assert!(!res.status.success() && err.contains("does not use --set"), "{err}");
     let res = bin()
-        .args(["plot", "x", "--steps", "5"])
+        .args(["devices", "--set", "rnn.T=3"])
         .output()
         .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        !res.status.success() && err.contains("does not use --set"),
+        "{err}"
+    );
+    let res = bin().args(["plot", "x", "--steps", "5"]).output().unwrap();
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(!res.status.success() && err.contains("--steps"), "{err}");
     let res = bin()
@@ -345,7 +367,10 @@ fn bad_input_is_a_clear_error_never_a_crash() {
             "{args:?}: expected a clean error (exit 1), got {:?}:\n{err}",
             res.status
         );
-        assert!(!err.contains("panicked") && !err.contains("memory allocation"), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("memory allocation"),
+            "{err}"
+        );
         err
     };
     let copy = ["--config", "configs/copy.toml"];
@@ -357,14 +382,37 @@ fn bad_input_is_a_clear_error_never_a_crash() {
         ("rnn.T=4611686018427387904", "rnn.batch"),
     ] {
         let err = run(&[&copy[..], &["--set", set]].concat());
-        assert!(err.contains(key) && err.contains("copy.toml"), "{set}: {err}");
+        assert!(
+            err.contains(key) && err.contains("copy.toml"),
+            "{set}: {err}"
+        );
     }
     for (cfg, set, key) in [
-        ("configs/mnist_dni.toml", "mnist.hidden=4611686018427387904", "mnist.hidden"),
-        ("configs/mnist_dni.toml", "mnist.sg_hidden=100000", "mnist.sg_hidden"),
-        ("configs/mnist_dni.toml", "mnist.batch=4611686018427387904", "mnist.batch"),
-        ("configs/two_timescale.toml", "timescale.hidden=100000", "timescale.hidden"),
-        ("configs/two_timescale.toml", "timescale.T=4611686018427387904", "timescale.batch"),
+        (
+            "configs/mnist_dni.toml",
+            "mnist.hidden=4611686018427387904",
+            "mnist.hidden",
+        ),
+        (
+            "configs/mnist_dni.toml",
+            "mnist.sg_hidden=100000",
+            "mnist.sg_hidden",
+        ),
+        (
+            "configs/mnist_dni.toml",
+            "mnist.batch=4611686018427387904",
+            "mnist.batch",
+        ),
+        (
+            "configs/two_timescale.toml",
+            "timescale.hidden=100000",
+            "timescale.hidden",
+        ),
+        (
+            "configs/two_timescale.toml",
+            "timescale.T=4611686018427387904",
+            "timescale.batch",
+        ),
     ] {
         let err = run(&["--config", cfg, "--set", set]);
         assert!(err.contains(key), "{set}: {err}");
@@ -404,8 +452,16 @@ fn bad_input_is_a_clear_error_never_a_crash() {
     let d = dir.to_str().unwrap();
     let err = run(&["--config", d]);
     assert!(err.contains("is a directory"), "{err}");
-    let err = run(&["--config", "configs/charlm.toml", "--set", &format!("charlm.train={d}")]);
-    assert!(err.contains("charlm.train") && err.contains("is a directory"), "{err}");
+    let err = run(&[
+        "--config",
+        "configs/charlm.toml",
+        "--set",
+        &format!("charlm.train={d}"),
+    ]);
+    assert!(
+        err.contains("charlm.train") && err.contains("is a directory"),
+        "{err}"
+    );
     // Backends chosen by the environment or the option are named.
     let res = bin()
         .arg("devices")
@@ -413,9 +469,15 @@ fn bad_input_is_a_clear_error_never_a_crash() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(!res.status.success() && err.contains("WGPU_BACKEND"), "{err}");
+    assert!(
+        !res.status.success() && err.contains("WGPU_BACKEND"),
+        "{err}"
+    );
     if cfg!(target_os = "linux") {
-        let res = bin().args(["devices", "--backend", "metal"]).output().unwrap();
+        let res = bin()
+            .args(["devices", "--backend", "metal"])
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&res.stderr);
         assert!(
             !res.status.success() && err.contains("--backend") && !err.contains("lavapipe"),

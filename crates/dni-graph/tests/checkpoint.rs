@@ -66,12 +66,7 @@ fn train(g: &mut RunGroup, ws: &[Window]) {
 
 fn params(g: &RunGroup) -> Vec<Vec<f32>> {
     (0..g.runs())
-        .flat_map(|r| {
-            g.param_names(r)
-                .unwrap()
-                .into_iter()
-                .map(move |n| (r, n))
-        })
+        .flat_map(|r| g.param_names(r).unwrap().into_iter().map(move |n| (r, n)))
         .map(|(r, n)| g.read_param(r, n).unwrap())
         .collect()
 }
@@ -100,7 +95,10 @@ fn export_import_continues_bit_exactly_on_both_engines() {
         assert_eq!(resumed.windows_trained(), 8);
         let m = resumed.read_metrics().unwrap();
         for (a, b) in m.iter().zip(&m_straight) {
-            assert_eq!((a.windows, a.loss_nats, a.sg_loss), (b.windows, b.loss_nats, b.sg_loss));
+            assert_eq!(
+                (a.windows, a.loss_nats, a.sg_loss),
+                (b.windows, b.loss_nats, b.sg_loss)
+            );
         }
 
         // Another shape, another run count or a damaged buffer is refused, naming the buffer.
@@ -110,7 +108,10 @@ fn export_import_continues_bit_exactly_on_both_engines() {
         let e = g.import_state(&state).unwrap_err();
         assert!(matches!(e, RecurrentError::Checkpoint(_)), "{e}");
         let mut g = RunGroup::with_path(&gpu, cfgs()[..2].to_vec(), path).unwrap();
-        assert!(matches!(g.import_state(&state), Err(RecurrentError::Checkpoint(_))));
+        assert!(matches!(
+            g.import_state(&state),
+            Err(RecurrentError::Checkpoint(_))
+        ));
         let mut cut = state.clone();
         if let StateBuf::F32(v) = &mut cut[0].1 {
             v.pop();
@@ -129,12 +130,21 @@ fn sizes_that_overflow_or_exceed_the_adapter_are_errors() {
             .err()
             .expect("refused");
         assert!(
-            matches!(e, RecurrentError::Config { field: "hidden", .. }),
+            matches!(
+                e,
+                RecurrentError::Config {
+                    field: "hidden",
+                    ..
+                }
+            ),
             "hidden {hidden}: {e}"
         );
     }
     let mut c = cfg(Method::Bptt, 8, 1);
     c.batch = usize::MAX / 4;
     let e = RunGroup::new(&gpu, vec![c]).err().expect("refused");
-    assert!(matches!(e, RecurrentError::Config { field: "batch", .. }), "{e}");
+    assert!(
+        matches!(e, RecurrentError::Config { field: "batch", .. }),
+        "{e}"
+    );
 }

@@ -570,8 +570,16 @@ impl TaskStream {
         if self.kind != fresh.kind || self.batch != fresh.batch || self.lanes.len() != self.batch {
             return Err(DataError::invalid(
                 "task stream",
-                format!("{:?} batch {} ({} lanes)", self.kind, self.batch, self.lanes.len()),
-                format!("the run's config has {:?} batch {}", fresh.kind, fresh.batch),
+                format!(
+                    "{:?} batch {} ({} lanes)",
+                    self.kind,
+                    self.batch,
+                    self.lanes.len()
+                ),
+                format!(
+                    "the run's config has {:?} batch {}",
+                    fresh.kind, fresh.batch
+                ),
             ));
         }
         if self.curriculum.cfg != fresh.curriculum.cfg || self.curriculum.kind != fresh.kind {
@@ -586,7 +594,11 @@ impl TaskStream {
             let ok = lane.level.n >= 1
                 && lane.level.r >= 1
                 && lane.chars.len() == lane.level.n
-                && lane.level.n.checked_mul(lane.level.r).is_some_and(|nr| nr < 1 << 40)
+                && lane
+                    .level
+                    .n
+                    .checked_mul(lane.level.r)
+                    .is_some_and(|nr| nr < 1 << 40)
                 && lane.steps == lane.level.episode_steps(self.kind)
                 && lane.pos <= lane.steps
                 && lane.generation <= generations;

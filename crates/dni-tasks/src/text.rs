@@ -377,7 +377,10 @@ impl CharStream {
             return Err(DataError::invalid(
                 "stream position",
                 pos,
-                format!("must be below {} for this text and batch", self.lane_len - 1),
+                format!(
+                    "must be below {} for this text and batch",
+                    self.lane_len - 1
+                ),
             ));
         }
         self.pos = pos;

@@ -90,25 +90,23 @@ pub fn write(dir: &Path, ck: &Checkpoint) -> anyhow::Result<PathBuf> {
     let abort_at = std::env::var(ABORT_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
-    let mut f = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     if abort_at == Some(n) {
         let _ = f.write_all(&bytes[..bytes.len() / 2]);
         let _ = f.sync_all();
-        eprintln!("{ABORT_ENV}={n}: aborting half-way through writing {}", tmp.display());
+        eprintln!(
+            "{ABORT_ENV}={n}: aborting half-way through writing {}",
+            tmp.display()
+        );
         std::process::abort();
     }
     f.write_all(&bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     drop(f);
-    std::fs::rename(&tmp, &path).with_context(|| {
-        format!(
-            "cannot rename {} to {}",
-            tmp.display(),
-            path.display()
-        )
-    })?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
     // Make the rename itself durable (best effort: not every platform can fsync a directory).
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
@@ -254,10 +252,7 @@ pub fn params_sha256(group: &RunGroup) -> anyhow::Result<String> {
             }
         }
     }
-    Ok(h.finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A loss that became NaN or infinite.
@@ -352,7 +347,10 @@ impl RunControl {
         let due = self.every > 0
             && step > 0
             && step.is_multiple_of(self.every)
-            && self.last_checkpoint.as_ref().is_none_or(|(s, _)| *s != step);
+            && self
+                .last_checkpoint
+                .as_ref()
+                .is_none_or(|(s, _)| *s != step);
         if due {
             self.save(step, snapshot)?;
         }
@@ -368,7 +366,11 @@ impl RunControl {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
-        if self.last_checkpoint.as_ref().is_some_and(|(s, _)| *s == step) {
+        if self
+            .last_checkpoint
+            .as_ref()
+            .is_some_and(|(s, _)| *s == step)
+        {
             return Ok(());
         }
         let (host, state) = snapshot()?;
@@ -378,7 +380,8 @@ impl RunControl {
             host,
             state,
         };
-        let path = write(dir, &ck).with_context(|| format!("writing the checkpoint at step {step}"))?;
+        let path =
+            write(dir, &ck).with_context(|| format!("writing the checkpoint at step {step}"))?;
         self.last_checkpoint = Some((step, path));
         Ok(())
     }
@@ -427,8 +430,14 @@ mod tests {
             config: "task = \"copy\"\n".into(),
             host: serde_json::json!({"a": [1, 2.5]}),
             state: vec![
-                ("fused.params".into(), StateBuf::F32(vec![1.0, -2.5, f32::MIN_POSITIVE])),
-                ("fused.windows_total".into(), StateBuf::U64(vec![u64::MAX, 3])),
+                (
+                    "fused.params".into(),
+                    StateBuf::F32(vec![1.0, -2.5, f32::MIN_POSITIVE]),
+                ),
+                (
+                    "fused.windows_total".into(),
+                    StateBuf::U64(vec![u64::MAX, 3]),
+                ),
             ],
         }
     }
@@ -465,7 +474,10 @@ mod tests {
         for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {
             std::fs::write(&p, &bytes[..cut]).unwrap();
             let e = format!("{:#}", read(&p).unwrap_err());
-            assert!(e.contains("not a complete dni checkpoint"), "cut {cut}: {e}");
+            assert!(
+                e.contains("not a complete dni checkpoint"),
+                "cut {cut}: {e}"
+            );
             assert!(e.contains(FILE), "{e}");
         }
         let e = format!("{:#}", read(&dir).unwrap_err());
@@ -510,7 +522,9 @@ mod tests {
         assert_eq!((d.step, d.metric.as_str()), (150, "sg_loss"));
         let msg = e.to_string();
         assert!(
-            msg.contains("step 150") && msg.contains("sg_loss") && msg.contains("NaN")
+            msg.contains("step 150")
+                && msg.contains("sg_loss")
+                && msg.contains("NaN")
                 && msg.contains("runs/x/checkpoint.safetensors"),
             "{msg}"
         );

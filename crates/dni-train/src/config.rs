@@ -651,7 +651,11 @@ impl Config {
         let file_err = toml::from_str::<Config>(text).err();
         if let Some(e) = &file_err {
             if e.message() == all_err.message() || sets.is_empty() {
-                bail!("{file}{}: {}", key_at(text, e.span()), e.to_string().trim_end());
+                bail!(
+                    "{file}{}: {}",
+                    key_at(text, e.span()),
+                    e.to_string().trim_end()
+                );
             }
         }
         // Otherwise blame the first override that changes the outcome.
@@ -1125,7 +1129,12 @@ impl Validator<'_> {
     }
 
     fn check_timescale(&mut self, ts: &TimescaleConfig, base: &Path) {
-        self.check_sizes("timescale", &[("timescale.hidden", ts.hidden)], ts.batch, ts.t);
+        self.check_sizes(
+            "timescale",
+            &[("timescale.hidden", ts.hidden)],
+            ts.batch,
+            ts.t,
+        );
         self.check_f32("timescale.lr", ts.lr);
         self.check_f32("timescale.sg_scale", ts.sg_scale);
         if let Some(lr) = ts.sg_lr {

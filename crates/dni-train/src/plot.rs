@@ -63,7 +63,11 @@ fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    let pad = if hi > lo { (hi - lo) * 0.05 } else { lo.abs().max(1.0) * 0.1 };
+    let pad = if hi > lo {
+        (hi - lo) * 0.05
+    } else {
+        lo.abs().max(1.0) * 0.1
+    };
     (lo - pad, hi + pad)
 }
 
@@ -115,7 +119,9 @@ fn draw_panel<DB: DrawingBackend>(
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(draw_err)?
             .label(s.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         if points.len() <= 40 {
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
@@ -135,7 +141,10 @@ fn draw_panel<DB: DrawingBackend>(
     Ok(())
 }
 
-fn draw_all<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> anyhow::Result<()> {
+fn draw_all<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    panels: &[Panel],
+) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(draw_err)?;
     let areas = root.split_evenly((panels.len(), 1));
     for (area, panel) in areas.iter().zip(panels) {
@@ -216,7 +225,11 @@ fn load_run(dir: &Path) -> anyhow::Result<RunData> {
 }
 
 /// `(x, y)` of every record that has both keys as numbers.
-fn xy(records: &[serde_json::Value], x: &str, y: impl Fn(&serde_json::Value) -> Option<f64>) -> Vec<(f64, f64)> {
+fn xy(
+    records: &[serde_json::Value],
+    x: &str,
+    y: impl Fn(&serde_json::Value) -> Option<f64>,
+) -> Vec<(f64, f64)> {
     records
         .iter()
         .filter_map(|r| Some((r[x].as_f64()?, y(r)?)))
@@ -236,7 +249,10 @@ fn level(r: &serde_json::Value) -> Option<f64> {
 /// `dni-train plot`: the learning curves of `runs` (one task) as `curves.svg` / `curves.png` in
 /// `out`.
 pub fn plot_runs(runs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut data = runs.iter().map(|d| load_run(d)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut data = runs
+        .iter()
+        .map(|d| load_run(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let Some(first) = data.first() else {
         bail!("plot needs at least one run directory");
     };
@@ -253,7 +269,10 @@ pub fn plot_runs(runs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     // Same labels (e.g. two seeds): tell them apart by directory.
     for i in 0..data.len() {
         if data.iter().filter(|d| d.label == data[i].label).count() > 1 {
-            let name = data[i].dir.file_name().map(|n| n.to_string_lossy().into_owned());
+            let name = data[i]
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
             data[i].label = format!("{} ({})", data[i].label, name.unwrap_or_default());
         }
     }
@@ -337,7 +356,8 @@ pub fn sweep_charts(dir: &Path, task: &str, runs: &[SweepRun]) -> anyhow::Result
                         .filter(|r| r.method == *m && r.t == t)
                         .map(|r| r.largest_solved.unwrap_or(0) as f64)
                         .collect();
-                    (!cells.is_empty()).then(|| (t as f64, cells.iter().sum::<f64>() / cells.len() as f64))
+                    (!cells.is_empty())
+                        .then(|| (t as f64, cells.iter().sum::<f64>() / cells.len() as f64))
                 })
                 .collect(),
         })
@@ -366,7 +386,9 @@ pub fn sweep_charts(dir: &Path, task: &str, runs: &[SweepRun]) -> anyhow::Result
             .iter()
             .map(|r| Series {
                 label: label(r),
-                points: xy(&r.records, "step", |v| Some(v["largest_solved"].as_f64().unwrap_or(0.0))),
+                points: xy(&r.records, "step", |v| {
+                    Some(v["largest_solved"].as_f64().unwrap_or(0.0))
+                }),
             })
             .collect();
         written.extend(write_chart(
@@ -428,7 +450,10 @@ mod tests {
         };
         let files = write_chart(&dir, "c", &[panel.clone(), panel]).unwrap();
         let svg = std::fs::read_to_string(&files[0]).unwrap();
-        assert!(svg.contains("bptt") && svg.contains("dni"), "legend missing");
+        assert!(
+            svg.contains("bptt") && svg.contains("dni"),
+            "legend missing"
+        );
         let png = std::fs::read(&files[1]).unwrap();
         assert_eq!(&png[1..4], b"PNG");
         let _ = std::fs::remove_dir_all(&dir);

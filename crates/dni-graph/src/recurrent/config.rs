@@ -152,7 +152,11 @@ impl RecurrentConfig {
                 "T·batch·max(input, output, 4·hidden) overflows the address space",
             );
         };
-        Ok([("hidden", weights), ("batch", window), ("output", o.saturating_mul(h))])
+        Ok([
+            ("hidden", weights),
+            ("batch", window),
+            ("output", o.saturating_mul(h)),
+        ])
     }
 
     /// Checks that every large buffer fits the adapter's storage-buffer limits before anything is

@@ -554,7 +554,11 @@ impl FusedGroup {
     /// Sets one of `state_counters` (same name and length).
     pub(crate) fn set_state_counter(&mut self, name: &str, v: &[u64]) -> Result<()> {
         let k = self.cfgs.len();
-        let want = if matches!(name, "windows_total" | "windows_unread") { 1 } else { k };
+        let want = if matches!(name, "windows_total" | "windows_unread") {
+            1
+        } else {
+            k
+        };
         check_len("checkpoint counter", v.len(), want)?;
         let flags = |v: &[u64]| v.iter().map(|&x| x != 0).collect();
         match name {
@@ -563,7 +567,11 @@ impl FusedGroup {
             "sg_windows_unread" => self.sg_windows_unread = v.to_vec(),
             "apply_sg" => self.apply_sg = flags(v),
             "train_sg" => self.train_sg = flags(v),
-            _ => return Err(RecurrentError::Checkpoint(format!("unknown counter {name:?}"))),
+            _ => {
+                return Err(RecurrentError::Checkpoint(format!(
+                    "unknown counter {name:?}"
+                )))
+            }
         }
         self.in_flight = 0;
         Ok(())

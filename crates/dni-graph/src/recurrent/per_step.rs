@@ -681,7 +681,11 @@ impl PerStepTrainer {
             "sg_windows_unread" => self.sg_windows_unread = v[0],
             "apply_sg" => self.apply_sg = v[0] != 0 && self.sg.is_some(),
             "train_sg" => self.train_sg = v[0] != 0 && self.sg.is_some(),
-            _ => return Err(RecurrentError::Checkpoint(format!("unknown counter {name:?}"))),
+            _ => {
+                return Err(RecurrentError::Checkpoint(format!(
+                    "unknown counter {name:?}"
+                )))
+            }
         }
         self.in_flight = 0;
         Ok(())

@@ -7,7 +7,10 @@ pub fn run(backend: Backend) -> anyhow::Result<()> {
     let choice = super::backend_choice(backend);
     let adapters = dni_kernels::list_adapters(choice);
     if adapters.is_empty() {
-        return Err(super::no_adapter(backend, format!(" for backend {backend:?}")));
+        return Err(super::no_adapter(
+            backend,
+            format!(" for backend {backend:?}"),
+        ));
     }
     println!("adapters ({backend:?}):");
     for (i, a) in adapters.iter().enumerate() {

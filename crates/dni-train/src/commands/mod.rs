@@ -82,8 +82,7 @@ pub fn no_adapter(b: Backend, detail: String) -> anyhow::Error {
 /// The first name in a `WGPU_BACKEND` list that wgpu does not know.
 fn unknown_backend_names(v: &str) -> Option<String> {
     const KNOWN: [&str; 11] = [
-        "vulkan", "vk", "dx12", "d3d12", "metal", "mtl", "opengl", "gles", "gl", "webgpu",
-        "noop",
+        "vulkan", "vk", "dx12", "d3d12", "metal", "mtl", "opengl", "gles", "gl", "webgpu", "noop",
     ];
     v.split(',')
         .map(|s| s.trim().to_lowercase())

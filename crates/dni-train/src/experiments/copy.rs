@@ -327,9 +327,17 @@ pub fn train_group_with(
 fn snapshot(
     group: &RunGroup,
     runs: &[RunState],
-) -> anyhow::Result<(serde_json::Value, Vec<(String, dni_graph::recurrent::StateBuf)>)> {
+) -> anyhow::Result<(
+    serde_json::Value,
+    Vec<(String, dni_graph::recurrent::StateBuf)>,
+)> {
     let host = serde_json::json!({ "copy_runs": runs });
-    Ok((host, group.export_state().context("reading the training state back")?))
+    Ok((
+        host,
+        group
+            .export_state()
+            .context("reading the training state back")?,
+    ))
 }
 
 /// Restores a checkpoint [`snapshot`] wrote; returns its step.
