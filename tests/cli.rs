@@ -109,3 +109,380 @@ fn devices_lists_the_adapter() {
     );
     assert!(stdout.contains("selected:"), "{stdout}");
 }
+
+/// A tiny Copy run: checkpoints every 50 steps, logs every 20.
+const TINY: [&str; 10] = [
+    "--set",
+    "rnn.hidden=8",
+    "--set",
+    "rnn.batch=2",
+    "--set",
+    "rnn.T=3",
+    "--set",
+    "run.log_every=20",
+    "--set",
+    "run.checkpoint_every=50",
+];
+
+fn tiny_run(out: &Path, name: &str, steps: u64) -> Command {
+    let mut c = bin();
+    c.args([
+        "--config",
+        "configs/copy.toml",
+        "--steps",
+        &steps.to_string(),
+        "--out",
+    ])
+    .arg(out)
+    .args(["--set", &format!("run.name={name}")])
+    .args(TINY);
+    c
+}
+
+fn summary(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("summary.json"))
+        .unwrap_or_else(|e| panic!("{}: {e}", run.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// metrics.jsonl without the wall-clock times.
+fn records(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("wall_s");
+            v
+        })
+        .collect()
+}
+
+fn check_ok(res: &std::process::Output) {
+    assert!(
+        res.status.success(),
+        "dni-train failed:\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+#[test]
+fn resume_is_bit_exact_also_after_a_kill_during_a_checkpoint_write() {
+    let out = scratch("resume");
+    // 200 steps in one go.
+    check_ok(&tiny_run(&out, "full", 200).output().unwrap());
+    let full = summary(&out.join("full"));
+    assert_eq!(full["status"], "ok", "{full}");
+    let sha = full["params_sha256"]
+        .as_str()
+        .expect("params_sha256")
+        .to_string();
+    assert_eq!(sha.len(), 64);
+    assert!(out.join("full/curves.svg").is_file() && out.join("full/curves.png").is_file());
+
+    // 100 steps, then a resume to 200: the same parameters and the same records.
+    check_ok(&tiny_run(&out, "half", 100).output().unwrap());
+    let res = bin()
+        .arg("--resume")
+        .arg(out.join("half"))
+        .args(["--steps", "200"])
+        .output()
+        .unwrap();
+    check_ok(&res);
+    let half = summary(&out.join("half"));
+    assert_eq!(half["status"], "ok");
+    assert_eq!(half["resumed_from_step"], 100);
+    assert_eq!(
+        half["params_sha256"],
+        sha.as_str(),
+        "resume is not bit-exact"
+    );
+    assert_eq!(records(&out.join("half")), records(&out.join("full")));
+
+    // Killed half-way through writing its second checkpoint (step 100): the one of step 50
+    // still loads, and the resumed run ends where the uninterrupted one did.
+    let res = tiny_run(&out, "killed", 200)
+        .env("DNI_TEST_ABORT_IN_CHECKPOINT", "2")
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    let killed = out.join("killed");
+    assert!(killed.join("checkpoint.safetensors.tmp").is_file());
+    let res = bin().arg("--resume").arg(&killed).output().unwrap();
+    check_ok(&res);
+    let s = summary(&killed);
+    assert_eq!(s["resumed_from_step"], 50, "{s}");
+    assert_eq!(s["params_sha256"], sha.as_str());
+    assert_eq!(records(&killed), records(&out.join("full")));
+
+    // A resume past the budget, or of a changed config, is refused with what to do.
+    let res = bin().arg("--resume").arg(&killed).output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success() && err.contains("--steps"), "{err}");
+    let cfg = killed.join("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("hidden = 8", "hidden = 9")).unwrap();
+    let res = bin()
+        .arg("--resume")
+        .arg(&killed)
+        .args(["--steps", "300"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success() && err.contains("rnn.hidden"), "{err}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_and_sigterm_write_a_checkpoint_and_exit_130_and_143() {
+    let out = scratch("signal");
+    for (sig, code, name) in [("-INT", 130, "int"), ("-TERM", 143, "term")] {
+        let child = tiny_run(&out, name, 1_000_000)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let run = out.join(name);
+        // Wait until it trains (the first record is logged).
+        let t0 = std::time::Instant::now();
+        while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(true, |m| m.is_empty()) {
+            assert!(t0.elapsed().as_secs() < 120, "no metrics after 120 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let kill = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let res = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(code), "{err}");
+        assert!(err.contains("dni-train --resume"), "{err}");
+        let s = summary(&run);
+        assert_eq!(s["status"], "interrupted", "{s}");
+        let at = s["checkpoint_step"].as_u64().expect("checkpoint_step");
+        assert_eq!(s["steps"].as_u64(), Some(at));
+        if name == "int" {
+            // It continues from there.
+            let res = bin()
+                .arg("--resume")
+                .arg(&run)
+                .args(["--steps", &(at + 30).to_string()])
+                .output()
+                .unwrap();
+            check_ok(&res);
+            let s = summary(&run);
+            assert_eq!(
+                (s["status"].as_str(), s["steps"].as_u64()),
+                (Some("ok"), Some(at + 30))
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_diverging_run_stops_with_the_step_and_the_metric() {
+    let out = scratch("diverge");
+    let res = tiny_run(&out, "div", 400)
+        .args(["--set", "rnn.optimizer=\"sgd\"", "--set", "rnn.lr=1e30"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "{err}");
+    assert!(
+        err.contains("diverged at step 20") && err.contains("loss"),
+        "{err}"
+    );
+    let s = summary(&out.join("div"));
+    assert_eq!(s["status"], "diverged", "{s}");
+    assert_eq!(s["diverged_at_step"], 20);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn plot_draws_several_runs_on_one_chart() {
+    let out = scratch("plot");
+    for (name, method) in [("a", "bptt"), ("b", "dni")] {
+        let res = tiny_run(&out, name, 60)
+            .args(["--set", &format!("rnn.method={method}")])
+            .output()
+            .unwrap();
+        check_ok(&res);
+    }
+    let res = bin()
+        .arg("plot")
+        .arg(out.join("a"))
+        .arg(out.join("b"))
+        .arg("--out")
+        .arg(out.join("charts"))
+        .output()
+        .unwrap();
+    check_ok(&res);
+    let svg = std::fs::read_to_string(out.join("charts/curves.svg")).unwrap();
+    assert!(
+        svg.contains("bptt T=3") && svg.contains("dni T=3"),
+        "labels missing"
+    );
+    let png = std::fs::read(out.join("charts/curves.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let res = bin().arg("plot").arg(out.join("none")).output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        !res.status.success() && err.contains("not a run directory"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn subcommands_reject_options_they_do_not_use() {
+    let res = bin()
+        .args(["devices", "--set", "rnn.T=3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        !res.status.success() && err.contains("does not use --set"),
+        "{err}"
+    );
+    let res = bin().args(["plot", "x", "--steps", "5"]).output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success() && err.contains("--steps"), "{err}");
+    let res = bin()
+        .args(["--resume", "runs/x", "--set", "rnn.T=3"])
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+}
+
+#[test]
+fn bad_input_is_a_clear_error_never_a_crash() {
+    let dir = scratch("badinput");
+    let run = |args: &[&str]| {
+        let res = bin().args(args).arg("--out").arg(&dir).output().unwrap();
+        let err = String::from_utf8_lossy(&res.stderr).into_owned();
+        assert!(
+            res.status.code() == Some(1),
+            "{args:?}: expected a clean error (exit 1), got {:?}:\n{err}",
+            res.status
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("memory allocation"),
+            "{err}"
+        );
+        err
+    };
+    let copy = ["--config", "configs/copy.toml"];
+    // Sizes whose arithmetic overflows, or whose buffers cannot exist.
+    for (set, key) in [
+        ("rnn.hidden=4611686018427387904", "rnn.hidden"),
+        ("rnn.hidden=100000", "rnn.hidden"),
+        ("rnn.batch=4611686018427387904", "rnn.batch"),
+        ("rnn.T=4611686018427387904", "rnn.batch"),
+    ] {
+        let err = run(&[&copy[..], &["--set", set]].concat());
+        assert!(
+            err.contains(key) && err.contains("copy.toml"),
+            "{set}: {err}"
+        );
+    }
+    for (cfg, set, key) in [
+        (
+            "configs/mnist_dni.toml",
+            "mnist.hidden=4611686018427387904",
+            "mnist.hidden",
+        ),
+        (
+            "configs/mnist_dni.toml",
+            "mnist.sg_hidden=100000",
+            "mnist.sg_hidden",
+        ),
+        (
+            "configs/mnist_dni.toml",
+            "mnist.batch=4611686018427387904",
+            "mnist.batch",
+        ),
+        (
+            "configs/two_timescale.toml",
+            "timescale.hidden=100000",
+            "timescale.hidden",
+        ),
+        (
+            "configs/two_timescale.toml",
+            "timescale.T=4611686018427387904",
+            "timescale.batch",
+        ),
+    ] {
+        let err = run(&["--config", cfg, "--set", set]);
+        assert!(err.contains(key), "{set}: {err}");
+    }
+    // A Repeat Copy level whose N·R wraps.
+    let err = run(&[
+        "--config",
+        "configs/repeat_copy.toml",
+        "--set",
+        "copy.start_n=4294967296",
+        "--set",
+        "copy.start_r=4294967296",
+    ]);
+    assert!(err.contains("copy.start_n") && err.contains("N·R"), "{err}");
+    // f64 values that lose their meaning in f32.
+    for (set, key) in [
+        ("rnn.lr=1e-50", "rnn.lr"),
+        ("rnn.lr=1e300", "rnn.lr"),
+        ("rnn.momentum=0.99999999999", "rnn.momentum"),
+    ] {
+        let err = run(&[&copy[..], &["--set", "rnn.optimizer=\"sgd\"", "--set", set]].concat());
+        assert!(err.contains(key) && err.contains("f32"), "{set}: {err}");
+    }
+    // A TOML type error names the key and the line, and no --set.
+    let bad = dir.join("type.toml");
+    std::fs::write(
+        &bad,
+        "task = \"copy\"\n[rnn]\nhidden = \"x\"\nbatch = 2\nT = 3\nmethod = \"dni\"\nlr = 0.001\nsteps = 5\n",
+    )
+    .unwrap();
+    let err = run(&["--config", bad.to_str().unwrap()]);
+    assert!(
+        err.contains("rnn.hidden") && err.contains("line 3") && !err.contains("--set"),
+        "{err}"
+    );
+    // A directory where a file is expected.
+    let d = dir.to_str().unwrap();
+    let err = run(&["--config", d]);
+    assert!(err.contains("is a directory"), "{err}");
+    let err = run(&[
+        "--config",
+        "configs/charlm.toml",
+        "--set",
+        &format!("charlm.train={d}"),
+    ]);
+    assert!(
+        err.contains("charlm.train") && err.contains("is a directory"),
+        "{err}"
+    );
+    // Backends chosen by the environment or the option are named.
+    let res = bin()
+        .arg("devices")
+        .env("WGPU_BACKEND", "bogus")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        !res.status.success() && err.contains("WGPU_BACKEND"),
+        "{err}"
+    );
+    if cfg!(target_os = "linux") {
+        let res = bin()
+            .args(["devices", "--backend", "metal"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(
+            !res.status.success() && err.contains("--backend") && !err.contains("lavapipe"),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -122,7 +122,7 @@ fn the_bootstrap_sets_the_horizon_the_sg_learns() {
         model.sg_scale = 1.0;
         let s = g.read_state(0).unwrap();
         let sg = model.injected_sg(&s);
-        let mut at = |l: usize| {
+        let at = |l: usize| {
             let (fx, fy, fm) = stream(l);
             let truth = model.future_gradient(
                 &s,
@@ -139,7 +139,10 @@ fn the_bootstrap_sets_the_horizon_the_sg_learns() {
     }
     let ((near0, far0), (_, far1)) = (scores[0], scores[1]);
     assert!(near0.cosine > 0.99, "no bootstrap, next T steps: {near0:?}");
-    assert!(far1.cosine > 0.99, "undiscounted bootstrap, next 8T steps: {far1:?}");
+    assert!(
+        far1.cosine > 0.99,
+        "undiscounted bootstrap, next 8T steps: {far1:?}"
+    );
     assert!(
         far1.explained > far0.explained + 0.1,
         "the bootstrap carries the long range: {far1:?} vs {far0:?}"

@@ -45,15 +45,19 @@ pub const DEFAULT_THRESHOLD_BITS: f64 = 0.15;
 /// cannot pass a level (1000 characters = 9000 scored bits).
 pub const DEFAULT_WINDOW_CHARS: u64 = 1000;
 
+/// Longest episode a curriculum may start at (steps); far beyond anything trainable, far below
+/// where the step arithmetic could wrap.
+pub const MAX_EPISODE_STEPS: usize = 1 << 32;
+
 /// Which task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CopyKind {
     Copy,
     RepeatCopy,
 }
 
 /// A curriculum level: `n` characters, repeated `r` times (`r` is 1 and unused for Copy).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Level {
     pub n: usize,
     pub r: usize,
@@ -86,7 +90,7 @@ impl Level {
 }
 
 /// Curriculum settings.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CurriculumConfig {
     /// First `N` (at least 1).
     pub start_n: usize,
@@ -143,6 +147,22 @@ impl CurriculumConfig {
                 "must be at least 1 character",
             ));
         }
+        // An episode of the first level must have a length that neither wraps nor could be
+        // played (n + 3 + n·r steps); later levels grow by one.
+        let steps = self
+            .start_n
+            .checked_mul(self.start_r)
+            .and_then(|nr| nr.checked_add(self.start_n))
+            .and_then(|x| x.checked_add(3));
+        if steps.is_none_or(|s| s > MAX_EPISODE_STEPS) {
+            return Err(DataError::invalid(
+                "start_n",
+                format!("{} (start_r {})", self.start_n, self.start_r),
+                format!(
+                    "an episode of N + 3 + N·R steps must stay below {MAX_EPISODE_STEPS} steps"
+                ),
+            ));
+        }
         if let Some(max_n) = self.max_n {
             if max_n < self.start_n {
                 return Err(DataError::invalid(
@@ -157,14 +177,14 @@ impl CurriculumConfig {
 }
 
 /// Which parameter Repeat Copy raises next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Raise {
     R,
     N,
 }
 
 /// Tracks the running error and decides when the task gets harder.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Curriculum {
     kind: CopyKind,
     cfg: CurriculumConfig,
@@ -316,7 +336,7 @@ impl fmt::Display for LevelLabel {
 }
 
 /// One batch lane: plays episodes back to back.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Lane {
     rng: Rng,
     level: Level,
@@ -411,7 +431,7 @@ pub enum Observed {
 
 /// `batch` lanes each playing episodes back to back forever; a lane starts its next episode at the
 /// curriculum's current level when its episode ends, so the recurrent state runs on across episodes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct TaskStream {
     kind: CopyKind,
     batch: usize,
@@ -558,6 +578,64 @@ impl TaskStream {
         }
         copy
     }
+
+    /// Checks a stream read back from a checkpoint against `fresh`, the stream the run's config
+    /// builds: same task, batch and curriculum settings, and every lane in a state `next_window`
+    /// can continue from (a damaged or edited checkpoint is an error here, not a panic later).
+    pub fn check_restored(&self, fresh: &TaskStream) -> Result<(), DataError> {
+        if self.kind != fresh.kind || self.batch != fresh.batch || self.lanes.len() != self.batch {
+            return Err(DataError::invalid(
+                "task stream",
+                format!(
+                    "{:?} batch {} ({} lanes)",
+                    self.kind,
+                    self.batch,
+                    self.lanes.len()
+                ),
+                format!(
+                    "the run's config has {:?} batch {}",
+                    fresh.kind, fresh.batch
+                ),
+            ));
+        }
+        if self.curriculum.cfg != fresh.curriculum.cfg || self.curriculum.kind != fresh.kind {
+            return Err(DataError::invalid(
+                "curriculum",
+                format!("{:?}", self.curriculum.cfg),
+                format!("the run's config has {:?}", fresh.curriculum.cfg),
+            ));
+        }
+        let generations = self.curriculum.generation;
+        for (b, lane) in self.lanes.iter().enumerate() {
+            let ok = lane.level.n >= 1
+                && lane.level.r >= 1
+                && lane.chars.len() == lane.level.n
+                && lane
+                    .level
+                    .n
+                    .checked_mul(lane.level.r)
+                    .is_some_and(|nr| nr < 1 << 40)
+                && lane.steps == lane.level.episode_steps(self.kind)
+                && lane.pos <= lane.steps
+                && lane.generation <= generations;
+            if !ok {
+                return Err(DataError::invalid(
+                    "task stream lane",
+                    b,
+                    "its episode state is inconsistent",
+                ));
+            }
+        }
+        let level = self.curriculum.level;
+        if level.n < 1 || level.r < 1 || self.last_window_of_generation.is_empty() {
+            return Err(DataError::invalid(
+                "curriculum level",
+                format!("{level:?}"),
+                "is inconsistent",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How [`bits_error`] reads predictions.
@@ -646,6 +724,22 @@ mod tests {
             start_n: n,
             start_r: r,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_first_level_whose_length_wraps_is_refused() {
+        for (n, r) in [(usize::MAX / 2, 3), (1 << 20, 1 << 20), (usize::MAX, 1)] {
+            let cfg = CurriculumConfig {
+                start_n: n,
+                start_r: r,
+                ..Default::default()
+            };
+            let e = TaskStream::new(CopyKind::RepeatCopy, 2, 1, cfg)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(e.contains("start_n") && e.contains("N·R"), "{e}");
         }
     }
 

@@ -54,6 +54,13 @@ pub enum DataError {
     },
 
     #[error(
+        "{}: the IDX header's dimensions {dims:?} multiply past 2^64 bytes; the file is corrupt or \
+         not an IDX file. Download it again",
+        path.display()
+    )]
+    Oversize { path: PathBuf, dims: Vec<usize> },
+
+    #[error(
         "{path}: {got} bytes, but the IDX header describes {expected}; the file is corrupt or not an \
          IDX file. Download it again"
     )]

@@ -135,8 +135,15 @@ fn parse_idx_header(
     let shape: Vec<usize> = (0..dims)
         .map(|d| be_u32(bytes, 4 + 4 * d) as usize)
         .collect();
-    // u64 so that a corrupt header cannot overflow the size computation.
-    let expected = header as u64 + shape.iter().map(|&d| d as u64).product::<u64>();
+    // Checked, so that a corrupt header cannot overflow the size computation.
+    let expected = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .and_then(|n| n.checked_add(header as u64))
+        .ok_or_else(|| DataError::Oversize {
+            path: path.to_path_buf(),
+            dims: shape.clone(),
+        })?;
     let got = bytes.len() as u64;
     if got < expected {
         return Err(DataError::Truncated {
@@ -416,6 +423,19 @@ mod tests {
         .unwrap();
         let msg = expect_err(&dir);
         assert!(msg.contains("16") && msg.contains("truncated"), "{msg}");
+    }
+
+    #[test]
+    fn dimensions_that_multiply_past_2_64_are_an_error() {
+        let dir = temp_dir("oversize");
+        write_tiny(&dir);
+        std::fs::write(
+            dir.join("t10k-images-idx3-ubyte"),
+            idx_images(u32::MAX, u32::MAX, u32::MAX, &[1, 2, 3]),
+        )
+        .unwrap();
+        let msg = expect_err(&dir);
+        assert!(msg.contains("multiply past 2^64"), "{msg}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ fn splitmix64(state: &mut u64) -> u64 {
 }
 
 /// xoshiro256** generator.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Rng {
     s: [u64; 4],
     /// Second value of the last Box-Muller pair, handed out by the next `normal` call.

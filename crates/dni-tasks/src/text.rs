@@ -365,6 +365,28 @@ impl CharStream {
     pub fn chars_per_epoch(&self) -> usize {
         (self.lane_len - 1) * self.batch
     }
+
+    /// Where the stream is: (position in its lanes, completed epochs), for checkpoints.
+    pub fn position(&self) -> (usize, u64) {
+        (self.pos, self.epoch)
+    }
+
+    /// Continues from a [`position`](Self::position) of a stream over the same text and batch.
+    pub fn seek(&mut self, pos: usize, epoch: u64) -> Result<(), DataError> {
+        if pos >= self.lane_len - 1 {
+            return Err(DataError::invalid(
+                "stream position",
+                pos,
+                format!(
+                    "must be below {} for this text and batch",
+                    self.lane_len - 1
+                ),
+            ));
+        }
+        self.pos = pos;
+        self.epoch = epoch;
+        Ok(())
+    }
 }
 
 /// Walks a split once, in windows of `t` steps over `batch` contiguous lanes (state carried between

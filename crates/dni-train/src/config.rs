@@ -182,6 +182,14 @@ pub struct RunConfig {
     pub log_every: u64,
     #[serde(default)]
     pub backend: Backend,
+    /// Steps between checkpoints (`checkpoint.safetensors` in the run directory); one is also
+    /// written at the end and on an interrupt. 0: only those.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    1000
 }
 
 impl Default for RunConfig {
@@ -191,6 +199,7 @@ impl Default for RunConfig {
             name: None,
             log_every: default_log_every(),
             backend: Backend::Auto,
+            checkpoint_every: default_checkpoint_every(),
         }
     }
 }
@@ -523,6 +532,35 @@ pub struct Overrides {
     pub backend: Option<Backend>,
 }
 
+/// ` (key `section.key`, line N)` for the key whose value covers `span` in a TOML text.
+fn key_at(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span.filter(|s| s.start <= text.len()) else {
+        return String::new();
+    };
+    let before = &text[..span.start];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let mut section = String::new();
+    for l in before.lines() {
+        let l = l.trim();
+        if l.starts_with('[') && l.ends_with(']') {
+            section = l.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+    }
+    match line.split_once('=') {
+        Some((k, _)) if !k.trim().is_empty() && !line.trim_start().starts_with('[') => {
+            let k = k.trim();
+            let key = if section.is_empty() {
+                k.to_string()
+            } else {
+                format!("{section}.{k}")
+            };
+            format!(" (key `{key}`, line {line_no})")
+        }
+        _ => format!(" (line {line_no})"),
+    }
+}
+
 /// Splits `KEY=VALUE` and reads VALUE as a TOML value (`8`, `1e-3`, `true`, `"x"`), else as a string.
 fn parse_set(arg: &str) -> anyhow::Result<(String, toml::Value)> {
     let (key, raw) = arg
@@ -586,6 +624,12 @@ impl Config {
         overrides: &Overrides,
         base: &Path,
     ) -> anyhow::Result<Config> {
+        if path.is_dir() {
+            bail!(
+                "--config {}: is a directory; give a TOML file (examples in configs/)",
+                path.display()
+            );
+        }
         let text = std::fs::read_to_string(path).with_context(|| {
             format!(
                 "cannot read config file {}; see configs/ for examples",
@@ -642,8 +686,12 @@ impl Config {
         // Parsing the text keeps line numbers, so blame the file when its own problem persists.
         let file_err = toml::from_str::<Config>(text).err();
         if let Some(e) = &file_err {
-            if e.message() == all_err.message() {
-                bail!("{file}: {}", e.to_string().trim_end());
+            if e.message() == all_err.message() || sets.is_empty() {
+                bail!(
+                    "{file}{}: {}",
+                    key_at(text, e.span()),
+                    e.to_string().trim_end()
+                );
             }
         }
         // Otherwise blame the first override that changes the outcome.
@@ -923,6 +971,10 @@ impl Validator<'_> {
                 "the probe unrolls 1 to 100000 steps past the window (remove it for 8·T)",
             );
         }
+        self.check_f32("rnn.sg_scale", r.sg_scale);
+        self.check_f32("rnn.aux_weight", r.aux_weight);
+        self.check_f32("rnn.sg_lr (default lr / 10)", r.sg_lr());
+        self.check_rnn_sizes(r);
         if let Some(lr) = r.sg_lr {
             self.check(
                 lr.is_finite() && lr > 0.0,
@@ -933,6 +985,59 @@ impl Validator<'_> {
         }
     }
 
+    /// Sizes whose arithmetic overflows, or whose buffers could not exist, are refused here,
+    /// before anything is allocated: the largest buffers are `4H·H` weights (per run), the
+    /// `T·B·H` activations and the `T·B·64` window data, in f32.
+    fn check_rnn_sizes(&mut self, r: &RnnConfig) {
+        self.check_sizes("rnn", &[("rnn.hidden", r.hidden)], r.batch, r.t);
+    }
+
+    /// Sizes whose arithmetic overflows, or whose buffers could not exist on any adapter, named
+    /// by key before anything is allocated: each `hidden`-like key's `8·h²` weights, and the
+    /// `T·batch·max(widest layer, 784)·8` activations (T is 1 for feed-forward nets).
+    fn check_sizes(&mut self, section: &str, hiddens: &[(&str, usize)], batch: usize, t: usize) {
+        // Far above any adapter's storage-buffer limit (wgpu's default is 128 MiB, large GPUs
+        // allow a few GiB), far below where usize arithmetic could wrap.
+        const MAX_FLOATS: usize = 1 << 32;
+        let fits = |n: Option<usize>| n.is_some_and(|n| n <= MAX_FLOATS);
+        let mut widest = 784usize;
+        for &(key, h) in hiddens {
+            let weights = h.checked_mul(h).and_then(|x| x.checked_mul(8));
+            self.check(
+                fits(weights),
+                key,
+                h,
+                &format!(
+                    "a layer of this size needs 8·{key}² = {} floats of weights, more than any \
+                     GPU buffer holds ({MAX_FLOATS})",
+                    weights.map_or("more than 2^64".to_string(), |n| n.to_string())
+                ),
+            );
+            if !fits(weights) {
+                return;
+            }
+            widest = widest.max(h);
+        }
+        let acts = t
+            .checked_mul(batch)
+            .and_then(|x| x.checked_mul(widest))
+            .and_then(|x| x.checked_mul(8));
+        self.check(
+            fits(acts),
+            &format!("{section}.batch"),
+            if t > 1 {
+                format!("{batch} (with {section}.T = {t})")
+            } else {
+                batch.to_string()
+            },
+            &format!(
+                "one step needs T·batch·{widest}·8 = {} floats of activations, more than any GPU \
+                 buffer holds ({MAX_FLOATS})",
+                acts.map_or("more than 2^64".to_string(), |n| n.to_string())
+            ),
+        );
+    }
+
     fn check_lr(&mut self, section: &str, lr: f64, momentum: f64) {
         self.check(
             lr.is_finite() && lr > 0.0,
@@ -940,11 +1045,36 @@ impl Validator<'_> {
             lr,
             "the learning rate must be > 0",
         );
+        self.check_f32(&format!("{section}.lr"), lr);
         self.check(
             (0.0..1.0).contains(&momentum),
             &format!("{section}.momentum"),
             momentum,
             "must be in [0, 1)",
+        );
+        self.check(
+            !(0.0..1.0).contains(&momentum) || (momentum as f32) < 1.0,
+            &format!("{section}.momentum"),
+            momentum,
+            "rounds to 1 in f32 (the GPU's precision), which never forgets; use at most 0.9999999",
+        );
+    }
+
+    /// The GPU computes in f32: a value must keep its meaning there (not become 0 or infinite).
+    fn check_f32(&mut self, key: &str, v: f64) {
+        if !v.is_finite() {
+            return; // reported by the range checks
+        }
+        let f = v as f32;
+        self.check(
+            f.is_finite() && (v == 0.0 || f != 0.0),
+            key,
+            v,
+            &format!(
+                "becomes {f} in f32 (the GPU's precision); use a value between {:e} and {:e}",
+                f32::MIN_POSITIVE,
+                f32::MAX
+            ),
         );
     }
 
@@ -981,10 +1111,31 @@ impl Validator<'_> {
                 "must be at least copy.start_n",
             );
         }
+        let steps = c
+            .start_n
+            .checked_mul(c.start_r)
+            .and_then(|nr| nr.checked_add(c.start_n))
+            .and_then(|x| x.checked_add(3));
+        self.check(
+            steps.is_some_and(|s| s <= dni_tasks::copy::MAX_EPISODE_STEPS),
+            "copy.start_n",
+            format!("{} (copy.start_r = {})", c.start_n, c.start_r),
+            &format!(
+                "an episode of N + 3 + N·R steps must stay below {} steps",
+                dni_tasks::copy::MAX_EPISODE_STEPS
+            ),
+        );
     }
 
     fn check_file(&mut self, key: &str, path: &Path, base: &Path) {
-        if !base.join(path).is_file() {
+        if base.join(path).is_dir() {
+            self.check(
+                false,
+                key,
+                format!("{:?}", path.display().to_string()),
+                "is a directory; give a file",
+            );
+        } else if !base.join(path).is_file() {
             self.check(
                 false,
                 key,
@@ -1044,6 +1195,17 @@ impl Validator<'_> {
     }
 
     fn check_timescale(&mut self, ts: &TimescaleConfig, base: &Path) {
+        self.check_sizes(
+            "timescale",
+            &[("timescale.hidden", ts.hidden)],
+            ts.batch,
+            ts.t,
+        );
+        self.check_f32("timescale.lr", ts.lr);
+        self.check_f32("timescale.sg_scale", ts.sg_scale);
+        if let Some(lr) = ts.sg_lr {
+            self.check_f32("timescale.sg_lr", lr);
+        }
         if !base.join(&ts.data_dir).is_dir() {
             self.check(
                 false,
@@ -1092,6 +1254,17 @@ impl Validator<'_> {
     }
 
     fn check_mnist(&mut self, m: &MnistConfig, base: &Path) {
+        self.check_sizes(
+            "mnist",
+            &[("mnist.hidden", m.hidden), ("mnist.sg_hidden", m.sg_hidden)],
+            m.batch,
+            1,
+        );
+        self.check_f32("mnist.p_update", m.p_update);
+        self.check_f32("mnist.lambda", m.lambda);
+        if let Some(lr) = m.sg_lr {
+            self.check_f32("mnist.sg_lr", lr);
+        }
         if !base.join(&m.data_dir).is_dir() {
             self.check(
                 false,

@@ -60,6 +60,41 @@ impl RunDir {
         })
     }
 
+    /// Reopens an existing run directory to resume it from a checkpoint at `step`: records later
+    /// than `step` (logged after that checkpoint) are dropped from `metrics.jsonl`, the config is
+    /// rewritten with the new step budget and the command line is appended to `command.txt`.
+    pub fn reopen(path: &Path, cfg: &Config, step: u64) -> anyhow::Result<RunDir> {
+        let command: Vec<String> = std::env::args().collect();
+        let metrics_path = path.join("metrics.jsonl");
+        let old = std::fs::read_to_string(&metrics_path).unwrap_or_default();
+        let kept: String = old
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s <= step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        write_file(&metrics_path, &kept)?;
+        write_file(&path.join("config.toml"), &cfg.to_toml_string()?)?;
+        let cmd_path = path.join("command.txt");
+        let mut cmds = std::fs::read_to_string(&cmd_path).unwrap_or_default();
+        cmds.push_str(&(shell_join(&command) + "\n"));
+        write_file(&cmd_path, &cmds)?;
+        let metrics = OpenOptions::new()
+            .append(true)
+            .open(&metrics_path)
+            .with_context(|| format!("cannot open {}", metrics_path.display()))?;
+        Ok(RunDir {
+            path: path.to_path_buf(),
+            metrics,
+            command,
+            started: Instant::now(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -133,6 +133,68 @@ impl RecurrentConfig {
                 return config_err("aux_weight", w, "must be a finite number >= 0");
             }
         }
+        self.largest_buffers()?;
         Ok(())
+    }
+
+    /// The element counts of the largest buffers a run allocates (on the host and the GPU), as
+    /// `(field to blame, elements)`, with the arithmetic checked: sizes whose products overflow
+    /// are an error naming the field, never a wrapped size.
+    pub(crate) fn largest_buffers(&self) -> Result<[(&'static str, usize); 3]> {
+        let (i, h, o, b, t) = (self.input, self.hidden, self.output, self.batch, self.t);
+        let mul = |xs: &[usize]| xs.iter().try_fold(1usize, |acc, &x| acc.checked_mul(x));
+        // Weights [I + H, 4H] (and the SG model's [2H, 2H]); window data and activations
+        // [T·B, max(I, O, 4H)].
+        let weights = i
+            .checked_add(h)
+            .and_then(|ih| mul(&[ih, 4, h]))
+            .filter(|_| mul(&[4, h, h]).is_some());
+        let Some(weights) = weights else {
+            return config_err(
+                "hidden",
+                format!("{h} (input {i})"),
+                "(input + hidden)·4·hidden overflows the address space",
+            );
+        };
+        let widest = i.max(o).max(h.saturating_mul(4));
+        let Some(window) = mul(&[t, b, widest]) else {
+            return config_err(
+                "batch",
+                format!("{b} (T {t}, widest row {widest})"),
+                "T·batch·max(input, output, 4·hidden) overflows the address space",
+            );
+        };
+        Ok([
+            ("hidden", weights),
+            ("batch", window),
+            ("output", o.saturating_mul(h)),
+        ])
+    }
+
+    /// Checks that every large buffer fits the adapter's storage-buffer limits before anything is
+    /// allocated (an error naming the field, instead of a failed allocation).
+    pub(crate) fn check_fits(&self, gpu: &dni_kernels::Gpu) -> Result<()> {
+        let l = gpu.limits();
+        let max = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size);
+        for (field, n) in self.largest_buffers()? {
+            let bytes = (n as u64).saturating_mul(4);
+            if bytes > max {
+                return Err(super::error::RecurrentError::Config {
+                    field,
+                    value: format!("{} (a buffer of {bytes} bytes)", self.field_value(field)),
+                    reason: "exceeds the adapter's largest storage buffer \
+                             (see `dni-train devices`); make the model or the batch smaller",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn field_value(&self, field: &str) -> usize {
+        match field {
+            "hidden" => self.hidden,
+            "batch" => self.batch,
+            _ => self.output,
+        }
     }
 }

@@ -36,6 +36,9 @@ pub enum RecurrentError {
     /// A parameter name the model does not have.
     #[error("no parameter named '{0}' (see param_names)")]
     UnknownParam(String),
+    /// A checkpoint that does not fit this group (other shapes, engine or run count).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     #[error(transparent)]
     Gpu(#[from] dni_kernels::Error),
 }

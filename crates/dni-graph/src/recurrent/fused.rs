@@ -530,3 +530,60 @@ impl FusedGroup {
             .collect())
     }
 }
+
+/// Checkpoints: everything that carries training state from one window to the next, by name.
+impl FusedGroup {
+    /// Every GPU buffer that carries state across windows (the per-window input is rewritten by
+    /// each step and is not listed). A new buffer that carries state needs one line here.
+    pub(crate) fn state_tensors(&self) -> Vec<(&'static str, &Tensor)> {
+        let s = &self.step;
+        vec![
+            ("params", &s.params),
+            ("grads", &s.grads),
+            ("moment1", &s.moment1),
+            ("moment2", &s.moment2),
+            ("wht", &s.wht),
+            ("work", &s.work),
+            ("metrics", &s.metrics),
+            ("ctl", &s.ctl),
+        ]
+    }
+
+    /// The host-side counters and switches, by name (one line each, as in `state_tensors`).
+    pub(crate) fn state_counters(&self) -> Vec<(&'static str, Vec<u64>)> {
+        let flags = |v: &[bool]| v.iter().map(|&b| b as u64).collect();
+        vec![
+            ("windows_total", vec![self.windows_total]),
+            ("windows_unread", vec![self.windows_unread]),
+            ("sg_windows_unread", self.sg_windows_unread.clone()),
+            ("apply_sg", flags(&self.apply_sg)),
+            ("train_sg", flags(&self.train_sg)),
+        ]
+    }
+
+    /// Sets one of `state_counters` (same name and length).
+    pub(crate) fn set_state_counter(&mut self, name: &str, v: &[u64]) -> Result<()> {
+        let k = self.cfgs.len();
+        let want = if matches!(name, "windows_total" | "windows_unread") {
+            1
+        } else {
+            k
+        };
+        check_len("checkpoint counter", v.len(), want)?;
+        let flags = |v: &[u64]| v.iter().map(|&x| x != 0).collect();
+        match name {
+            "windows_total" => self.windows_total = v[0],
+            "windows_unread" => self.windows_unread = v[0],
+            "sg_windows_unread" => self.sg_windows_unread = v.to_vec(),
+            "apply_sg" => self.apply_sg = flags(v),
+            "train_sg" => self.train_sg = flags(v),
+            _ => {
+                return Err(RecurrentError::Checkpoint(format!(
+                    "unknown counter {name:?}"
+                )))
+            }
+        }
+        self.in_flight = 0;
+        Ok(())
+    }
+}

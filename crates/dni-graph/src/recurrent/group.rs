@@ -95,6 +95,7 @@ impl RunGroup {
         }
         for c in &cfgs {
             c.validate()?;
+            c.check_fits(gpu)?;
         }
         if let Some(why) = runs_mismatch(&cfgs) {
             return Err(RecurrentError::Group(why));
@@ -489,4 +490,144 @@ impl RunGroup {
 
 fn check_runs(got: usize, runs: usize) -> Result<()> {
     check_len("windows (one per run)", got, runs)
+}
+
+/// One named piece of a run group's training state: a GPU buffer's floats or host counters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StateBuf {
+    F32(Vec<f32>),
+    U64(Vec<u64>),
+}
+
+/// Checkpoints.
+impl RunGroup {
+    /// Everything that carries training state from one window to the next (parameters,
+    /// gradients, optimiser moments and step counts, carried recurrent state, metric sums, SG
+    /// switches and window counters), by name; names start with the engine (`fused.` or
+    /// `run<k>.` for the per-step trainers). Blocking: one read-back per buffer.
+    pub fn export_state(&self) -> Result<Vec<(String, StateBuf)>> {
+        let gpu = self.gpu();
+        let mut out = Vec::new();
+        match &self.engine {
+            Engine::Fused(g) => {
+                for (name, t) in g.state_tensors() {
+                    out.push((format!("fused.{name}"), StateBuf::F32(gpu.read(t)?)));
+                }
+                for (name, v) in g.state_counters() {
+                    out.push((format!("fused.{name}"), StateBuf::U64(v)));
+                }
+            }
+            Engine::PerStep(v) => {
+                for (r, t) in v.iter().enumerate() {
+                    for (name, x) in t.state_tensors() {
+                        out.push((format!("run{r}.{name}"), StateBuf::F32(gpu.read(x)?)));
+                    }
+                    for (name, c) in t.state_counters() {
+                        out.push((format!("run{r}.{name}"), StateBuf::U64(c)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores what [`export_state`](Self::export_state) wrote, into a group built from the same
+    /// configs on the same path. Every name must be present with its exact length, and nothing
+    /// else may be: a checkpoint of another shape, engine or run count is refused before anything
+    /// is written.
+    pub fn import_state(&mut self, state: &[(String, StateBuf)]) -> Result<()> {
+        let gpu = self.gpu().clone();
+        let find = |name: &str| state.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+        // (name, expected f32 length) for buffers, counters by name.
+        let mut tensors: Vec<(String, usize)> = Vec::new();
+        let mut counters: Vec<(String, usize)> = Vec::new();
+        match &self.engine {
+            Engine::Fused(g) => {
+                for (n, t) in g.state_tensors() {
+                    tensors.push((format!("fused.{n}"), t.len()));
+                }
+                for (n, c) in g.state_counters() {
+                    counters.push((format!("fused.{n}"), c.len()));
+                }
+            }
+            Engine::PerStep(v) => {
+                for (r, t) in v.iter().enumerate() {
+                    for (n, x) in t.state_tensors() {
+                        tensors.push((format!("run{r}.{n}"), x.len()));
+                    }
+                    for (n, c) in t.state_counters() {
+                        counters.push((format!("run{r}.{n}"), c.len()));
+                    }
+                }
+            }
+        }
+        for (name, len) in &tensors {
+            match find(name) {
+                Some(StateBuf::F32(v)) if v.len() == *len => {}
+                Some(StateBuf::F32(v)) => {
+                    return Err(RecurrentError::Checkpoint(format!(
+                        "{name} holds {} values, this model has {len}",
+                        v.len()
+                    )))
+                }
+                _ => {
+                    return Err(RecurrentError::Checkpoint(format!(
+                        "{name} is missing (the checkpoint was written by another engine ({}) or \
+                         model)",
+                        state
+                            .first()
+                            .map_or("empty", |(n, _)| n.split('.').next().unwrap_or(n))
+                    )))
+                }
+            }
+        }
+        for (name, len) in &counters {
+            match find(name) {
+                Some(StateBuf::U64(v)) if v.len() == *len => {}
+                _ => {
+                    return Err(RecurrentError::Checkpoint(format!(
+                        "counter {name} is missing or of another length"
+                    )))
+                }
+            }
+        }
+        if let Some((extra, _)) = state.iter().find(|(n, _)| {
+            !tensors.iter().any(|(t, _)| t == n) && !counters.iter().any(|(c, _)| c == n)
+        }) {
+            return Err(RecurrentError::Checkpoint(format!(
+                "{extra} is not part of this group's state (another engine, method or run count)"
+            )));
+        }
+        // Everything checked: write.
+        match &mut self.engine {
+            Engine::Fused(g) => {
+                for (n, t) in g.state_tensors() {
+                    if let Some(StateBuf::F32(v)) = find(&format!("fused.{n}")) {
+                        t.write(&gpu, v)?;
+                    }
+                }
+                for (n, _) in g.state_counters() {
+                    if let Some(StateBuf::U64(v)) = find(&format!("fused.{n}")) {
+                        g.set_state_counter(n, v)?;
+                    }
+                }
+            }
+            Engine::PerStep(v) => {
+                for (r, t) in v.iter_mut().enumerate() {
+                    for (n, x) in t.state_tensors() {
+                        if let Some(StateBuf::F32(d)) = find(&format!("run{r}.{n}")) {
+                            x.write(&gpu, d)?;
+                        }
+                    }
+                    for (n, _) in t.state_counters() {
+                        if let Some(StateBuf::U64(d)) = find(&format!("run{r}.{n}")) {
+                            t.set_state_counter(n, d)?;
+                        }
+                    }
+                }
+            }
+        }
+        gpu.sync()?;
+        Ok(())
+    }
 }

@@ -38,6 +38,6 @@ mod trainer;
 pub use config::{Method, OutputLoss, RecurrentConfig};
 pub use error::{RecurrentError, Result};
 pub use fused::fused_unavailable;
-pub use group::{runs_mismatch, BitWindow, RunGroup, StepPath, TokenWindow};
+pub use group::{runs_mismatch, BitWindow, RunGroup, StateBuf, StepPath, TokenWindow};
 pub use metrics::{EvalResult, Metrics};
 pub use trainer::RecurrentTrainer;

@@ -637,3 +637,61 @@ impl PerStepTrainer {
         Ok(())
     }
 }
+
+/// Checkpoints: everything that carries training state from one window to the next, by name.
+impl PerStepTrainer {
+    /// Every GPU buffer that carries state across windows: parameters with their gradients and
+    /// optimiser moments, the optimisers' step counters, the carried state and the metric sums.
+    /// Buffers every window rewrites before reading are not listed. A new buffer that carries
+    /// state needs one line here.
+    pub(crate) fn state_tensors(&self) -> Vec<(String, &Tensor)> {
+        let mut v: Vec<(String, &Tensor)> = Vec::new();
+        for (name, p) in self.params() {
+            let (m, s) = p.state();
+            v.push((format!("{name}.value"), &p.value));
+            v.push((format!("{name}.grad"), &p.grad));
+            v.push((format!("{name}.m"), m));
+            v.push((format!("{name}.v"), s));
+        }
+        v.push(("optimizer".into(), self.optimizer.state_tensor()));
+        if let Some(o) = &self.sg_optimizer {
+            v.push(("sg_optimizer".into(), o.state_tensor()));
+        }
+        v.push(("s0".into(), &self.s0));
+        v.push(("task_metrics".into(), &self.task_metrics));
+        v.push(("sg_loss".into(), &self.sg_loss));
+        v.push(("sg_zero_loss".into(), &self.sg_zero_loss));
+        v.push(("aux_loss".into(), &self.aux_loss));
+        v
+    }
+
+    /// The host-side counters and switches, by name (one line each, as in `state_tensors`).
+    pub(crate) fn state_counters(&self) -> Vec<(&'static str, Vec<u64>)> {
+        vec![
+            ("windows_total", vec![self.windows_total]),
+            ("windows_unread", vec![self.windows_unread]),
+            ("sg_windows_unread", vec![self.sg_windows_unread]),
+            ("apply_sg", vec![self.apply_sg as u64]),
+            ("train_sg", vec![self.train_sg as u64]),
+        ]
+    }
+
+    /// Sets one of `state_counters` (same name, one value).
+    pub(crate) fn set_state_counter(&mut self, name: &str, v: &[u64]) -> Result<()> {
+        check_len("checkpoint counter", v.len(), 1)?;
+        match name {
+            "windows_total" => self.windows_total = v[0],
+            "windows_unread" => self.windows_unread = v[0],
+            "sg_windows_unread" => self.sg_windows_unread = v[0],
+            "apply_sg" => self.apply_sg = v[0] != 0 && self.sg.is_some(),
+            "train_sg" => self.train_sg = v[0] != 0 && self.sg.is_some(),
+            _ => {
+                return Err(RecurrentError::Checkpoint(format!(
+                    "unknown counter {name:?}"
+                )))
+            }
+        }
+        self.in_flight = 0;
+        Ok(())
+    }
+}

@@ -45,6 +45,15 @@ impl RecurrentTrainer {
         })
     }
 
+    /// The one-run group underneath (checkpoints use its `export_state` / `import_state`).
+    pub fn group(&self) -> &RunGroup {
+        &self.group
+    }
+
+    pub fn group_mut(&mut self) -> &mut RunGroup {
+        &mut self.group
+    }
+
     /// The path this trainer runs on.
     pub fn path(&self) -> StepPath {
         self.group.path()

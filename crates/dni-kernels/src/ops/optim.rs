@@ -326,6 +326,11 @@ impl Optimizer {
             .with_lr(f32::from_bits(self.lr.load(Ordering::Relaxed)))
     }
 
+    /// The state buffer (step count, bias corrections, learning rate), e.g. for checkpoints.
+    pub fn state_tensor(&self) -> &Tensor {
+        &self.state
+    }
+
     /// Reads the step count back (blocking: for checkpoints and tests, not the hot loop).
     pub fn steps(&self, gpu: &Gpu) -> Result<u64> {
         Ok(gpu.read(&self.state)?[STATE_STEP] as u64)

@@ -3,11 +3,14 @@
 use crate::config::Backend;
 
 pub fn run(backend: Backend) -> anyhow::Result<()> {
+    super::check_choice(backend)?;
     let choice = super::backend_choice(backend);
     let adapters = dni_kernels::list_adapters(choice);
     if adapters.is_empty() {
-        // Same wording as the library error, so the fix is printed.
-        return Err(dni_kernels::Error::NoAdapter(format!(" for backend {backend:?}")).into());
+        return Err(super::no_adapter(
+            backend,
+            format!(" for backend {backend:?}"),
+        ));
     }
     println!("adapters ({backend:?}):");
     for (i, a) in adapters.iter().enumerate() {

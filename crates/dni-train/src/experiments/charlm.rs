@@ -11,6 +11,7 @@ use dni_tasks::{CharStream, Corpus, EvalStream, TextFile};
 use serde::Serialize;
 
 use super::copy::recurrent_config;
+use crate::checkpoint::{self, Poll, RunControl};
 use crate::config::Config;
 use crate::progress::{Metrics as Shown, Progress};
 use crate::run_dir::RunDir;
@@ -66,10 +67,22 @@ pub struct CharLmOutcome {
 }
 
 /// Trains per `cfg` and calls `on_log` with every record.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn train(
     gpu: &Gpu,
     cfg: &Config,
     progress: &mut Progress,
+    on_log: impl FnMut(&CharLmRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<CharLmOutcome> {
+    train_with(gpu, cfg, progress, &mut RunControl::none(), on_log)
+}
+
+/// [`train`] with checkpoints, resume, interrupts and divergence checks per `control`.
+pub fn train_with(
+    gpu: &Gpu,
+    cfg: &Config,
+    progress: &mut Progress,
+    control: &mut RunControl,
     mut on_log: impl FnMut(&CharLmRecord) -> anyhow::Result<()>,
 ) -> anyhow::Result<CharLmOutcome> {
     let rnn = cfg.rnn.as_ref().context("charlm needs an [rnn] section")?;
@@ -126,7 +139,47 @@ pub fn train(
     let mut stopped_by = "budget";
     let mut step = 0u64;
     let chars_per_step = (rnn.t * rnn.batch) as u64;
+    if let Some(ck) = control.take_resume() {
+        let h: LmHost = serde_json::from_value(ck.host["charlm"].clone())
+            .context("the checkpoint's character-LM state does not parse")?;
+        stream
+            .seek(h.pos, h.epoch)
+            .context("the checkpoint's position in charlm.train")?;
+        (best, evals_since_best, to_target) = (h.best, h.evals_since_best, h.to_target);
+        trainer
+            .group_mut()
+            .import_state(&ck.state)
+            .context("restoring the training state")?;
+        step = ck.step;
+        progress.set_step(step);
+    }
+    control.bit_exact = Some(true);
+    let snapshot = |trainer: &RecurrentTrainer,
+                    stream: &CharStream,
+                    best: Option<(f64, f64, u64)>,
+                    evals_since_best: u32,
+                    to_target: Option<(f64, u64)>| {
+        let (pos, epoch) = stream.position();
+        let host = LmHost {
+            pos,
+            epoch,
+            best,
+            evals_since_best,
+            to_target,
+        };
+        let state = trainer
+            .group()
+            .export_state()
+            .context("reading the training state back")?;
+        Ok((serde_json::json!({ "charlm": host }), state))
+    };
     while step < rnn.steps {
+        if control.poll(step, || {
+            snapshot(&trainer, &stream, best, evals_since_best, to_target)
+        })? == Poll::Stop
+        {
+            break;
+        }
         stream.next_window(rnn.t, &mut ins, &mut tgts);
         trainer
             .train_window_tokens(&ins, &tgts)
@@ -209,6 +262,9 @@ pub fn train(
         }
         progress.update(step, &shown);
         on_log(&rec)?;
+        control.check_finite(step, "train_bpc", rec.train_bpc)?;
+        control.check_finite(step, "sg_loss", rec.sg_loss)?;
+        control.check_finite(step, "valid_bpc", rec.valid_bpc)?;
         if to_target.is_some() {
             stopped_by = "target_bpc";
             break;
@@ -217,6 +273,12 @@ pub fn train(
             stopped_by = "patience";
             break;
         }
+    }
+    control.save(step, || {
+        snapshot(&trainer, &stream, best, evals_since_best, to_target)
+    })?;
+    if control.checkpoints() {
+        control.params_sha256 = Some(checkpoint::params_sha256(trainer.group())?);
     }
     Ok(CharLmOutcome {
         method,
@@ -245,8 +307,9 @@ pub fn run(
     cfg: &Config,
     run_dir: &mut RunDir,
     progress: &mut Progress,
+    control: &mut RunControl,
 ) -> anyhow::Result<serde_json::Value> {
-    let outcome = train(gpu, cfg, progress, |rec| run_dir.log(rec))?;
+    let outcome = train_with(gpu, cfg, progress, control, |rec| run_dir.log(rec))?;
     progress.println(&format!(
         "test {} bpc at the best validation {} bpc (step {}); {} steps, {:.0} s, stopped by {}",
         fmt_opt(outcome.test_bpc_at_best),
@@ -257,6 +320,16 @@ pub fn run(
         outcome.stopped_by
     ));
     serde_json::to_value(&outcome).context("serialising the summary")
+}
+
+/// The character LM's host state in a checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LmHost {
+    pos: usize,
+    epoch: u64,
+    best: Option<(f64, f64, u64)>,
+    evals_since_best: u32,
+    to_target: Option<(f64, u64)>,
 }
 
 fn fmt_opt(v: Option<f64>) -> String {

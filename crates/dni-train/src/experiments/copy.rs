@@ -12,6 +12,7 @@ use dni_kernels::Gpu;
 use dni_tasks::{copy::WIDTH, Observed, TaskStream, Window};
 use serde::Serialize;
 
+use crate::checkpoint::{self, Poll, RunControl};
 use crate::config::{Config, Optimizer, RnnConfig, RnnMethod};
 use crate::progress::{Metrics as Shown, Progress};
 use crate::run_dir::RunDir;
@@ -134,29 +135,50 @@ impl CopyOutcome {
 
 /// Trains on Copy / Repeat Copy per `cfg` and calls `on_log` with every record; `progress` shows
 /// them.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn train(
     gpu: &Gpu,
     cfg: &Config,
     progress: &mut Progress,
+    on_log: impl FnMut(&CopyRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<CopyOutcome> {
+    train_with(gpu, cfg, progress, &mut RunControl::none(), on_log)
+}
+
+/// [`train`] with checkpoints, resume, interrupts and divergence checks per `control`.
+pub fn train_with(
+    gpu: &Gpu,
+    cfg: &Config,
+    progress: &mut Progress,
+    control: &mut RunControl,
     mut on_log: impl FnMut(&CopyRecord) -> anyhow::Result<()>,
 ) -> anyhow::Result<CopyOutcome> {
-    let mut outcomes = train_group(gpu, std::slice::from_ref(cfg), progress, |_, rec| {
-        on_log(rec)
-    })?;
+    let mut outcomes = train_group_with(
+        gpu,
+        std::slice::from_ref(cfg),
+        progress,
+        control,
+        |_, rec| on_log(rec),
+    )?;
     Ok(outcomes.remove(0))
 }
 
 /// One run of a group: its task stream, curriculum bookkeeping and result so far.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct RunState {
     stream: TaskStream,
+    /// Rewritten by every step (not part of checkpoints).
+    #[serde(skip)]
     window: Window,
     first_unread: u64,
     final_bits: Option<f64>,
     /// The step at which the curriculum passed `copy.max_n`, if it did.
     finished_at: Option<u64>,
-    /// The last probe since the previous record.
+    /// The last probe since the previous record (a diagnostic: not part of checkpoints).
+    #[serde(skip)]
     probe: Option<Fidelity>,
     /// The probe's sampled futures (reused).
+    #[serde(skip)]
     futures: Vec<Window>,
 }
 
@@ -169,6 +191,17 @@ pub fn train_group(
     gpu: &Gpu,
     cfgs: &[Config],
     progress: &mut Progress,
+    on_log: impl FnMut(usize, &CopyRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<CopyOutcome>> {
+    train_group_with(gpu, cfgs, progress, &mut RunControl::none(), on_log)
+}
+
+/// [`train_group`] with checkpoints, resume, interrupts and divergence checks per `control`.
+pub fn train_group_with(
+    gpu: &Gpu,
+    cfgs: &[Config],
+    progress: &mut Progress,
+    control: &mut RunControl,
     mut on_log: impl FnMut(usize, &CopyRecord) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<CopyOutcome>> {
     let first = cfgs
@@ -223,7 +256,15 @@ pub fn train_group(
         (rnn0.probe_every, rnn0.probe_steps(), rnn0.probe_samples);
     let started = Instant::now();
     let mut step = 0u64;
+    if let Some(ck) = control.take_resume() {
+        step = restore(&mut group, &mut runs, &ck)?;
+        progress.set_step(step);
+    }
+    control.bit_exact = Some(true);
     while step < steps && runs.iter().any(|r| r.finished_at.is_none()) {
+        if control.poll(step, || snapshot(&group, &runs))? == Poll::Stop {
+            break;
+        }
         for r in runs.iter_mut() {
             r.stream.next_window(t, &mut r.window);
         }
@@ -304,7 +345,13 @@ pub fn train_group(
                 progress.update(step, &shown);
             }
             on_log(k, &record)?;
+            control.check_finite(step, "loss_per_char", record.loss_per_char)?;
+            control.check_finite(step, "sg_loss", record.sg_loss)?;
         }
+    }
+    control.save(step, || snapshot(&group, &runs))?;
+    if control.checkpoints() {
+        control.params_sha256 = Some(checkpoint::params_sha256(&group)?);
     }
     let wall = started.elapsed().as_secs_f64();
     Ok(runs
@@ -333,6 +380,50 @@ pub fn train_group(
             }
         })
         .collect())
+}
+
+/// The host state of a group's runs and the group's buffers, for a checkpoint.
+fn snapshot(
+    group: &RunGroup,
+    runs: &[RunState],
+) -> anyhow::Result<(
+    serde_json::Value,
+    Vec<(String, dni_graph::recurrent::StateBuf)>,
+)> {
+    let host = serde_json::json!({ "copy_runs": runs });
+    Ok((
+        host,
+        group
+            .export_state()
+            .context("reading the training state back")?,
+    ))
+}
+
+/// Restores a checkpoint [`snapshot`] wrote; returns its step.
+fn restore(
+    group: &mut RunGroup,
+    runs: &mut [RunState],
+    ck: &checkpoint::Checkpoint,
+) -> anyhow::Result<u64> {
+    let saved: Vec<RunState> = serde_json::from_value(ck.host["copy_runs"].clone())
+        .context("the checkpoint's copy-task state does not parse")?;
+    if saved.len() != runs.len() {
+        anyhow::bail!(
+            "the checkpoint holds {} runs, this group has {}",
+            saved.len(),
+            runs.len()
+        );
+    }
+    for (r, (run, s)) in runs.iter_mut().zip(saved).enumerate() {
+        s.stream
+            .check_restored(&run.stream)
+            .with_context(|| format!("run {r} of the checkpoint"))?;
+        *run = s;
+    }
+    group
+        .import_state(&ck.state)
+        .context("restoring the training state")?;
+    Ok(ck.step)
 }
 
 /// Feeds one run's metrics to its curriculum and makes the `metrics.jsonl` record.
@@ -374,8 +465,9 @@ pub fn run(
     cfg: &Config,
     run_dir: &mut RunDir,
     progress: &mut Progress,
+    control: &mut RunControl,
 ) -> anyhow::Result<serde_json::Value> {
-    let outcome = train(gpu, cfg, progress, |rec| run_dir.log(rec))?;
+    let outcome = train_with(gpu, cfg, progress, control, |rec| run_dir.log(rec))?;
     progress.println(&outcome.summary_line());
     serde_json::to_value(&outcome).context("serialising the summary")
 }

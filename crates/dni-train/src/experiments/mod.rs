@@ -6,6 +6,7 @@ pub mod mnist;
 pub mod sweep;
 pub mod two_timescale;
 
+use crate::checkpoint::RunControl;
 use crate::config::{Config, Task};
 use crate::progress::Progress;
 use crate::run_dir::RunDir;
@@ -15,17 +16,18 @@ pub fn run(
     cfg: &Config,
     run_dir: &mut RunDir,
     progress: &mut Progress,
+    control: &mut RunControl,
 ) -> anyhow::Result<serde_json::Value> {
     match cfg.task {
         Task::Copy | Task::RepeatCopy => {
             let gpu = crate::commands::open_gpu(cfg.run.backend)?;
             progress.println(&format!("adapter: {}", gpu.adapter()));
-            copy::run(&gpu, cfg, run_dir, progress)
+            copy::run(&gpu, cfg, run_dir, progress, control)
         }
         Task::Charlm => {
             let gpu = crate::commands::open_gpu(cfg.run.backend)?;
             progress.println(&format!("adapter: {}", gpu.adapter()));
-            charlm::run(&gpu, cfg, run_dir, progress)
+            charlm::run(&gpu, cfg, run_dir, progress, control)
         }
         Task::Mnist => {
             let gpu = crate::commands::open_gpu(cfg.run.backend)?;
@@ -38,4 +40,9 @@ pub fn run(
             two_timescale::run(&gpu, cfg, run_dir, progress)
         }
     }
+}
+
+/// Whether the task writes checkpoints, resumes and stops cleanly on Ctrl-C / SIGTERM.
+pub fn checkpoints(task: Task) -> bool {
+    matches!(task, Task::Copy | Task::RepeatCopy | Task::Charlm)
 }

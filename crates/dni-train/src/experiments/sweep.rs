@@ -150,15 +150,17 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
     eprintln!("results in {}", run_dir.path().display());
 
     let mut results: Vec<CopyOutcome> = Vec::new();
+    let mut curves: Vec<crate::plot::SweepRun> = Vec::new();
     for (t, cells) in &groups {
         let title = format!("T={t}: {} runs", cells.len());
         let mut progress = Progress::with_mode(&title, base.steps(), Mode::Quiet);
         let cfgs: Vec<Config> = cells.iter().map(|(c, _)| c.clone()).collect();
-        // Every run's learning curve: curves/<row>-T<t>-seed<s>.jsonl, one record per log interval.
+        // Every run's learning curve: curves/<row>-T<t>-seed<s>.jsonl, one record per log interval
+        // (written as it trains), and kept for the charts.
         let curves_dir = run_dir.file("curves");
         std::fs::create_dir_all(&curves_dir)
             .with_context(|| format!("cannot create {}", curves_dir.display()))?;
-        let mut curves = Vec::with_capacity(cells.len());
+        let mut curve_files = Vec::with_capacity(cells.len());
         for (cfg, row) in cells {
             let name = format!(
                 "{}-T{t}-seed{}.jsonl",
@@ -168,20 +170,30 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
             let path = curves_dir.join(name);
             let f = std::fs::File::create(&path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
-            curves.push((path, std::io::BufWriter::new(f)));
+            curve_files.push((path, std::io::BufWriter::new(f)));
         }
+        let mut records: Vec<Vec<serde_json::Value>> = vec![Vec::new(); cells.len()];
         let outcomes = copy::train_group(&gpu, &cfgs, &mut progress, |k, rec| {
             use std::io::Write;
-            let (path, w) = &mut curves[k];
+            let (path, w) = &mut curve_files[k];
             serde_json::to_writer(&mut *w, rec)
                 .map_err(std::io::Error::from)
                 .and_then(|()| w.write_all(b"\n"))
                 .and_then(|()| w.flush())
-                .with_context(|| format!("cannot write {}", path.display()))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            records[k].push(serde_json::to_value(rec)?);
+            Ok(())
         })
         .with_context(|| format!("sweep group {title}"))?;
-        for (mut outcome, (_, row)) in outcomes.into_iter().zip(cells) {
+        for ((mut outcome, (_, row)), recs) in outcomes.into_iter().zip(cells).zip(records) {
             outcome.row = Some(row.clone());
+            curves.push(crate::plot::SweepRun {
+                method: row.clone(),
+                t: outcome.t,
+                seed: outcome.seed,
+                largest_solved: outcome.largest_solved,
+                records: recs,
+            });
             eprintln!(
                 "{} T={} seed {}: {} (whole group)",
                 row,
@@ -198,6 +210,16 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
     println!("{table}");
     std::fs::write(run_dir.file("table.md"), &table)
         .with_context(|| format!("cannot write {}", run_dir.file("table.md").display()))?;
+    let charts = crate::plot::sweep_charts(run_dir.path(), base.task.name(), &curves)
+        .context("drawing the sweep's charts")?;
+    eprintln!(
+        "charts: {}",
+        charts
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     run_dir.write_summary(serde_json::json!({
         "task": base.task.name(),
         "adapter": gpu.adapter().to_string(),
