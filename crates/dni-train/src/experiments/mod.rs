@@ -32,7 +32,7 @@ pub fn run(
         Task::Mnist => {
             let gpu = crate::commands::open_gpu(cfg.run.backend)?;
             progress.println(&format!("adapter: {}", gpu.adapter()));
-            mnist::run(&gpu, cfg, run_dir, progress)
+            mnist::run(&gpu, cfg, run_dir, progress, control)
         }
         Task::TwoTimescale => {
             let gpu = crate::commands::open_gpu(cfg.run.backend)?;
@@ -45,4 +45,10 @@ pub fn run(
 /// Whether the task writes checkpoints, resumes and stops cleanly on Ctrl-C / SIGTERM.
 pub fn checkpoints(task: Task) -> bool {
     matches!(task, Task::Copy | Task::RepeatCopy | Task::Charlm)
+}
+
+/// Whether the task's loop stops cleanly on Ctrl-C / SIGTERM (MNIST at its next logging point,
+/// without a checkpoint).
+pub fn stops_on_signals(task: Task) -> bool {
+    checkpoints(task) || task == Task::Mnist
 }
