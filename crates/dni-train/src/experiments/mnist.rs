@@ -120,19 +120,9 @@ fn method_name(m: MnistMethod) -> &'static str {
     }
 }
 
-/// Trains per `cfg`, calling `on_log` with every record.
-#[cfg_attr(not(test), allow(dead_code))]
-pub fn train(
-    gpu: &Gpu,
-    cfg: &Config,
-    progress: &mut Progress,
-    on_log: impl FnMut(&MnistRecord) -> anyhow::Result<()>,
-) -> anyhow::Result<MnistOutcome> {
-    train_with(gpu, cfg, progress, &mut RunControl::none(), on_log)
-}
-
-/// [`train`] with interrupts (checked at every logging or evaluation point, where the blocks'
-/// work is submitted) and divergence checks per `control`; MNIST runs write no checkpoints.
+/// Trains per `cfg`, calling `on_log` with every record, with interrupts (checked at every logging
+/// or evaluation point, where the blocks' work is submitted) and divergence checks per `control`;
+/// MNIST runs write no checkpoints.
 pub fn train_with(
     gpu: &Gpu,
     cfg: &Config,
