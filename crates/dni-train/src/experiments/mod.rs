@@ -37,7 +37,7 @@ pub fn run(
         Task::TwoTimescale => {
             let gpu = crate::commands::open_gpu(cfg.run.backend)?;
             progress.println(&format!("adapter: {}", gpu.adapter()));
-            two_timescale::run(&gpu, cfg, run_dir, progress)
+            two_timescale::run(&gpu, cfg, run_dir, progress, control)
         }
     }
 }
@@ -47,8 +47,8 @@ pub fn checkpoints(task: Task) -> bool {
     matches!(task, Task::Copy | Task::RepeatCopy | Task::Charlm)
 }
 
-/// Whether the task's loop stops cleanly on Ctrl-C / SIGTERM (MNIST at its next logging point,
-/// without a checkpoint).
+/// Whether the task's loop stops cleanly on Ctrl-C / SIGTERM (all of them; MNIST at its next
+/// logging point and the two-timescale task at its next block, both without a checkpoint).
 pub fn stops_on_signals(task: Task) -> bool {
-    checkpoints(task) || task == Task::Mnist
+    checkpoints(task) || matches!(task, Task::Mnist | Task::TwoTimescale)
 }
