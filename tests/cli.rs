@@ -486,3 +486,39 @@ fn bad_input_is_a_clear_error_never_a_crash() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_character_lm_resumes_bit_exactly() {
+    let out = scratch("lm");
+    let lm = |name: &str, steps: &str| {
+        let mut c = bin();
+        c.args(["--config", "configs/charlm.toml", "--steps", steps, "--out"])
+            .arg(&out)
+            .args(["--set", &format!("run.name={name}")])
+            .args([
+                "--set",
+                "rnn.hidden=8",
+                "--set",
+                "rnn.batch=2",
+                "--set",
+                "rnn.T=4",
+            ])
+            .args(["--set", "run.log_every=10", "--set", "charlm.eval_every=20"])
+            .args(["--set", "run.checkpoint_every=25"]);
+        c
+    };
+    check_ok(&lm("full", "60").output().unwrap());
+    check_ok(&lm("half", "30").output().unwrap());
+    let res = bin()
+        .arg("--resume")
+        .arg(out.join("half"))
+        .args(["--steps", "60"])
+        .output()
+        .unwrap();
+    check_ok(&res);
+    let (a, b) = (summary(&out.join("full")), summary(&out.join("half")));
+    assert_eq!(b["resumed_from_step"], 30);
+    assert_eq!(a["params_sha256"], b["params_sha256"], "{a}\n{b}");
+    assert!(out.join("half/curves.png").is_file());
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -736,8 +736,7 @@ mod tests {
                 ..Default::default()
             };
             let e = TaskStream::new(CopyKind::RepeatCopy, 2, 1, cfg)
-                .err()
-                .expect("refused")
+                .expect_err("refused")
                 .to_string();
             assert!(e.contains("start_n") && e.contains("N·R"), "{e}");
         }

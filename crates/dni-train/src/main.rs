@@ -305,7 +305,7 @@ fn run_training(
     mut run_dir: RunDir,
     mut control: RunControl,
 ) -> anyhow::Result<ExitCode> {
-    if control.checkpoints() {
+    if experiments::stops_on_signals(cfg.task) {
         interrupt::install()?;
     }
     let title = run_dir
@@ -338,11 +338,21 @@ fn run_training(
                         format!("checkpoint at step {s} in {}", p.display())
                     });
                 progress.finish(&format!("interrupted by {}", sig.name()));
-                eprintln!(
-                    "interrupted by {}: {at}\nresume with: dni-train --resume {}",
-                    sig.name(),
-                    run_dir.path().display()
-                );
+                if control.checkpoints() {
+                    eprintln!(
+                        "interrupted by {}: {at}\nresume with: dni-train --resume {}",
+                        sig.name(),
+                        run_dir.path().display()
+                    );
+                } else {
+                    eprintln!(
+                        "interrupted by {}: task {} writes no checkpoints; the results so far are \
+                         in {}",
+                        sig.name(),
+                        cfg.task.name(),
+                        run_dir.path().display()
+                    );
+                }
                 return Ok(ExitCode::from(sig.exit_code()));
             }
             progress.finish(&format!("results in {}", run_dir.path().display()));

@@ -37,6 +37,8 @@ pub struct Panel {
     pub x_desc: String,
     pub y_desc: String,
     pub series: Vec<Series>,
+    /// The legend's corner: upper left for rising curves, else upper right.
+    pub legend_left: bool,
 }
 
 fn register_font() -> anyhow::Result<()> {
@@ -134,7 +136,11 @@ fn draw_panel<DB: DrawingBackend>(
             .label_font(("sans-serif", 14))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
+            .position(if panel.legend_left {
+                SeriesLabelPosition::UpperLeft
+            } else {
+                SeriesLabelPosition::UpperRight
+            })
             .draw()
             .map_err(draw_err)?;
     }
@@ -291,12 +297,14 @@ pub fn plot_runs(runs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
                 x_desc: "windows (training steps)".into(),
                 y_desc: "bits / char".into(),
                 series: series("step", &field("bits_per_char")),
+                legend_left: false,
             },
             Panel {
                 title: format!("{task}: curriculum level"),
                 x_desc: "windows (training steps)".into(),
                 y_desc: if task == "copy" { "N" } else { "N·R" }.into(),
                 series: series("step", &level),
+                legend_left: true,
             },
         ],
         "charlm" => vec![Panel {
@@ -304,18 +312,21 @@ pub fn plot_runs(runs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
             x_desc: "characters seen".into(),
             y_desc: "bits per character".into(),
             series: series("chars_seen", &field("valid_bpc")),
+            legend_left: false,
         }],
         "mnist" => vec![Panel {
             title: "MNIST: test error".into(),
             x_desc: "steps".into(),
             y_desc: "test error".into(),
             series: series("step", &field("test_error")),
+            legend_left: false,
         }],
         "two_timescale" => vec![Panel {
             title: "two timescales: accuracy of the slow network B".into(),
             x_desc: "steps".into(),
             y_desc: "accuracy".into(),
             series: series("step", &field("b_accuracy")),
+            legend_left: false,
         }],
         other => bail!("plot: no curves defined for task {other:?}"),
     };
@@ -370,6 +381,7 @@ pub fn sweep_charts(dir: &Path, task: &str, runs: &[SweepRun]) -> anyhow::Result
             x_desc: "truncation length T".into(),
             y_desc: "largest length solved".into(),
             series: grid,
+            legend_left: true,
         }],
     )?;
     for &t in &ts {
@@ -399,6 +411,7 @@ pub fn sweep_charts(dir: &Path, task: &str, runs: &[SweepRun]) -> anyhow::Result
                 x_desc: "windows (training steps)".into(),
                 y_desc: "largest length solved".into(),
                 series: levels,
+                legend_left: true,
             }],
         )?);
         let probes: Vec<Series> = cells
@@ -418,6 +431,7 @@ pub fn sweep_charts(dir: &Path, task: &str, runs: &[SweepRun]) -> anyhow::Result
                     x_desc: "windows (training steps)".into(),
                     y_desc: "probe_cos".into(),
                     series: probes,
+                    legend_left: false,
                 }],
             )?);
         }
@@ -447,6 +461,7 @@ mod tests {
                     points: vec![],
                 },
             ],
+            legend_left: false,
         };
         let files = write_chart(&dir, "c", &[panel.clone(), panel]).unwrap();
         let svg = std::fs::read_to_string(&files[0]).unwrap();

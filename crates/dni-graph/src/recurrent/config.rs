@@ -175,7 +175,7 @@ impl RecurrentConfig {
     /// allocated (an error naming the field, instead of a failed allocation).
     pub(crate) fn check_fits(&self, gpu: &dni_kernels::Gpu) -> Result<()> {
         let l = gpu.limits();
-        let max = (l.max_storage_buffer_binding_size as u64).min(l.max_buffer_size);
+        let max = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
         for (field, n) in self.largest_buffers()? {
             let bytes = (n as u64).saturating_mul(4);
             if bytes > max {

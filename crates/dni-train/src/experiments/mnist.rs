@@ -14,6 +14,7 @@ use dni_kernels::Gpu;
 use dni_tasks::{mnist::CLASSES, EpochShuffler, Mnist};
 use serde::Serialize;
 
+use crate::checkpoint::{Poll, RunControl};
 use crate::config::{Config, MnistConfig, MnistMethod, Optimizer, SgModel};
 use crate::progress::{Metrics as Shown, Progress};
 use crate::run_dir::RunDir;
@@ -119,11 +120,14 @@ fn method_name(m: MnistMethod) -> &'static str {
     }
 }
 
-/// Trains per `cfg`, calling `on_log` with every record.
-pub fn train(
+/// Trains per `cfg`, calling `on_log` with every record, with interrupts (checked at every logging
+/// or evaluation point, where the blocks' work is submitted) and divergence checks per `control`;
+/// MNIST runs write no checkpoints.
+pub fn train_with(
     gpu: &Gpu,
     cfg: &Config,
     progress: &mut Progress,
+    control: &mut RunControl,
     mut on_log: impl FnMut(&MnistRecord) -> anyhow::Result<()>,
 ) -> anyhow::Result<MnistOutcome> {
     let m = cfg
@@ -162,6 +166,9 @@ pub fn train(
     let (mut best, mut last_test, mut last_train) = (initial.error, initial.error, None);
     let mut step = 0u64;
     while step < m.steps {
+        if control.poll(step, || anyhow::bail!("MNIST runs write no checkpoints"))? == Poll::Stop {
+            break;
+        }
         // Run up to the next log or evaluation point; each call ends with every block's work submitted.
         let next = [
             (step / log_every + 1) * log_every,
@@ -226,6 +233,11 @@ pub fn train(
             progress.println(&format!("step {step}: test error {:.2}%", 100.0 * e));
         }
         on_log(&record)?;
+        control.check_finite(step, "train_loss", record.train_loss)?;
+        control.check_finite(step, "test_loss", record.test_loss)?;
+        for (i, l) in record.sg_loss.iter().enumerate() {
+            control.check_finite(step, &format!("sg_loss[{i}]"), *l)?;
+        }
     }
     let wall = started.elapsed().as_secs_f64();
     Ok(MnistOutcome {
@@ -272,8 +284,9 @@ pub fn run(
     cfg: &Config,
     run_dir: &mut RunDir,
     progress: &mut Progress,
+    control: &mut RunControl,
 ) -> anyhow::Result<serde_json::Value> {
-    let outcome = train(gpu, cfg, progress, |rec| run_dir.log(rec))?;
+    let outcome = train_with(gpu, cfg, progress, control, |rec| run_dir.log(rec))?;
     progress.println(&format!(
         "test error {:.2}% after {} steps (best {:.2}%, untrained {:.2}%), {:.0} s, {:.1} ms/step",
         100.0 * outcome.final_test_error,

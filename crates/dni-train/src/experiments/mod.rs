@@ -32,12 +32,12 @@ pub fn run(
         Task::Mnist => {
             let gpu = crate::commands::open_gpu(cfg.run.backend)?;
             progress.println(&format!("adapter: {}", gpu.adapter()));
-            mnist::run(&gpu, cfg, run_dir, progress)
+            mnist::run(&gpu, cfg, run_dir, progress, control)
         }
         Task::TwoTimescale => {
             let gpu = crate::commands::open_gpu(cfg.run.backend)?;
             progress.println(&format!("adapter: {}", gpu.adapter()));
-            two_timescale::run(&gpu, cfg, run_dir, progress)
+            two_timescale::run(&gpu, cfg, run_dir, progress, control)
         }
     }
 }
@@ -45,4 +45,10 @@ pub fn run(
 /// Whether the task writes checkpoints, resumes and stops cleanly on Ctrl-C / SIGTERM.
 pub fn checkpoints(task: Task) -> bool {
     matches!(task, Task::Copy | Task::RepeatCopy | Task::Charlm)
+}
+
+/// Whether the task's loop stops cleanly on Ctrl-C / SIGTERM (all of them; MNIST at its next
+/// logging point and the two-timescale task at its next block, both without a checkpoint).
+pub fn stops_on_signals(task: Task) -> bool {
+    checkpoints(task) || matches!(task, Task::Mnist | Task::TwoTimescale)
 }

@@ -15,6 +15,7 @@ use dni_kernels::Gpu;
 use dni_tasks::Mnist;
 use serde::Serialize;
 
+use crate::checkpoint::{Poll, RunControl};
 use crate::config::{Config, Optimizer, TimescaleConfig, TimescaleMethod};
 use crate::progress::{Metrics as Shown, Progress};
 use crate::run_dir::RunDir;
@@ -98,10 +99,23 @@ pub struct TimescaleOutcome {
 }
 
 /// Trains per `cfg` on the MNIST stream and calls `on_log` with every record.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn train(
     gpu: &Gpu,
     cfg: &Config,
     progress: &mut Progress,
+    on_log: impl FnMut(&TimescaleRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<TimescaleOutcome> {
+    train_with(gpu, cfg, progress, &mut RunControl::none(), on_log)
+}
+
+/// [`train`] with interrupts (checked before every block of T² steps) and divergence checks per
+/// `control`; two-timescale runs write no checkpoints.
+pub fn train_with(
+    gpu: &Gpu,
+    cfg: &Config,
+    progress: &mut Progress,
+    control: &mut RunControl,
     mut on_log: impl FnMut(&TimescaleRecord) -> anyhow::Result<()>,
 ) -> anyhow::Result<TimescaleOutcome> {
     let ts = cfg
@@ -122,7 +136,15 @@ pub fn train(
     let mut curve = Vec::new();
     let (mut a_to, mut b_to) = (BTreeMap::new(), BTreeMap::new());
     let mut last_eval = None;
+    let mut done = 0u64;
     for k in 1..=blocks {
+        let poll = control.poll((k - 1) * block_steps, || {
+            anyhow::bail!("two-timescale runs write no checkpoints")
+        })?;
+        if poll == Poll::Stop {
+            break;
+        }
+        done = k;
         stream.next_block(&mut block);
         sys.train(&block)
             .with_context(|| format!("training block {k}"))?;
@@ -162,6 +184,9 @@ pub fn train(
             }
             progress.update(step, &shown);
             on_log(&rec)?;
+            control.check_finite(step, "a_loss", rec.a_loss)?;
+            control.check_finite(step, "b_loss", rec.b_loss)?;
+            control.check_finite(step, "sg_loss", rec.sg_loss)?;
         }
         if crossed(ts.eval_every) || end {
             let mut test = DigitStream::new(&mnist.test, ts.t, ts.batch, cfg.seed ^ TEST_SEED)?;
@@ -203,7 +228,7 @@ pub fn train(
         t: ts.t,
         hidden: ts.hidden,
         batch: ts.batch,
-        steps: blocks * block_steps,
+        steps: done * block_steps,
         a_updates: sys.a_updates(),
         b_updates: sys.blocks_trained(),
         final_a_accuracy: last.map(|c| c.1),
@@ -242,8 +267,9 @@ pub fn run(
     cfg: &Config,
     run_dir: &mut RunDir,
     progress: &mut Progress,
+    control: &mut RunControl,
 ) -> anyhow::Result<serde_json::Value> {
-    let o = train(gpu, cfg, progress, |rec| run_dir.log(rec))?;
+    let o = train_with(gpu, cfg, progress, control, |rec| run_dir.log(rec))?;
     progress.println(&format!(
         "{} T={}: test accuracy A {:.3} (chance {:.3}), B {:.3} (chance {:.3}) after {} steps \
          ({} updates of A), {:.0} s",
