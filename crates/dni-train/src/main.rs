@@ -93,7 +93,8 @@ enum Command {
         workload: Vec<commands::bench::Workload>,
     },
     /// Plot the learning curves of runs (SVG and PNG): bits per character and curriculum level
-    /// (Copy), validation BPC (character LM), test error (MNIST); several runs share one chart.
+    /// (Copy), validation BPC (character LM), test error (MNIST); several runs share one chart. Given
+    /// one sweep directory, redraws the sweep's charts in it.
     Plot {
         /// Run directories (each holds metrics.jsonl and config.toml).
         #[arg(value_name = "RUN_DIR", required = true)]
@@ -182,7 +183,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, [one]) => one.clone(),
                 (None, _) => PathBuf::from("plots"),
             };
-            let written = plot::plot_runs(runs, &out)?;
+            // A sweep's directory: redraw its charts in place.
+            let written = match runs.as_slice() {
+                [one] if cli.out.is_none() && plot::is_sweep_dir(one) => plot::replot_sweep(one)?,
+                _ => plot::plot_runs(runs, &out)?,
+            };
             for p in written {
                 println!("{}", p.display());
             }

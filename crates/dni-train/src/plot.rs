@@ -333,6 +333,59 @@ pub fn plot_runs(runs: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     write_chart(out, "curves", &panels)
 }
 
+/// The file a sweep writes one run's curve to, under `curves/`.
+pub fn sweep_curve_name(row: &str, t: usize, seed: u64) -> String {
+    format!("{}-T{t}-seed{seed}.jsonl", row.replace([' ', '='], "_"))
+}
+
+/// Whether `dir` is a sweep's directory (its `summary.json` and `curves/`).
+pub fn is_sweep_dir(dir: &Path) -> bool {
+    dir.join("curves").is_dir() && dir.join("summary.json").is_file()
+}
+
+/// Redraws a sweep's charts in its directory from `summary.json` (the runs) and `curves/` (their
+/// records), e.g. after the sweep itself was stopped before drawing them.
+pub fn replot_sweep(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let summary: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let task = summary["task"]
+        .as_str()
+        .with_context(|| format!("{}: no \"task\"", path.display()))?;
+    let listed = summary["runs"]
+        .as_array()
+        .with_context(|| format!("{}: no \"runs\" list", path.display()))?;
+    let mut runs = Vec::with_capacity(listed.len());
+    for r in listed {
+        let bad = || anyhow!("{}: a run without method, T or seed: {r}", path.display());
+        let method = r["method"].as_str().ok_or_else(bad)?;
+        let row = r["row"].as_str().unwrap_or(method).to_string();
+        let t = r["T"].as_u64().ok_or_else(bad)? as usize;
+        let seed = r["seed"].as_u64().ok_or_else(bad)?;
+        let curve = dir.join("curves").join(sweep_curve_name(&row, t, seed));
+        let text = std::fs::read_to_string(&curve)
+            .with_context(|| format!("cannot read {}", curve.display()))?;
+        let records = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}: not JSON", curve.display(), i + 1))
+            })
+            .collect::<anyhow::Result<Vec<serde_json::Value>>>()?;
+        runs.push(SweepRun {
+            method: row,
+            t,
+            seed,
+            largest_solved: r["largest_solved"].as_u64().map(|v| v as usize),
+            records,
+        });
+    }
+    sweep_charts(dir, task, &runs)
+}
+
 /// One cell of a sweep, for its charts.
 pub struct SweepRun {
     pub method: String,
@@ -442,6 +495,42 @@ pub fn sweep_charts(dir: &Path, task: &str, runs: &[SweepRun]) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_directory_is_redrawn_from_its_curves() {
+        let dir = std::env::temp_dir().join(format!("dni-replot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("curves")).unwrap();
+        let runs = serde_json::json!([
+            {"method": "bptt", "T": 2, "seed": 1, "largest_solved": null},
+            {"method": "dni", "row": "dni sg_scale=1", "T": 2, "seed": 1, "largest_solved": 4},
+        ]);
+        std::fs::write(
+            dir.join("summary.json"),
+            serde_json::json!({"task": "copy", "runs": runs}).to_string(),
+        )
+        .unwrap();
+        assert!(is_sweep_dir(&dir));
+        for (row, solved) in [("bptt", "null"), ("dni sg_scale=1", "4")] {
+            let lines: String = (1..=3)
+                .map(|k| {
+                    format!(
+                        "{{\"step\": {}, \"n\": 1, \"largest_solved\": {solved}, \"bits_per_char\": 1.0, \"probe_cos\": 0.5}}\n",
+                        k * 50
+                    )
+                })
+                .collect();
+            std::fs::write(dir.join("curves").join(sweep_curve_name(row, 2, 1)), lines).unwrap();
+        }
+        let files = replot_sweep(&dir).unwrap();
+        assert!(files.iter().any(|f| f.ends_with("table1.svg")), "{files:?}");
+        let levels = std::fs::read_to_string(dir.join("levels-T2.svg")).unwrap();
+        assert!(levels.contains("dni sg_scale=1"), "rows keep their labels");
+        std::fs::remove_file(dir.join("curves").join(sweep_curve_name("bptt", 2, 1))).unwrap();
+        let err = format!("{:#}", replot_sweep(&dir).unwrap_err());
+        assert!(err.contains("bptt-T2-seed1.jsonl"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn writes_svg_and_png_with_labels() {

@@ -162,12 +162,7 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
             .with_context(|| format!("cannot create {}", curves_dir.display()))?;
         let mut curve_files = Vec::with_capacity(cells.len());
         for (cfg, row) in cells {
-            let name = format!(
-                "{}-T{t}-seed{}.jsonl",
-                row.replace([' ', '='], "_"),
-                cfg.seed
-            );
-            let path = curves_dir.join(name);
+            let path = curves_dir.join(crate::plot::sweep_curve_name(row, *t, cfg.seed));
             let f = std::fs::File::create(&path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
             curve_files.push((path, std::io::BufWriter::new(f)));
