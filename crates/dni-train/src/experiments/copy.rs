@@ -555,6 +555,7 @@ mod tests {
     fn a_short_copy_run_logs_every_interval_and_learns() {
         let gpu = dni_kernels::testing::gpu();
         let cfg = config(&[
+            "rnn.T=5",
             "rnn.steps=600",
             "rnn.hidden=32",
             "rnn.lr=0.01",
