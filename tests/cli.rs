@@ -522,3 +522,54 @@ fn the_character_lm_resumes_bit_exactly() {
     assert!(out.join("half/curves.png").is_file());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn the_two_timescale_task_resumes_bit_exactly() {
+    let out = scratch("ts");
+    let ts = |name: &str, steps: &str| {
+        let mut c = bin();
+        c.args([
+            "--config",
+            "configs/two_timescale.toml",
+            "--steps",
+            steps,
+            "--out",
+        ])
+        .arg(&out)
+        .args(["--set", &format!("run.name={name}")])
+        .args(["--set", "timescale.T=2", "--set", "timescale.hidden=8"])
+        .args([
+            "--set",
+            "timescale.batch=4",
+            "--set",
+            "timescale.eval_blocks=2",
+        ])
+        .args([
+            "--set",
+            "timescale.eval_every=12",
+            "--set",
+            "run.log_every=8",
+        ])
+        // 10 is not a multiple of the 4-step blocks: checkpoints fall on the next block's end.
+        .args(["--set", "run.checkpoint_every=10"]);
+        c
+    };
+    check_ok(&ts("full", "48").output().unwrap());
+    check_ok(&ts("half", "24").output().unwrap());
+    let res = bin()
+        .arg("--resume")
+        .arg(out.join("half"))
+        .args(["--steps", "48"])
+        .output()
+        .unwrap();
+    check_ok(&res);
+    let (a, b) = (summary(&out.join("full")), summary(&out.join("half")));
+    assert_eq!(b["resumed_from_step"], 24, "{b}");
+    assert_eq!(b["resume_bit_exact"], true, "{b}");
+    assert_eq!(b["checkpoint_step"], 48, "{b}");
+    assert!(a["params_sha256"].is_string(), "{a}");
+    assert_eq!(a["params_sha256"], b["params_sha256"], "{a}\n{b}");
+    assert_eq!(a["test_curve"], b["test_curve"], "{a}\n{b}");
+    assert_eq!(records(&out.join("full")), records(&out.join("half")));
+    let _ = std::fs::remove_dir_all(&out);
+}
