@@ -478,39 +478,15 @@ impl TwoTimescale {
     /// checkpoint of another shape or method is refused before anything is written.
     pub fn import_state(&mut self, state: &[(String, StateBuf)]) -> Result<()> {
         let find = |name: &str| state.iter().find(|(n, _)| n == name).map(|(_, b)| b);
-        let bad = |m: String| Err(TimescaleError::Checkpoint(m));
         let tensors = self.state_tensors();
         let counters = self.state_counters();
-        for (name, t) in &tensors {
-            match find(name) {
-                Some(StateBuf::F32(v)) if v.len() == t.len() => {}
-                Some(StateBuf::F32(v)) => {
-                    return bad(format!(
-                        "{name} holds {} values, this system has {}",
-                        v.len(),
-                        t.len()
-                    ))
-                }
-                _ => {
-                    return bad(format!(
-                        "{name} is missing (written by another method or model?)"
-                    ))
-                }
-            }
-        }
-        for (name, c) in &counters {
-            match find(name) {
-                Some(StateBuf::U64(v)) if v.len() == c.len() => {}
-                _ => return bad(format!("counter {name} is missing or of another length")),
-            }
-        }
-        if let Some((extra, _)) = state.iter().find(|(n, _)| {
-            !tensors.iter().any(|(t, _)| t == n) && !counters.iter().any(|(c, _)| c == n)
-        }) {
-            return bad(format!(
-                "{extra} is not part of this system's state (another method?)"
-            ));
-        }
+        let want_t: Vec<(String, usize)> =
+            tensors.iter().map(|(n, t)| (n.clone(), t.len())).collect();
+        let want_c: Vec<(String, usize)> = counters
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.len()))
+            .collect();
+        crate::state::check(state, &want_t, &want_c).map_err(TimescaleError::Checkpoint)?;
         // Everything checked: write.
         for (name, t) in &tensors {
             if let Some(StateBuf::F32(v)) = find(name) {
