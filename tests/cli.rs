@@ -573,3 +573,59 @@ fn the_two_timescale_task_resumes_bit_exactly() {
     assert_eq!(records(&out.join("full")), records(&out.join("half")));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn mnist_resumes_bit_exactly_single_thread_and_says_so_when_threaded() {
+    let out = scratch("mnist");
+    let run = |name: &str, steps: &str, threads: &str| {
+        let mut c = bin();
+        c.args([
+            "--config",
+            "configs/mnist_dni.toml",
+            "--steps",
+            steps,
+            "--out",
+        ])
+        .arg(&out)
+        .args(["--set", &format!("run.name={name}")])
+        .args(["--set", &format!("mnist.threads={threads}")])
+        .args(["--set", "mnist.layers=3", "--set", "mnist.hidden=16"])
+        .args(["--set", "mnist.sg_hidden=16", "--set", "mnist.batch=8"])
+        .args(["--set", "run.log_every=10", "--set", "mnist.eval_every=20"])
+        // Not a multiple of log_every: checkpoints fall on the next logging point.
+        .args(["--set", "run.checkpoint_every=15"]);
+        c
+    };
+    let resume = |name: &str, steps: &str| {
+        let res = bin()
+            .arg("--resume")
+            .arg(out.join(name))
+            .args(["--steps", steps])
+            .output()
+            .unwrap();
+        check_ok(&res);
+        String::from_utf8_lossy(&res.stderr).into_owned()
+    };
+    check_ok(&run("full", "40", "false").output().unwrap());
+    check_ok(&run("half", "20", "false").output().unwrap());
+    resume("half", "40");
+    let (a, b) = (summary(&out.join("full")), summary(&out.join("half")));
+    assert_eq!(b["resumed_from_step"], 20, "{b}");
+    assert_eq!(b["resume_bit_exact"], true, "{b}");
+    assert_eq!(b["checkpoint_step"], 40, "{b}");
+    assert!(a["params_sha256"].is_string(), "{a}");
+    assert_eq!(a["params_sha256"], b["params_sha256"], "{a}\n{b}");
+    assert_eq!(a["final_test_error"], b["final_test_error"], "{a}\n{b}");
+    assert_eq!(a["initial_test_error"], b["initial_test_error"], "{a}\n{b}");
+
+    check_ok(&run("threaded", "20", "true").output().unwrap());
+    let err = resume("threaded", "40");
+    assert!(err.contains("not bit-exact"), "{err}");
+    let s = summary(&out.join("threaded"));
+    assert_eq!(s["resume_bit_exact"], false, "{s}");
+    assert_eq!(
+        (s["status"].as_str(), s["steps"].as_u64()),
+        (Some("ok"), Some(40))
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

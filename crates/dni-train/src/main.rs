@@ -249,8 +249,7 @@ fn resume(dir: &std::path::Path, steps: Option<u64>) -> anyhow::Result<ExitCode>
         .with_context(|| format!("--resume {}", dir.display()))?;
     if !experiments::checkpoints(cfg.task) {
         anyhow::bail!(
-            "--resume {}: task {} does not write checkpoints (Copy, Repeat Copy, the \
-             character LM and the two-timescale task do)",
+            "--resume {}: task {} does not write checkpoints",
             dir.display(),
             cfg.task.name()
         );

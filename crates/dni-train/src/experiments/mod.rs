@@ -46,12 +46,12 @@ pub fn run(
 pub fn checkpoints(task: Task) -> bool {
     matches!(
         task,
-        Task::Copy | Task::RepeatCopy | Task::Charlm | Task::TwoTimescale
+        Task::Copy | Task::RepeatCopy | Task::Charlm | Task::TwoTimescale | Task::Mnist
     )
 }
 
 /// Whether the task's loop stops cleanly on Ctrl-C / SIGTERM (all of them; MNIST at its next
-/// logging point, without a checkpoint).
+/// logging point, the two-timescale task at its next block).
 pub fn stops_on_signals(task: Task) -> bool {
     checkpoints(task) || matches!(task, Task::Mnist | Task::TwoTimescale)
 }
