@@ -629,3 +629,86 @@ fn mnist_resumes_bit_exactly_single_thread_and_says_so_when_threaded() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_checkpoints_mnist_and_the_two_timescale_task() {
+    let out = scratch("signal-ff");
+    let tasks: [(&str, &[&str]); 2] = [
+        (
+            "configs/two_timescale.toml",
+            &[
+                "timescale.T=2",
+                "timescale.hidden=8",
+                "timescale.batch=4",
+                "timescale.eval_blocks=2",
+                "timescale.eval_every=1000",
+                "run.log_every=8",
+            ],
+        ),
+        (
+            "configs/mnist_dni.toml",
+            &[
+                "mnist.threads=false",
+                "mnist.layers=3",
+                "mnist.hidden=16",
+                "mnist.sg_hidden=16",
+                "mnist.batch=8",
+                "mnist.eval_every=100000",
+                "run.log_every=10",
+            ],
+        ),
+    ];
+    for (k, (config, sets)) in tasks.iter().enumerate() {
+        let name = format!("run{k}");
+        let mut c = bin();
+        c.args(["--config", config, "--steps", "4000000", "--out"])
+            .arg(&out)
+            .args(["--set", &format!("run.name={name}")]);
+        for s in *sets {
+            c.args(["--set", s]);
+        }
+        let child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let run = out.join(&name);
+        let t0 = std::time::Instant::now();
+        while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(true, |m| m.is_empty()) {
+            assert!(
+                t0.elapsed().as_secs() < 300,
+                "{config}: no metrics after 300 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let kill = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let res = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(130), "{config}: {err}");
+        assert!(err.contains("dni-train --resume"), "{config}: {err}");
+        let s = summary(&run);
+        assert_eq!(s["status"], "interrupted", "{s}");
+        let at = s["checkpoint_step"].as_u64().expect("checkpoint_step");
+        assert_eq!(s["steps"].as_u64(), Some(at), "{s}");
+        assert!(at > 0, "{s}");
+        let res = bin()
+            .arg("--resume")
+            .arg(&run)
+            .args(["--steps", &(at + 16).to_string()])
+            .output()
+            .unwrap();
+        check_ok(&res);
+        let s = summary(&run);
+        assert_eq!(
+            (
+                s["status"].as_str(),
+                s["steps"].as_u64(),
+                s["resumed_from_step"].as_u64()
+            ),
+            (Some("ok"), Some(at + 16), Some(at)),
+            "{config}: {s}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
