@@ -522,3 +522,193 @@ fn the_character_lm_resumes_bit_exactly() {
     assert!(out.join("half/curves.png").is_file());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn the_two_timescale_task_resumes_bit_exactly() {
+    let out = scratch("ts");
+    let ts = |name: &str, steps: &str| {
+        let mut c = bin();
+        c.args([
+            "--config",
+            "configs/two_timescale.toml",
+            "--steps",
+            steps,
+            "--out",
+        ])
+        .arg(&out)
+        .args(["--set", &format!("run.name={name}")])
+        .args(["--set", "timescale.T=2", "--set", "timescale.hidden=8"])
+        .args([
+            "--set",
+            "timescale.batch=4",
+            "--set",
+            "timescale.eval_blocks=2",
+        ])
+        .args([
+            "--set",
+            "timescale.eval_every=12",
+            "--set",
+            "run.log_every=8",
+        ])
+        // 10 is not a multiple of the 4-step blocks: checkpoints fall on the next block's end.
+        .args(["--set", "run.checkpoint_every=10"]);
+        c
+    };
+    check_ok(&ts("full", "48").output().unwrap());
+    check_ok(&ts("half", "24").output().unwrap());
+    let res = bin()
+        .arg("--resume")
+        .arg(out.join("half"))
+        .args(["--steps", "48"])
+        .output()
+        .unwrap();
+    check_ok(&res);
+    let (a, b) = (summary(&out.join("full")), summary(&out.join("half")));
+    assert_eq!(b["resumed_from_step"], 24, "{b}");
+    assert_eq!(b["resume_bit_exact"], true, "{b}");
+    assert_eq!(b["checkpoint_step"], 48, "{b}");
+    assert!(a["params_sha256"].is_string(), "{a}");
+    assert_eq!(a["params_sha256"], b["params_sha256"], "{a}\n{b}");
+    assert_eq!(a["test_curve"], b["test_curve"], "{a}\n{b}");
+    assert_eq!(records(&out.join("full")), records(&out.join("half")));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn mnist_resumes_bit_exactly_single_thread_and_says_so_when_threaded() {
+    let out = scratch("mnist");
+    let run = |name: &str, steps: &str, threads: &str| {
+        let mut c = bin();
+        c.args([
+            "--config",
+            "configs/mnist_dni.toml",
+            "--steps",
+            steps,
+            "--out",
+        ])
+        .arg(&out)
+        .args(["--set", &format!("run.name={name}")])
+        .args(["--set", &format!("mnist.threads={threads}")])
+        .args(["--set", "mnist.layers=3", "--set", "mnist.hidden=16"])
+        .args(["--set", "mnist.sg_hidden=16", "--set", "mnist.batch=8"])
+        .args(["--set", "run.log_every=10", "--set", "mnist.eval_every=20"])
+        // Not a multiple of log_every: checkpoints fall on the next logging point.
+        .args(["--set", "run.checkpoint_every=15"]);
+        c
+    };
+    let resume = |name: &str, steps: &str| {
+        let res = bin()
+            .arg("--resume")
+            .arg(out.join(name))
+            .args(["--steps", steps])
+            .output()
+            .unwrap();
+        check_ok(&res);
+        String::from_utf8_lossy(&res.stderr).into_owned()
+    };
+    check_ok(&run("full", "40", "false").output().unwrap());
+    check_ok(&run("half", "20", "false").output().unwrap());
+    resume("half", "40");
+    let (a, b) = (summary(&out.join("full")), summary(&out.join("half")));
+    assert_eq!(b["resumed_from_step"], 20, "{b}");
+    assert_eq!(b["resume_bit_exact"], true, "{b}");
+    assert_eq!(b["checkpoint_step"], 40, "{b}");
+    assert!(a["params_sha256"].is_string(), "{a}");
+    assert_eq!(a["params_sha256"], b["params_sha256"], "{a}\n{b}");
+    assert_eq!(a["final_test_error"], b["final_test_error"], "{a}\n{b}");
+    assert_eq!(a["initial_test_error"], b["initial_test_error"], "{a}\n{b}");
+
+    check_ok(&run("threaded", "20", "true").output().unwrap());
+    let err = resume("threaded", "40");
+    assert!(err.contains("not bit-exact"), "{err}");
+    let s = summary(&out.join("threaded"));
+    assert_eq!(s["resume_bit_exact"], false, "{s}");
+    assert_eq!(
+        (s["status"].as_str(), s["steps"].as_u64()),
+        (Some("ok"), Some(40))
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_checkpoints_mnist_and_the_two_timescale_task() {
+    let out = scratch("signal-ff");
+    let tasks: [(&str, &[&str]); 2] = [
+        (
+            "configs/two_timescale.toml",
+            &[
+                "timescale.T=2",
+                "timescale.hidden=8",
+                "timescale.batch=4",
+                "timescale.eval_blocks=2",
+                "timescale.eval_every=1000",
+                "run.log_every=8",
+            ],
+        ),
+        (
+            "configs/mnist_dni.toml",
+            &[
+                "mnist.threads=false",
+                "mnist.layers=3",
+                "mnist.hidden=16",
+                "mnist.sg_hidden=16",
+                "mnist.batch=8",
+                "mnist.eval_every=100000",
+                "run.log_every=10",
+            ],
+        ),
+    ];
+    for (k, (config, sets)) in tasks.iter().enumerate() {
+        let name = format!("run{k}");
+        let mut c = bin();
+        c.args(["--config", config, "--steps", "4000000", "--out"])
+            .arg(&out)
+            .args(["--set", &format!("run.name={name}")]);
+        for s in *sets {
+            c.args(["--set", s]);
+        }
+        let child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let run = out.join(&name);
+        let t0 = std::time::Instant::now();
+        while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(true, |m| m.is_empty()) {
+            assert!(
+                t0.elapsed().as_secs() < 300,
+                "{config}: no metrics after 300 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let kill = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let res = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(130), "{config}: {err}");
+        assert!(err.contains("dni-train --resume"), "{config}: {err}");
+        let s = summary(&run);
+        assert_eq!(s["status"], "interrupted", "{s}");
+        let at = s["checkpoint_step"].as_u64().expect("checkpoint_step");
+        assert_eq!(s["steps"].as_u64(), Some(at), "{s}");
+        assert!(at > 0, "{s}");
+        let res = bin()
+            .arg("--resume")
+            .arg(&run)
+            .args(["--steps", &(at + 16).to_string()])
+            .output()
+            .unwrap();
+        check_ok(&res);
+        let s = summary(&run);
+        assert_eq!(
+            (
+                s["status"].as_str(),
+                s["steps"].as_u64(),
+                s["resumed_from_step"].as_u64()
+            ),
+            (Some("ok"), Some(at + 16), Some(at)),
+            "{config}: {s}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

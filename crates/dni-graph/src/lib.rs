@@ -17,4 +17,5 @@ pub mod layers;
 mod linear;
 pub mod recurrent;
 pub mod sg;
+mod state;
 pub mod timescale;

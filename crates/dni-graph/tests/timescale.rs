@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use dni_graph::recurrent::StateBuf;
 use dni_graph::timescale::{
     Block, DigitStream, Evaluation, Method, TimescaleConfig, TimescaleError, TwoTimescale,
 };
@@ -473,4 +474,88 @@ fn bad_input_is_an_error() {
     assert_eq!(sys.blocks_trained(), 0);
     sys.train_block(&x, &[0; 6], &[0; 3]).unwrap();
     assert_eq!(sys.blocks_trained(), 1);
+}
+
+/// Every parameter's value, gradient and optimiser moments, bit for bit.
+fn bits(sys: &TwoTimescale) -> Vec<(String, Vec<u32>)> {
+    let gpu = sys.gpu().clone();
+    let mut out = Vec::new();
+    for (n, p) in sys.params() {
+        let (m, v) = p.state();
+        for (what, t) in [("value", &p.value), ("grad", &p.grad), ("m", m), ("v", v)] {
+            let x = gpu.read(t).unwrap();
+            out.push((
+                format!("{n}.{what}"),
+                x.iter().map(|f| f.to_bits()).collect(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn export_import_continues_bit_exactly() {
+    let gpu = gpu();
+    let (t, b) = (2, 3);
+    for method in [Method::Dni, Method::EndToEnd, Method::NoDni] {
+        let cfg = config(t, 5, 6, 5, b, method);
+        let blocks: Vec<_> = {
+            let mut rng = Lcg::new(11);
+            (0..6).map(|_| symbol_block(&mut rng, t, b)).collect()
+        };
+        let train = |sys: &mut TwoTimescale, range: std::ops::Range<usize>| {
+            for (x, odd, threes) in &blocks[range] {
+                sys.train_block(x, odd, threes).unwrap();
+            }
+        };
+        let mut whole = TwoTimescale::new(&gpu, cfg.clone()).unwrap();
+        train(&mut whole, 0..6);
+        let m_whole = whole.read_metrics().unwrap();
+
+        let mut first = TwoTimescale::new(&gpu, cfg.clone()).unwrap();
+        train(&mut first, 0..3);
+        let state = first.export_state().unwrap();
+        drop(first);
+        // A fresh system has other weights (another seed) until the import overwrites them.
+        let mut other = cfg.clone();
+        other.seed = 99;
+        let mut resumed = TwoTimescale::new(&gpu, other).unwrap();
+        resumed.import_state(&state).unwrap();
+        assert_eq!(resumed.blocks_trained(), 3);
+        train(&mut resumed, 3..6);
+        let m_resumed = resumed.read_metrics().unwrap();
+        assert_eq!(
+            bits(&whole),
+            bits(&resumed),
+            "{method:?}: parameters differ"
+        );
+        let (s1, s2) = (whole.states(), resumed.states());
+        assert_eq!(gpu.read(s1.0).unwrap(), gpu.read(s2.0).unwrap());
+        assert_eq!(gpu.read(s1.1).unwrap(), gpu.read(s2.1).unwrap());
+        assert_eq!(
+            format!("{m_whole:?}"),
+            format!("{m_resumed:?}"),
+            "{method:?}"
+        );
+
+        // A checkpoint that lacks a buffer, holds an extra one or one of another size is refused.
+        for k in 0..state.len() {
+            let mut short = state.clone();
+            let (name, _) = short.remove(k);
+            let mut fresh = TwoTimescale::new(&gpu, cfg.clone()).unwrap();
+            let e = fresh.import_state(&short).unwrap_err().to_string();
+            assert!(e.contains(&name), "{e}");
+        }
+        let mut extra = state.clone();
+        extra.push(("x.y".into(), StateBuf::F32(vec![0.0])));
+        let mut fresh = TwoTimescale::new(&gpu, cfg.clone()).unwrap();
+        let e = fresh.import_state(&extra).unwrap_err().to_string();
+        assert!(e.contains("x.y"), "{e}");
+        let mut resized = state.clone();
+        if let StateBuf::F32(v) = &mut resized[0].1 {
+            v.push(0.0);
+        }
+        let e = fresh.import_state(&resized).unwrap_err().to_string();
+        assert!(e.contains(&state[0].0) && e.contains("values"), "{e}");
+    }
 }

@@ -245,7 +245,10 @@ impl MnistSplit {
 ///
 /// The `n % batch` examples left over at the end of an epoch are skipped (they are reshuffled into
 /// later epochs), so every batch has the same shape, which fixed-size GPU buffers need.
-#[derive(Clone, Debug)]
+///
+/// It serialises (order, position, epoch, RNG state) so that a checkpoint can continue the stream
+/// exactly; [`EpochShuffler::check_restored`] checks a restored one against a fresh one.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct EpochShuffler {
     order: Vec<usize>,
     batch: usize,
@@ -294,6 +297,38 @@ impl EpochShuffler {
     /// Completed epochs (0 during the first).
     pub fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// Checks that `self` (read from a checkpoint) shuffles the same split in the same batches as
+    /// `fresh`: the same examples, batch size and a position inside the order.
+    pub fn check_restored(&self, fresh: &EpochShuffler) -> Result<(), DataError> {
+        if self.batch != fresh.batch {
+            return Err(DataError::invalid(
+                "restored batch",
+                self.batch,
+                format!("this stream has batch {}", fresh.batch),
+            ));
+        }
+        let mut sorted = self.order.clone();
+        sorted.sort_unstable();
+        if sorted.len() != fresh.order.len() || sorted.iter().enumerate().any(|(i, &x)| i != x) {
+            return Err(DataError::invalid(
+                "restored order",
+                format!("{} indices", self.order.len()),
+                format!(
+                    "is not a permutation of this split's {} examples",
+                    fresh.order.len()
+                ),
+            ));
+        }
+        if self.pos > self.order.len() {
+            return Err(DataError::invalid(
+                "restored position",
+                self.pos,
+                format!("past the end of {} examples", self.order.len()),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -527,6 +562,27 @@ mod tests {
             let mean = split.images.iter().sum::<f32>() / split.images.len() as f32;
             assert!((0.08..0.2).contains(&mean), "mean {mean}");
         }
+    }
+
+    #[test]
+    fn a_restored_shuffler_continues_the_same_batches() {
+        let mut s = EpochShuffler::new(10, 3, 4).unwrap();
+        for _ in 0..4 {
+            s.next_batch();
+        }
+        let mut back = s.clone();
+        back.check_restored(&EpochShuffler::new(10, 3, 99).unwrap())
+            .unwrap();
+        for _ in 0..7 {
+            assert_eq!(s.next_batch().to_vec(), back.next_batch().to_vec());
+        }
+        assert_eq!(s.epoch(), back.epoch());
+        assert!(s
+            .check_restored(&EpochShuffler::new(10, 2, 4).unwrap())
+            .is_err());
+        assert!(s
+            .check_restored(&EpochShuffler::new(11, 3, 4).unwrap())
+            .is_err());
     }
 
     #[test]

@@ -44,6 +44,23 @@ impl Rng {
         Rng::new(seed ^ splitmix64(&mut sm))
     }
 
+    /// The generator's whole state as five words (xoshiro's four, then the spare normal: its f32
+    /// bits with bit 32 set, or 0 when there is none), e.g. for checkpoints.
+    pub fn state_words(&self) -> [u64; 5] {
+        let spare = self
+            .spare_normal
+            .map_or(0, |x| (1u64 << 32) | u64::from(x.to_bits()));
+        [self.s[0], self.s[1], self.s[2], self.s[3], spare]
+    }
+
+    /// The generator [`state_words`](Self::state_words) describes.
+    pub fn from_state_words(w: [u64; 5]) -> Self {
+        Rng {
+            s: [w[0], w[1], w[2], w[3]],
+            spare_normal: (w[4] >> 32 != 0).then(|| f32::from_bits(w[4] as u32)),
+        }
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);

@@ -243,16 +243,26 @@ fn diff_keys(a: &toml::Value, b: &toml::Value, prefix: &str, out: &mut Vec<Strin
 /// SHA-256 of every run's parameters in a fixed order: for run 0, 1, ...; for each parameter in
 /// `param_names` order, its name, then its values as little-endian f32 bytes.
 pub fn params_sha256(group: &RunGroup) -> anyhow::Result<String> {
-    let mut h = Sha256::new();
+    let mut params = Vec::new();
     for run in 0..group.runs() {
         for name in group.param_names(run)? {
-            h.update(name.as_bytes());
-            for x in group.read_param(run, name)? {
-                h.update(x.to_le_bytes());
-            }
+            params.push((name.to_string(), group.read_param(run, name)?));
         }
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(sha256_named(params))
+}
+
+/// SHA-256 of named parameters in the order given: each name, then its values as little-endian
+/// f32 bytes (what [`params_sha256`] hashes for a run group, for any other model).
+pub fn sha256_named(params: impl IntoIterator<Item = (String, Vec<f32>)>) -> String {
+    let mut h = Sha256::new();
+    for (name, values) in params {
+        h.update(name.as_bytes());
+        for x in values {
+            h.update(x.to_le_bytes());
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A loss that became NaN or infinite.
@@ -333,8 +343,8 @@ impl RunControl {
         self.dir.is_some()
     }
 
-    /// Called at the top of every step with the steps done so far: writes a checkpoint when one
-    /// is due (`snapshot` gives the host state and the group's buffers) and stops on a signal.
+    /// Called at the top of every step (or block of steps) with the steps done so far: writes a
+    /// checkpoint when one is due (a multiple of `run.checkpoint_every` reached since the last) (`snapshot` gives the host state and the group's buffers) and stops on a signal.
     pub fn poll(
         &mut self,
         step: u64,
@@ -344,13 +354,10 @@ impl RunControl {
             self.stopped_by = Some(sig);
             return Ok(Poll::Stop);
         }
-        let due = self.every > 0
-            && step > 0
-            && step.is_multiple_of(self.every)
-            && self
-                .last_checkpoint
-                .as_ref()
-                .is_none_or(|(s, _)| *s != step);
+        // Due when a multiple of `every` was reached since the last checkpoint: at the multiple
+        // itself for loops of one step, at the first block boundary past it for blocks of steps.
+        let last = self.last_checkpoint.as_ref().map_or(0, |(s, _)| *s);
+        let due = self.every > 0 && step > last && step / self.every > last / self.every;
         if due {
             self.save(step, snapshot)?;
         }

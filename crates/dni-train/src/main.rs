@@ -254,7 +254,7 @@ fn resume(dir: &std::path::Path, steps: Option<u64>) -> anyhow::Result<ExitCode>
         .with_context(|| format!("--resume {}", dir.display()))?;
     if !experiments::checkpoints(cfg.task) {
         anyhow::bail!(
-            "--resume {}: task {} does not write checkpoints (Copy, Repeat Copy and the              character LM do)",
+            "--resume {}: task {} does not write checkpoints",
             dir.display(),
             cfg.task.name()
         );
@@ -264,7 +264,8 @@ fn resume(dir: &std::path::Path, steps: Option<u64>) -> anyhow::Result<ExitCode>
     checkpoint::check_config(&ck, &cfg, &ck_path)?;
     if ck.step >= cfg.steps() {
         anyhow::bail!(
-            "--resume {}: the checkpoint is at step {} and the step budget is {}; give              --steps N with N > {} to train further",
+            "--resume {}: the checkpoint is at step {} and the step budget is {}; give \
+             --steps N with N > {} to train further",
             dir.display(),
             ck.step,
             cfg.steps(),

@@ -27,6 +27,9 @@ pub enum FfError {
     /// A broken scheduler invariant (reported, never a panic).
     #[error("internal scheduler error: {0}")]
     Internal(String),
+    /// A checkpoint that does not fit this network (a missing, extra or differently sized buffer).
+    #[error("feed-forward checkpoint: {0}")]
+    Checkpoint(String),
     #[error(transparent)]
     Gpu(#[from] dni_kernels::Error),
 }

@@ -32,6 +32,7 @@ pub use eval::{EvalResult, EvalSet};
 pub use spec::{FfSpec, InterfaceSpec, SgSpec, SynthInputSpec};
 
 use crate::layers::{LayerSpec, StackSpec};
+use crate::recurrent::StateBuf;
 use block::{Block, DataSlot, HostScratch, Regressor};
 
 /// How the blocks of a step are run.
@@ -406,9 +407,135 @@ impl FfNet {
             .unwrap_or_default()
     }
 
+    /// Every GPU buffer that carries training state from one call of [`train`](Self::train) to the
+    /// next, by name: per block `block{i}.{param}.value` / `.grad` / `.m` / `.v`, batch norm's
+    /// `block{i}.bn{k}.mean` / `.var`, the optimiser `block{i}.optim` (step count, bias
+    /// corrections, learning rate), the head's metric sums `block{i}.metrics`; the same under
+    /// `block{i}.sg.` and `block{i}.synth.` for the SG and synthetic-input models, with their
+    /// regression loss sums `.loss`. (Predictions in flight are drained at the end of every call.)
+    fn state_tensors(&self) -> Vec<(String, &Tensor)> {
+        let mut v: Vec<(String, &Tensor)> = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let pre = format!("block{i}");
+            push_stack(&mut v, &pre, &b.stack);
+            v.push((format!("{pre}.optim"), b.opt.state_tensor()));
+            if let Some(m) = &b.metrics {
+                v.push((format!("{pre}.metrics"), m));
+            }
+            for (what, r) in [("sg", &b.sg), ("synth", &b.synth)] {
+                if let Some(r) = r {
+                    let pre = format!("{pre}.{what}");
+                    push_stack(&mut v, &pre, r.stack());
+                    v.push((format!("{pre}.optim"), r.optimizer().state_tensor()));
+                    v.push((format!("{pre}.loss"), &r.loss));
+                }
+            }
+        }
+        v
+    }
+
+    /// Host counters: `step`, per block `block{i}.coin` (the `p_update` RNG), `block{i}.scored`,
+    /// `block{i}.sg.trained`, `block{i}.synth.trained`.
+    fn state_counters(&self) -> Vec<(String, Vec<u64>)> {
+        let mut v = vec![("step".to_string(), vec![self.step])];
+        for (i, b) in self.blocks.iter().enumerate() {
+            v.push((format!("block{i}.coin"), b.coin.state_words().to_vec()));
+            v.push((format!("block{i}.scored"), vec![b.scored]));
+            for (what, r) in [("sg", &b.sg), ("synth", &b.synth)] {
+                if let Some(r) = r {
+                    v.push((format!("block{i}.{what}.trained"), vec![r.trained]));
+                }
+            }
+        }
+        v
+    }
+
+    /// The training state (parameters, gradients, optimiser moments and step counts, batch-norm
+    /// running statistics, SG and synthetic-input models, metric sums, `p_update` RNGs, step
+    /// counter), by name, for a checkpoint. Blocking: one read-back per buffer; call it between
+    /// calls of [`train`](Self::train). The batches' order is the caller's.
+    pub fn export_state(&self) -> Result<Vec<(String, StateBuf)>> {
+        let mut out = Vec::new();
+        for (name, t) in self.state_tensors() {
+            out.push((name, StateBuf::F32(self.gpu.read(t)?)));
+        }
+        for (name, v) in self.state_counters() {
+            out.push((name, StateBuf::U64(v)));
+        }
+        Ok(out)
+    }
+
+    /// Restores what [`export_state`](Self::export_state) wrote into a network built from the
+    /// same spec. Every name must be present with its exact length and nothing else may be: a
+    /// checkpoint of another shape or method is refused before anything is written.
+    pub fn import_state(&mut self, state: &[(String, StateBuf)]) -> Result<()> {
+        let tensors: Vec<(String, usize)> = self
+            .state_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.len()))
+            .collect();
+        let counters: Vec<(String, usize)> = self
+            .state_counters()
+            .into_iter()
+            .map(|(n, c)| (n, c.len()))
+            .collect();
+        crate::state::check(state, &tensors, &counters).map_err(FfError::Checkpoint)?;
+        for (name, t) in self.state_tensors() {
+            if let Some(v) = crate::state::f32s(state, &name) {
+                t.write(&self.gpu, v)?;
+            }
+        }
+        let word = |name: &str| -> Result<&[u64]> {
+            crate::state::u64s(state, name)
+                .ok_or_else(|| FfError::Checkpoint(format!("counter {name} is missing")))
+        };
+        self.step = word("step")?[0];
+        for i in 0..self.blocks.len() {
+            let coin = word(&format!("block{i}.coin"))?;
+            let scored = word(&format!("block{i}.scored"))?[0];
+            let sg = match self.blocks[i].sg {
+                Some(_) => Some(word(&format!("block{i}.sg.trained"))?[0]),
+                None => None,
+            };
+            let synth = match self.blocks[i].synth {
+                Some(_) => Some(word(&format!("block{i}.synth.trained"))?[0]),
+                None => None,
+            };
+            let b = &mut self.blocks[i];
+            let mut w = [0u64; 5];
+            w.copy_from_slice(coin);
+            b.coin = Rng::from_state_words(w);
+            b.scored = scored;
+            if let (Some(r), Some(n)) = (&mut b.sg, sg) {
+                r.trained = n;
+            }
+            if let (Some(r), Some(n)) = (&mut b.synth, synth) {
+                r.trained = n;
+            }
+        }
+        self.gpu.sync()?;
+        Ok(())
+    }
+
     /// Test error and loss of the real chain (every block on its predecessor's output, batch norm on
     /// running statistics), one read-back at the end.
     pub fn evaluate(&mut self, set: &EvalSet) -> Result<EvalResult> {
         eval::evaluate(self, set)
+    }
+}
+
+/// A stack's parameters (value, gradient, optimiser moments) and batch-norm running statistics,
+/// named under `pre`.
+fn push_stack<'a>(v: &mut Vec<(String, &'a Tensor)>, pre: &str, s: &'a crate::layers::Stack) {
+    for (name, p) in s.param_names().into_iter().zip(s.params()) {
+        let (m, sv) = p.state();
+        v.push((format!("{pre}.{name}.value"), &p.value));
+        v.push((format!("{pre}.{name}.grad"), &p.grad));
+        v.push((format!("{pre}.{name}.m"), m));
+        v.push((format!("{pre}.{name}.v"), sv));
+    }
+    for (k, (mean, var)) in s.running_stats().into_iter().enumerate() {
+        v.push((format!("{pre}.bn{k}.mean"), mean));
+        v.push((format!("{pre}.bn{k}.var"), var));
     }
 }

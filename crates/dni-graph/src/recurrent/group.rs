@@ -389,7 +389,7 @@ impl RunGroup {
         if futures.is_empty() {
             return Err(RecurrentError::Mode("the probe needs at least one future"));
         }
-        let rows = steps.checked_mul(c.batch).unwrap_or(usize::MAX);
+        let rows = steps.saturating_mul(c.batch);
         for f in futures {
             check_len("probe inputs", f.inputs.len(), rows.saturating_mul(c.input))?;
             check_len(
@@ -428,7 +428,7 @@ impl RunGroup {
         if c.loss != OutputLoss::Softmax {
             return Err(RecurrentError::Mode("probe_tokens needs a Softmax model"));
         }
-        let rows = steps.checked_mul(c.batch).unwrap_or(usize::MAX);
+        let rows = steps.saturating_mul(c.batch);
         check_len("probe token inputs", future.inputs.len(), rows)?;
         check_len("probe token targets", future.targets.len(), rows)?;
         let mut x = vec![0.0; rows * c.input];

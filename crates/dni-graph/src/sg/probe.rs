@@ -115,8 +115,8 @@ impl ProbeModel {
             let hrow = &fwd.h_seq[row * h..(row + 1) * h];
             for (j, dl) in dlogits.iter_mut().enumerate() {
                 let mut z = self.readout_b[j] as f64;
-                for k in 0..h {
-                    z += hrow[k] * self.readout_w[k * o + j] as f64;
+                for (k, &hk) in hrow.iter().enumerate() {
+                    z += hk * self.readout_w[k * o + j] as f64;
                 }
                 *dl = z;
             }

@@ -24,6 +24,9 @@ pub enum TimescaleError {
         value: u32,
         max: usize,
     },
+    /// A checkpoint that does not fit this system (a missing, extra or differently sized buffer).
+    #[error("two-timescale checkpoint: {0}")]
+    Checkpoint(String),
     #[error(transparent)]
     Data(#[from] dni_tasks::DataError),
     #[error(transparent)]

@@ -69,6 +69,19 @@ impl<'a> DigitStream<'a> {
         input_width(self.split.pixels())
     }
 
+    /// The stream's position (shuffled order, position, epoch, RNG state), for checkpoints.
+    pub fn shuffler(&self) -> &EpochShuffler {
+        &self.shuffler
+    }
+
+    /// Continues from a position [`shuffler`](Self::shuffler) gave (read from a checkpoint);
+    /// refused when it does not fit this split and batch.
+    pub fn restore_shuffler(&mut self, saved: EpochShuffler) -> Result<()> {
+        saved.check_restored(&self.shuffler)?;
+        self.shuffler = saved;
+        Ok(())
+    }
+
     /// Fills `block` with the next `T²` steps (its buffers are reused).
     pub fn next_block(&mut self, block: &mut Block) {
         let (t, b, p) = (self.t, self.batch, self.split.pixels());

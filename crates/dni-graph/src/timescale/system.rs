@@ -36,6 +36,7 @@ use super::error::{Result, TimescaleError};
 use super::metrics::{Evaluation, Metrics, Scores};
 use super::stream::Block;
 use crate::linear::Linear;
+use crate::recurrent::StateBuf;
 
 /// Blocks submitted without any read-back before the system waits for the device, so that a caller
 /// who never reads metrics cannot queue unbounded work.
@@ -410,6 +411,104 @@ impl TwoTimescale {
             v.push(("sg.b", &sg.m.b));
         }
         v
+    }
+
+    /// Every GPU buffer that carries training state from one block to the next, by name: for each
+    /// parameter of [`params`](Self::params) `NAME.value`, `.grad`, `.m`, `.v` (optimiser moments);
+    /// `a.optim`, `b.optim`, `sg.optim` (step counts, bias corrections, learning rate); the carried
+    /// states `a.state`, `b.state`; the unread metric sums `a.metrics`, `b.metrics`, `sg.loss`,
+    /// `sg.zero_loss`; the last block's link `link.msgs`, `link.dmsgs`.
+    fn state_tensors(&self) -> Vec<(String, &Tensor)> {
+        let mut v: Vec<(String, &Tensor)> = Vec::new();
+        for (name, p) in self.params() {
+            let (m, sv) = p.state();
+            v.push((format!("{name}.value"), &p.value));
+            v.push((format!("{name}.grad"), &p.grad));
+            v.push((format!("{name}.m"), m));
+            v.push((format!("{name}.v"), sv));
+        }
+        v.push(("a.optim".into(), self.a.optimizer.state_tensor()));
+        v.push(("b.optim".into(), self.b.optimizer.state_tensor()));
+        v.push(("a.state".into(), &self.a.state));
+        v.push(("b.state".into(), &self.b.state));
+        v.push(("a.metrics".into(), &self.a.metrics));
+        v.push(("b.metrics".into(), &self.b.metrics));
+        if let Some(sg) = &self.sg {
+            v.push(("sg.optim".into(), sg.optimizer.state_tensor()));
+            v.push(("sg.loss".into(), &sg.loss));
+            v.push(("sg.zero_loss".into(), &sg.zero_loss));
+        }
+        v.push(("link.msgs".into(), &self.msgs));
+        v.push(("link.dmsgs".into(), &self.dmsgs));
+        v
+    }
+
+    /// Host counters and switches: `blocks` = `[trained, unread, sg_unread]`, `sg_switches` =
+    /// `[apply, train]`.
+    fn state_counters(&self) -> Vec<(&'static str, Vec<u64>)> {
+        vec![
+            (
+                "blocks",
+                vec![self.blocks_total, self.blocks_unread, self.sg_blocks_unread],
+            ),
+            (
+                "sg_switches",
+                vec![u64::from(self.apply_sg), u64::from(self.train_sg)],
+            ),
+        ]
+    }
+
+    /// The training state (see `state_tensors` and `state_counters` in the source: parameters,
+    /// gradients, optimiser moments and step counts, carried states, unread metric sums, block
+    /// counters, SG switches), by name, for a checkpoint. Blocking: one read-back per buffer. The
+    /// data stream's position is the caller's ([`DigitStream::shuffler`](super::DigitStream)).
+    pub fn export_state(&self) -> Result<Vec<(String, StateBuf)>> {
+        let mut out = Vec::new();
+        for (name, t) in self.state_tensors() {
+            out.push((name, StateBuf::F32(self.gpu.read(t)?)));
+        }
+        for (name, v) in self.state_counters() {
+            out.push((name.to_string(), StateBuf::U64(v)));
+        }
+        Ok(out)
+    }
+
+    /// Restores what [`export_state`](Self::export_state) wrote into a system built from the same
+    /// config. Every name must be present with its exact length and nothing else may be: a
+    /// checkpoint of another shape or method is refused before anything is written.
+    pub fn import_state(&mut self, state: &[(String, StateBuf)]) -> Result<()> {
+        let find = |name: &str| state.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+        let tensors = self.state_tensors();
+        let counters = self.state_counters();
+        let want_t: Vec<(String, usize)> =
+            tensors.iter().map(|(n, t)| (n.clone(), t.len())).collect();
+        let want_c: Vec<(String, usize)> = counters
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.len()))
+            .collect();
+        crate::state::check(state, &want_t, &want_c).map_err(TimescaleError::Checkpoint)?;
+        // Everything checked: write.
+        for (name, t) in &tensors {
+            if let Some(StateBuf::F32(v)) = find(name) {
+                t.write(&self.gpu, v)?;
+            }
+        }
+        let u64s = |name: &str| match find(name) {
+            Some(StateBuf::U64(v)) => v.clone(),
+            _ => Vec::new(),
+        };
+        if let [total, unread, sg_unread] = u64s("blocks")[..] {
+            self.blocks_total = total;
+            self.blocks_unread = unread;
+            self.sg_blocks_unread = sg_unread;
+        }
+        if let [apply, train] = u64s("sg_switches")[..] {
+            self.apply_sg = apply != 0 && self.sg.is_some();
+            self.train_sg = train != 0 && self.sg.is_some();
+        }
+        self.gpu.sync()?;
+        self.in_flight = 0;
+        Ok(())
     }
 
     /// The block's messages `[T, B, H_A]` and B's gradient for them (one lane's units with DNI,

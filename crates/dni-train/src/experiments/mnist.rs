@@ -14,7 +14,7 @@ use dni_kernels::Gpu;
 use dni_tasks::{mnist::CLASSES, EpochShuffler, Mnist};
 use serde::Serialize;
 
-use crate::checkpoint::{Poll, RunControl};
+use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
 use crate::config::{Config, MnistConfig, MnistMethod, Optimizer, SgModel};
 use crate::progress::{Metrics as Shown, Progress};
 use crate::run_dir::RunDir;
@@ -120,9 +120,11 @@ fn method_name(m: MnistMethod) -> &'static str {
     }
 }
 
-/// Trains per `cfg`, calling `on_log` with every record, with interrupts (checked at every logging
-/// or evaluation point, where the blocks' work is submitted) and divergence checks per `control`;
-/// MNIST runs write no checkpoints.
+/// Trains per `cfg`, calling `on_log` with every record, with checkpoints, resume and interrupts
+/// (checked at every logging or evaluation point, where the blocks' work is submitted; a
+/// checkpoint is written at the first such point past each multiple of `run.checkpoint_every`, at
+/// the end and on an interrupt) and divergence checks per `control`. The single-thread schedule
+/// resumes bit-exactly; the threaded one resumes but is not bit-exact (`resume_bit_exact: false`).
 pub fn train_with(
     gpu: &Gpu,
     cfg: &Config,
@@ -150,25 +152,58 @@ pub fn train_with(
     let mut shuffler =
         EpochShuffler::new(data.train.n, m.batch, cfg.seed).context("batching the training set")?;
     let train_set = &data.train;
-    let mut source =
-        |x: &mut Vec<f32>, y: &mut Vec<u32>| train_set.batch(shuffler.next_batch(), x, y);
 
-    let initial = net
-        .evaluate(&test)
-        .context("evaluating the untrained network")?;
-    progress.println(&format!(
-        "untrained test error {:.2}%",
-        100.0 * initial.error
-    ));
+    let mut step = 0u64;
+    let mut host = match control.take_resume() {
+        Some(ck) => {
+            let h = restore(&mut net, &mut shuffler, &ck)?;
+            step = ck.step;
+            progress.set_step(step);
+            if m.threads {
+                progress.println(
+                    "resuming the threaded schedule: its SG regressions depend on thread timing, \
+                     so the resumed run is not bit-exact (resume_bit_exact: false)",
+                );
+            }
+            h
+        }
+        None => {
+            let initial = net
+                .evaluate(&test)
+                .context("evaluating the untrained network")?;
+            progress.println(&format!(
+                "untrained test error {:.2}%",
+                100.0 * initial.error
+            ));
+            HostState {
+                stream: shuffler.clone(),
+                initial_test_error: initial.error,
+                best_test_error: initial.error,
+                last_test_error: initial.error,
+                last_train_error: None,
+            }
+        }
+    };
+    // The single-thread schedule is deterministic; the threaded one is not.
+    control.bit_exact = Some(!m.threads);
     let log_every = cfg.run.log_every.max(1);
     let started = Instant::now();
     let mut totals = StepStats::default();
-    let (mut best, mut last_test, mut last_train) = (initial.error, initial.error, None);
-    let mut step = 0u64;
+    let initial_error = host.initial_test_error;
+    let (mut best, mut last_test, mut last_train) = (
+        host.best_test_error,
+        host.last_test_error,
+        host.last_train_error,
+    );
     while step < m.steps {
-        if control.poll(step, || anyhow::bail!("MNIST runs write no checkpoints"))? == Poll::Stop {
+        host.best_test_error = best;
+        host.last_test_error = last_test;
+        host.last_train_error = last_train;
+        if control.poll(step, || snapshot(&net, &shuffler, &host))? == Poll::Stop {
             break;
         }
+        let mut source =
+            |x: &mut Vec<f32>, y: &mut Vec<u32>| train_set.batch(shuffler.next_batch(), x, y);
         // Run up to the next log or evaluation point; each call ends with every block's work submitted.
         let next = [
             (step / log_every + 1) * log_every,
@@ -239,6 +274,13 @@ pub fn train_with(
             control.check_finite(step, &format!("sg_loss[{i}]"), *l)?;
         }
     }
+    host.best_test_error = best;
+    host.last_test_error = last_test;
+    host.last_train_error = last_train;
+    control.save(step, || snapshot(&net, &shuffler, &host))?;
+    if control.checkpoints() {
+        control.params_sha256 = Some(params_sha256(&net)?);
+    }
     let wall = started.elapsed().as_secs_f64();
     Ok(MnistOutcome {
         task: cfg.task.name(),
@@ -261,7 +303,7 @@ pub fn train_with(
         steps: step,
         train_examples: data.train.n,
         test_examples: data.test.n,
-        initial_test_error: initial.error,
+        initial_test_error: initial_error,
         final_test_error: last_test,
         best_test_error: best,
         final_train_error: last_train,
@@ -276,6 +318,77 @@ pub fn train_with(
         sg_staleness: totals.mean_sg_staleness(),
         adapter: gpu.adapter().to_string(),
     })
+}
+
+/// The host part of a checkpoint: the batches' order and the evaluations so far. (Throughput
+/// counters restart at a resume.)
+#[derive(Serialize, serde::Deserialize)]
+struct HostState {
+    stream: EpochShuffler,
+    initial_test_error: f64,
+    best_test_error: f64,
+    last_test_error: f64,
+    last_train_error: Option<f64>,
+}
+
+type Snapshot = (
+    serde_json::Value,
+    Vec<(String, dni_graph::recurrent::StateBuf)>,
+);
+
+/// The host state and the network's buffers, for a checkpoint.
+fn snapshot(net: &FfNet, shuffler: &EpochShuffler, host: &HostState) -> anyhow::Result<Snapshot> {
+    let mut value = serde_json::to_value(host).context("serialising the MNIST host state")?;
+    value["stream"] =
+        serde_json::to_value(shuffler).context("serialising the MNIST batch order")?;
+    let state = net
+        .export_state()
+        .context("reading the training state back")?;
+    Ok((serde_json::json!({ "mnist": value }), state))
+}
+
+/// Restores a checkpoint [`snapshot`] wrote; returns its host state.
+fn restore(
+    net: &mut FfNet,
+    shuffler: &mut EpochShuffler,
+    ck: &Checkpoint,
+) -> anyhow::Result<HostState> {
+    let host: HostState = serde_json::from_value(ck.host["mnist"].clone())
+        .context("the checkpoint's MNIST state does not parse")?;
+    host.stream
+        .check_restored(shuffler)
+        .context("the checkpoint's batch order")?;
+    net.import_state(&ck.state)
+        .context("restoring the feed-forward network")?;
+    if net.step() != ck.step {
+        anyhow::bail!(
+            "the checkpoint is at step {} but its network trained {} steps",
+            ck.step,
+            net.step()
+        );
+    }
+    *shuffler = host.stream.clone();
+    Ok(host)
+}
+
+/// SHA-256 of every parameter (blocks, then SG and synthetic-input models), as
+/// [`checkpoint::sha256_named`] hashes them.
+fn params_sha256(net: &FfNet) -> anyhow::Result<String> {
+    let gpu = net.gpu().clone();
+    let mut params = Vec::new();
+    for i in 0..net.num_blocks() {
+        for (kind, ps) in [
+            ("block", net.block_params(i)),
+            ("sg", net.sg_params(i)),
+            ("synth", net.synth_params(i)),
+        ] {
+            for (n, p) in ps {
+                let v = gpu.read(&p.value).context("reading the parameters back")?;
+                params.push((format!("{kind}{i}.{n}"), v));
+            }
+        }
+    }
+    Ok(checkpoint::sha256_named(params))
 }
 
 /// `dni-train --config configs/mnist_*.toml`: one run with its run directory.

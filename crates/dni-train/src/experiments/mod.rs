@@ -44,11 +44,14 @@ pub fn run(
 
 /// Whether the task writes checkpoints, resumes and stops cleanly on Ctrl-C / SIGTERM.
 pub fn checkpoints(task: Task) -> bool {
-    matches!(task, Task::Copy | Task::RepeatCopy | Task::Charlm)
+    matches!(
+        task,
+        Task::Copy | Task::RepeatCopy | Task::Charlm | Task::TwoTimescale | Task::Mnist
+    )
 }
 
 /// Whether the task's loop stops cleanly on Ctrl-C / SIGTERM (all of them; MNIST at its next
-/// logging point and the two-timescale task at its next block, both without a checkpoint).
+/// logging point, the two-timescale task at its next block).
 pub fn stops_on_signals(task: Task) -> bool {
     checkpoints(task) || matches!(task, Task::Mnist | Task::TwoTimescale)
 }

@@ -15,7 +15,7 @@ use dni_kernels::Gpu;
 use dni_tasks::Mnist;
 use serde::Serialize;
 
-use crate::checkpoint::{Poll, RunControl};
+use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
 use crate::config::{Config, Optimizer, TimescaleConfig, TimescaleMethod};
 use crate::progress::{Metrics as Shown, Progress};
 use crate::run_dir::RunDir;
@@ -109,8 +109,9 @@ pub fn train(
     train_with(gpu, cfg, progress, &mut RunControl::none(), on_log)
 }
 
-/// [`train`] with interrupts (checked before every block of T² steps) and divergence checks per
-/// `control`; two-timescale runs write no checkpoints.
+/// [`train`] with checkpoints (every `run.checkpoint_every` steps, rounded to whole blocks of T²
+/// steps, at the end and on an interrupt), resume, interrupts (checked before every block) and
+/// divergence checks per `control`. The schedule is deterministic, so a resumed run is bit-exact.
 pub fn train_with(
     gpu: &Gpu,
     cfg: &Config,
@@ -137,9 +138,22 @@ pub fn train_with(
     let (mut a_to, mut b_to) = (BTreeMap::new(), BTreeMap::new());
     let mut last_eval = None;
     let mut done = 0u64;
-    for k in 1..=blocks {
+    if let Some(ck) = control.take_resume() {
+        done = restore(
+            &mut sys,
+            &mut stream,
+            &mut curve,
+            &mut a_to,
+            &mut b_to,
+            &ck,
+            block_steps,
+        )?;
+        progress.set_step(done * block_steps);
+    }
+    control.bit_exact = Some(true);
+    for k in done + 1..=blocks {
         let poll = control.poll((k - 1) * block_steps, || {
-            anyhow::bail!("two-timescale runs write no checkpoints")
+            snapshot(&sys, &stream, &curve, &a_to, &b_to)
         })?;
         if poll == Poll::Stop {
             break;
@@ -221,6 +235,19 @@ pub fn train_with(
             last_eval = Some(ev);
         }
     }
+    control.save(done * block_steps, || {
+        snapshot(&sys, &stream, &curve, &a_to, &b_to)
+    })?;
+    if control.checkpoints() {
+        let gpu = sys.gpu().clone();
+        let params = sys
+            .params()
+            .into_iter()
+            .map(|(n, p)| Ok((n.to_string(), gpu.read(&p.value)?)))
+            .collect::<Result<Vec<_>, dni_kernels::Error>>()
+            .context("reading the parameters back")?;
+        control.params_sha256 = Some(checkpoint::sha256_named(params));
+    }
     let last = curve.last().copied();
     Ok(TimescaleOutcome {
         task: cfg.task.name(),
@@ -241,6 +268,78 @@ pub fn train_with(
         wall_clock_s: started.elapsed().as_secs_f64(),
         adapter: gpu.adapter().to_string(),
     })
+}
+
+/// The host part of a checkpoint: the training stream's position and the evaluations so far.
+#[derive(Serialize, serde::Deserialize)]
+struct HostState {
+    stream: dni_tasks::EpochShuffler,
+    test_curve: Vec<(u64, f64, f64)>,
+    a_steps_to: BTreeMap<String, u64>,
+    b_steps_to: BTreeMap<String, u64>,
+}
+
+type Snapshot = (
+    serde_json::Value,
+    Vec<(String, dni_graph::recurrent::StateBuf)>,
+);
+
+/// The host state and the system's buffers, for a checkpoint.
+fn snapshot(
+    sys: &TwoTimescale,
+    stream: &DigitStream,
+    curve: &[(u64, f64, f64)],
+    a_to: &BTreeMap<String, u64>,
+    b_to: &BTreeMap<String, u64>,
+) -> anyhow::Result<Snapshot> {
+    let host = HostState {
+        stream: stream.shuffler().clone(),
+        test_curve: curve.to_vec(),
+        a_steps_to: a_to.clone(),
+        b_steps_to: b_to.clone(),
+    };
+    let host = serde_json::json!({ "two_timescale": host });
+    let state = sys
+        .export_state()
+        .context("reading the training state back")?;
+    Ok((host, state))
+}
+
+/// Restores a checkpoint [`snapshot`] wrote; returns the blocks it had trained.
+fn restore(
+    sys: &mut TwoTimescale,
+    stream: &mut DigitStream,
+    curve: &mut Vec<(u64, f64, f64)>,
+    a_to: &mut BTreeMap<String, u64>,
+    b_to: &mut BTreeMap<String, u64>,
+    ck: &Checkpoint,
+    block_steps: u64,
+) -> anyhow::Result<u64> {
+    if !ck.step.is_multiple_of(block_steps) {
+        anyhow::bail!(
+            "the checkpoint is at step {}, not at the end of a block of {block_steps} steps",
+            ck.step
+        );
+    }
+    let host: HostState = serde_json::from_value(ck.host["two_timescale"].clone())
+        .context("the checkpoint's two-timescale state does not parse")?;
+    stream
+        .restore_shuffler(host.stream)
+        .context("the checkpoint's digit stream")?;
+    sys.import_state(&ck.state)
+        .context("restoring the two-timescale system")?;
+    let blocks = ck.step / block_steps;
+    if sys.blocks_trained() != blocks {
+        anyhow::bail!(
+            "the checkpoint is at step {} but its system trained {} blocks of {block_steps} steps",
+            ck.step,
+            sys.blocks_trained()
+        );
+    }
+    *curve = host.test_curve;
+    *a_to = host.a_steps_to;
+    *b_to = host.b_steps_to;
+    Ok(blocks)
 }
 
 /// Accuracy of the best constant answer for A and for B on the blocks an evaluation sees.
