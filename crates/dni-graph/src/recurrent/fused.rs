@@ -9,7 +9,7 @@ use dni_kernels::ops::rnn_step::{
 use dni_kernels::{Gpu, Tensor};
 
 use super::config::{OutputLoss, RecurrentConfig};
-use super::error::{check_eval_steps, check_len, RecurrentError, Result};
+use super::error::{check_eval_steps, check_len, one_hot, RecurrentError, Result};
 use super::group::{BitWindow, TokenWindow};
 use super::init::InitRng;
 use super::metrics::{EvalResult, Metrics};
@@ -300,17 +300,7 @@ impl FusedGroup {
         let lay = *self.step.layout();
         let base = run * lay.in_run;
         let x = &mut self.host_input[base..base + tb * v];
-        x.fill(0.0);
-        for (row, &id) in inputs.iter().enumerate() {
-            if id as usize >= v {
-                return Err(RecurrentError::Token {
-                    what: "input",
-                    id,
-                    vocab: v,
-                });
-            }
-            x[row * v + id as usize] = 1.0;
-        }
+        one_hot("input", inputs, v, x)?;
         let labels = &mut self.host_input[base + lay.in_t..base + lay.in_t + tb];
         for (dst, &id) in labels.iter_mut().zip(targets) {
             if id as usize >= o {

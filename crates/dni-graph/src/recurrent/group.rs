@@ -14,7 +14,7 @@ use dni_kernels::ops::rnn_step::{cached_unavailable, RnnVariant};
 use dni_kernels::Gpu;
 
 use super::config::{OutputLoss, RecurrentConfig};
-use super::error::{check_len, RecurrentError, Result};
+use super::error::{check_len, one_hot, RecurrentError, Result};
 use super::fused::{fused_unavailable, group_mismatch, shape_of, FusedGroup};
 use super::metrics::{EvalResult, Metrics};
 use super::per_step::PerStepTrainer;
@@ -432,16 +432,7 @@ impl RunGroup {
         check_len("probe token inputs", future.inputs.len(), rows)?;
         check_len("probe token targets", future.targets.len(), rows)?;
         let mut x = vec![0.0; rows * c.input];
-        for (row, &id) in future.inputs.iter().enumerate() {
-            if id as usize >= c.input {
-                return Err(RecurrentError::Token {
-                    what: "probe input",
-                    id,
-                    vocab: c.input,
-                });
-            }
-            x[row * c.input + id as usize] = 1.0;
-        }
+        one_hot("probe input", future.inputs, c.input, &mut x)?;
         let Some(model) = self.probe_model(run)? else {
             return Ok(None);
         };

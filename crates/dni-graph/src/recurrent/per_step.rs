@@ -27,7 +27,7 @@ use dni_kernels::ops::optim::{Optimizer, Param};
 use dni_kernels::{Gpu, Tensor};
 
 use super::config::{OutputLoss, RecurrentConfig};
-use super::error::{check_eval_steps, check_len, RecurrentError, Result};
+use super::error::{check_eval_steps, check_len, one_hot, RecurrentError, Result};
 use super::init::InitRng;
 use super::metrics::{EvalResult, Metrics};
 use crate::linear::Linear;
@@ -465,17 +465,7 @@ impl PerStepTrainer {
         let (t, b, v) = (self.cfg.t, self.cfg.batch, self.cfg.input);
         check_len("token inputs", inputs.len(), t * b)?;
         check_len("token targets", targets.len(), t * b)?;
-        self.host_x.fill(0.0);
-        for (row, &id) in inputs.iter().enumerate() {
-            if id as usize >= v {
-                return Err(RecurrentError::Token {
-                    what: "input",
-                    id,
-                    vocab: v,
-                });
-            }
-            self.host_x[row * v + id as usize] = 1.0;
-        }
+        one_hot("input", inputs, v, &mut self.host_x)?;
         for (dst, &id) in self.host_labels.iter_mut().zip(targets) {
             if id as usize >= self.cfg.output {
                 return Err(RecurrentError::Token {

@@ -283,6 +283,9 @@ pub fn train_group_with(
         progress.set_step(step);
         if probe_every > 0 && step.is_multiple_of(probe_every) {
             for (k, r) in runs.iter_mut().enumerate() {
+                if !group.config(k)?.method.has_sg() {
+                    continue; // BPTT: no SG to probe
+                }
                 // Futures the run could face from here: copies of its stream with the characters
                 // it has not read yet drawn afresh (seeded by the step, so runs are repeatable).
                 r.futures.resize_with(probe_samples, Window::default);
