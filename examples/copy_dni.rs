@@ -35,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             optim: OptimConfig::adam(3e-3),
             sg_optim: Some(OptimConfig::adam(3e-4)),
             clip: None,
+            sg: Default::default(),
             seed: 1,
         },
     )?;

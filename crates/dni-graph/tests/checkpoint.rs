@@ -24,6 +24,7 @@ fn cfg(method: Method, hidden: usize, seed: u64) -> RecurrentConfig {
         optim: OptimConfig::adam(1e-2),
         sg_optim: Some(OptimConfig::adam(1e-3)),
         clip: Some(1.0),
+        sg: Default::default(),
         seed,
     }
 }

@@ -26,6 +26,7 @@ fn copy_config(method: Method, hidden: usize, lr: f32) -> RecurrentConfig {
         // The SG regression wants a smaller step than the core: its targets shrink as Copy is learnt.
         sg_optim: Some(OptimConfig::adam(lr / 10.0)),
         clip: None,
+        sg: Default::default(),
         seed: 3,
     }
 }
@@ -270,6 +271,7 @@ fn softmax_model_learns_text_and_evaluates_held_out_bpc() {
             optim: OptimConfig::adam(1e-2),
             sg_optim: None,
             clip: None,
+            sg: Default::default(),
             seed: 9,
         },
     )

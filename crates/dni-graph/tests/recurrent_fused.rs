@@ -23,6 +23,7 @@ fn config(h: usize, b: usize, t: usize, method: Method, optim: OptimConfig) -> R
             OptimConfig::Adam { lr, .. } => OptimConfig::adam(lr / 10.0),
         }),
         clip: None,
+        sg: Default::default(),
         seed: 7,
     }
 }

@@ -23,6 +23,7 @@ fn config(method: Method) -> RecurrentConfig {
         optim: OptimConfig::sgd(1e-6, 0.0),
         sg_optim: Some(OptimConfig::adam(3e-3)),
         clip: None,
+        sg: Default::default(),
         seed: 3,
     }
 }

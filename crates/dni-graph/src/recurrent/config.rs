@@ -3,6 +3,7 @@
 use dni_kernels::ops::optim::OptimConfig;
 
 use super::error::{config_err, Result};
+use crate::sg::SgConfig;
 
 /// How the readout is scored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +96,10 @@ pub struct RecurrentConfig {
     /// Global-norm gradient clipping: each window, the core's gradient (LSTM and readout) and,
     /// separately, the SG model's and aux head's are scaled by `min(1, clip / ‖g‖)`. `None`: off.
     pub clip: Option<f32>,
+    /// The SG model's input, shape and bootstrap discount ([`SgConfig::default`]: the paper's
+    /// linear model on `[h; c]`, bootstrap discounted by the injection scale). Anything else
+    /// trains on the per-step kernels.
+    pub sg: SgConfig,
     /// Seed of the initial weights.
     pub seed: u64,
 }
@@ -133,6 +138,7 @@ impl RecurrentConfig {
                 return config_err("aux_weight", w, "must be a finite number >= 0");
             }
         }
+        self.sg.validate()?;
         self.largest_buffers()?;
         Ok(())
     }

@@ -91,6 +91,14 @@ pub fn fused_unavailable(gpu: &Gpu, cfgs: &[RecurrentConfig]) -> Option<String> 
     if let Err(why) = rule(first) {
         return Some(why);
     }
+    if cfgs.iter().any(|c| !c.sg.is_paper_linear()) {
+        return Some(
+            "the fused kernels implement the linear SG model on [h; c] with the bootstrap \
+             discounted by the injection scale; another SG input, an MLP or a discount of its own \
+             trains on the per-step kernels"
+                .into(),
+        );
+    }
     if let Some(why) = cfgs
         .iter()
         .find_map(|c| group_mismatch(first, c).or_else(|| rule_mismatch(first, c)))

@@ -362,6 +362,15 @@ impl RunGroup {
             bias: read("lstm.bias")?,
             readout_w: read("readout.w")?,
             readout_b: read("readout.b")?,
+            sg_input: c.sg.input,
+            sg_w_in: match c.sg.hidden {
+                0 => Vec::new(),
+                _ => read("sg.w_in")?,
+            },
+            sg_b_in: match c.sg.hidden {
+                0 => Vec::new(),
+                _ => read("sg.b_in")?,
+            },
             sg_w: read("sg.w")?,
             sg_b: read("sg.b")?,
             sg_scale: c.method.sg_scale(),

@@ -14,7 +14,8 @@
 //! let mut tr = RecurrentTrainer::new(&gpu, RecurrentConfig {
 //!     input: 10, hidden: 64, output: 10, batch: 16, t: 5,
 //!     loss: OutputLoss::SigmoidBits, method: Method::dni(),
-//!     optim: OptimConfig::adam(1e-3), sg_optim: Some(OptimConfig::adam(1e-4)), clip: None, seed: 1,
+//!     optim: OptimConfig::adam(1e-3), sg_optim: Some(OptimConfig::adam(1e-4)), clip: None,
+//!     sg: Default::default(), seed: 1,
 //! })?;
 //! let (x, y, m) = (vec![0.0; 5 * 16 * 10], vec![0.0; 5 * 16 * 10], vec![0.0; 5 * 16 * 10]);
 //! for _ in 0..100 {

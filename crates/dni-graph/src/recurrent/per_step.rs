@@ -20,7 +20,7 @@
 //! model works in per-lane units: it is trained on `B·ds0` and injected as `(sg_scale / B)·M(s)`, so
 //! its targets do not shrink with the batch size.
 
-use dni_kernels::ops::elementwise::scale;
+use dni_kernels::ops::elementwise::{axpy, scale};
 use dni_kernels::ops::loss::{sg_l2, sigmoid_xent, softmax_xent};
 use dni_kernels::ops::lstm::{LstmGrads, LstmParams, LstmWindow};
 use dni_kernels::ops::optim::{Optimizer, Param};
@@ -31,6 +31,7 @@ use super::error::{check_eval_steps, check_len, one_hot, RecurrentError, Result}
 use super::init::InitRng;
 use super::metrics::{EvalResult, Metrics};
 use crate::linear::Linear;
+use crate::sg::model::Synthesizer;
 
 /// Windows submitted without any read-back before the trainer waits for the device, so that a caller
 /// who never reads metrics cannot queue unbounded work.
@@ -43,18 +44,16 @@ struct Core {
     bias: Param,
 }
 
-/// Buffers of the synthetic-gradient model `M: [h; c] → δ̂` (2H → 2H).
-struct SgBuffers {
-    /// `M(s_last)`, per-lane units.
-    at_end: Tensor,
-    /// `(sg_scale / B)·M(s_last)`, the gradient injected at the window's last state.
-    injected: Tensor,
-    /// `M(s0)` and its loss gradient.
-    at_start: Tensor,
-    d_at_start: Tensor,
-    /// A zero predictor and a sink for its (unused) gradient, for the baseline loss.
-    zeros: Tensor,
-    sink: Tensor,
+/// What the bootstrap's discount needs when it differs from what was injected: a second backward
+/// pass of `Jᵀ·M(s_last)` alone (zero loss gradients, parameter gradients into scratch).
+struct DiscountBuffers {
+    dh_zero: Tensor,
+    dw_x: Tensor,
+    dw_h: Tensor,
+    dbias: Tensor,
+    /// `((γ − applied scale)/B)·M(s_last)`, and what it sends back to `s0`.
+    inj: Tensor,
+    ds0: Tensor,
 }
 
 /// Buffers of the aux head `A: h_1 → δ̂` (H → 2H).
@@ -75,12 +74,13 @@ pub(crate) struct PerStepTrainer {
     lstm: LstmWindow,
     core: Core,
     readout: Linear,
-    sg: Option<(Linear, SgBuffers)>,
+    /// The SG model, with its own optimiser (which also updates the aux head: a separate instance
+    /// even with the core's settings, so that skipped SG updates do not advance the core's Adam
+    /// step count).
+    sg: Option<Synthesizer>,
+    discount: Option<DiscountBuffers>,
     aux: Option<(Linear, AuxBuffers)>,
     optimizer: Optimizer,
-    /// Updates the SG model and the aux head (a separate instance even with the same settings, so
-    /// that skipped SG updates do not advance the core's Adam step count).
-    sg_optimizer: Option<Optimizer>,
     apply_sg: bool,
     train_sg: bool,
 
@@ -137,18 +137,29 @@ impl PerStepTrainer {
             bias: Param::new(gpu, Tensor::from_slice(gpu, &[4 * h], &bias)?)?,
         };
         let readout = Linear::new(gpu, h, o, &rng.uniform(h * o, bound))?;
-        let sg = if cfg.method.has_sg() {
-            let bufs = SgBuffers {
-                at_end: Tensor::zeros(gpu, &[b, 2 * h])?,
-                injected: Tensor::zeros(gpu, &[b, 2 * h])?,
-                at_start: Tensor::zeros(gpu, &[b, 2 * h])?,
-                d_at_start: Tensor::zeros(gpu, &[b, 2 * h])?,
-                zeros: Tensor::zeros(gpu, &[b, 2 * h])?,
-                sink: Tensor::zeros(gpu, &[b, 2 * h])?,
-            };
-            Some((Linear::zeros(gpu, 2 * h, 2 * h)?, bufs))
-        } else {
-            None
+        let sg = match cfg.method.has_sg() {
+            true => Some(Synthesizer::new(
+                gpu,
+                cfg.sg,
+                cfg.method.sg_scale(),
+                h,
+                b,
+                Optimizer::with_clip(gpu, cfg.sg_optim.unwrap_or(cfg.optim), cfg.clip)?,
+                &mut |n, bound| rng.uniform(n, bound),
+            )?),
+            false => None,
+        };
+        // The bootstrap is discounted by what was injected unless the discount says otherwise.
+        let discount = match &sg {
+            Some(_) if cfg.sg.discount.is_some() => Some(DiscountBuffers {
+                dh_zero: Tensor::zeros(gpu, &[t * b, h])?,
+                dw_x: Tensor::zeros(gpu, &[i, 4 * h])?,
+                dw_h: Tensor::zeros(gpu, &[h, 4 * h])?,
+                dbias: Tensor::zeros(gpu, &[4 * h])?,
+                inj: Tensor::zeros(gpu, &[b, 2 * h])?,
+                ds0: Tensor::zeros(gpu, &[b, 2 * h])?,
+            }),
+            _ => None,
         };
         let aux = match cfg.method.aux_weight() {
             Some(weight) => Some((
@@ -176,16 +187,9 @@ impl PerStepTrainer {
             core,
             readout,
             sg,
+            discount,
             aux,
             optimizer: Optimizer::with_clip(gpu, cfg.optim, cfg.clip)?,
-            sg_optimizer: match cfg.method.has_sg() {
-                true => Some(Optimizer::with_clip(
-                    gpu,
-                    cfg.sg_optim.unwrap_or(cfg.optim),
-                    cfg.clip,
-                )?),
-                false => None,
-            },
             apply_sg: cfg.method.has_sg(),
             train_sg: cfg.method.has_sg(),
             x: Tensor::zeros(gpu, &[t, b, i])?,
@@ -261,9 +265,8 @@ impl PerStepTrainer {
             ("readout.w", &self.readout.w),
             ("readout.b", &self.readout.b),
         ];
-        if let Some((m, _)) = &self.sg {
-            v.push(("sg.w", &m.w));
-            v.push(("sg.b", &m.b));
+        if let Some(m) = &self.sg {
+            v.extend(m.params());
         }
         if let Some((a, _)) = &self.aux {
             v.push(("aux.w", &a.w));
@@ -519,25 +522,23 @@ impl PerStepTrainer {
         // 3. The synthetic gradient at the window's end.
         let aux_on = self.aux.is_some();
         let mut injected = None;
-        if let Some((m, bufs)) = &self.sg {
-            if self.apply_sg || aux_on {
-                m.forward(&mut enc, self.lstm.s_last(), &bufs.at_end)?;
+        if let Some(m) = &self.sg {
+            if self.apply_sg || aux_on || self.discount.is_some() {
+                m.predict(&mut enc, self.lstm.s_last())?;
             }
             if self.apply_sg {
-                enc.copy(&bufs.at_end, &bufs.injected)?;
-                scale(&mut enc, self.cfg.method.sg_scale() * inv_b, &bufs.injected)?;
-                injected = Some(&bufs.injected);
+                injected = Some(m.inject(&mut enc, inv_b)?);
             }
         }
 
         // 4. Aux: A(h_1) regresses onto M(s_last); its gradient joins dh_seq rows 0..B.
-        if let (Some((a, ab)), Some((_, sgb))) = (&self.aux, &self.sg) {
+        if let (Some((a, ab)), Some(m)) = (&self.aux, &self.sg) {
             enc.copy_region(self.lstm.h_seq(), 0, &ab.h1, 0, b * h)?;
             a.forward(&mut enc, &ab.h1, &ab.pred)?;
             sg_l2(
                 &mut enc,
                 &ab.pred,
-                &sgb.at_end,
+                m.prediction(),
                 &ab.dpred,
                 ab.weight * inv_b,
                 Some(&self.aux_loss),
@@ -567,7 +568,8 @@ impl PerStepTrainer {
         )?;
 
         // 6. Train M(s0) on the bootstrapped gradient that reached s0 (not on the first window: no
-        //    window before it used M there).
+        //    window before it used M there). With a discount of its own, the bootstrap's share is
+        //    corrected by a second pass of Jᵀ·M(s_last) alone: ds0 += ((γ − applied scale)/B)·Jᵀ·M.
         let params: Vec<&Param> = vec![
             &self.core.w_x,
             &self.core.w_h,
@@ -575,42 +577,56 @@ impl PerStepTrainer {
             &self.readout.w,
             &self.readout.b,
         ];
-        let mut sg_params: Vec<&Param> = Vec::new();
         let sg_trained = self.train_sg && self.windows_total > 0;
-        if let Some((m, bufs)) = &self.sg {
-            if sg_trained {
-                scale(&mut enc, b as f32, &self.ds0)?;
-                m.forward(&mut enc, &self.s0, &bufs.at_start)?;
-                sg_l2(
-                    &mut enc,
-                    &bufs.at_start,
-                    &self.ds0,
-                    &bufs.d_at_start,
-                    inv_b,
-                    Some(&self.sg_loss),
-                )?;
-                sg_l2(
-                    &mut enc,
-                    &bufs.zeros,
-                    &self.ds0,
-                    &bufs.sink,
-                    0.0,
-                    Some(&self.sg_zero_loss),
-                )?;
-                m.backward_params(&mut enc, &self.s0, &bufs.d_at_start)?;
-                sg_params.push(&m.w);
-                sg_params.push(&m.b);
+        if let (Some(m), true) = (&self.sg, sg_trained) {
+            if let Some(d) = &self.discount {
+                let applied = if self.apply_sg {
+                    self.cfg.method.sg_scale()
+                } else {
+                    0.0
+                };
+                let extra = self.cfg.sg.discount_or(applied) - applied;
+                if extra != 0.0 {
+                    enc.copy(m.prediction(), &d.inj)?;
+                    scale(&mut enc, extra * inv_b, &d.inj)?;
+                    let scratch = LstmGrads {
+                        dw_x: &d.dw_x,
+                        dw_h: &d.dw_h,
+                        dbias: &d.dbias,
+                    };
+                    self.lstm.backward(
+                        &mut enc,
+                        p,
+                        &self.x,
+                        &self.s0,
+                        &d.dh_zero,
+                        Some(&d.inj),
+                        scratch,
+                        &d.ds0,
+                        None,
+                    )?;
+                    axpy(&mut enc, 1.0, &d.ds0, &self.ds0)?;
+                }
             }
+            scale(&mut enc, b as f32, &self.ds0)?;
+            m.fit(
+                &mut enc,
+                &self.s0,
+                &self.ds0,
+                inv_b,
+                &self.sg_loss,
+                &self.sg_zero_loss,
+            )?;
         }
-        if let Some((a, _)) = &self.aux {
-            sg_params.push(&a.w);
-            sg_params.push(&a.b);
-        }
+        let aux_params: Vec<&Param> = match &self.aux {
+            Some((a, _)) => vec![&a.w, &a.b],
+            None => Vec::new(),
+        };
 
         // 7-8. Update, and carry the state on.
         self.optimizer.step(&mut enc, &params)?;
-        if let (Some(opt), false) = (&self.sg_optimizer, sg_params.is_empty()) {
-            opt.step(&mut enc, &sg_params)?;
+        if let Some(m) = &self.sg {
+            m.step(&mut enc, sg_trained, &aux_params)?;
         }
         enc.copy(self.lstm.s_last(), &self.s0)?;
         self.last_dispatches = enc.dispatches();
@@ -644,8 +660,8 @@ impl PerStepTrainer {
             v.push((format!("{name}.v"), s));
         }
         v.push(("optimizer".into(), self.optimizer.state_tensor()));
-        if let Some(o) = &self.sg_optimizer {
-            v.push(("sg_optimizer".into(), o.state_tensor()));
+        if let Some(m) = &self.sg {
+            v.push(("sg_optimizer".into(), m.optimizer().state_tensor()));
         }
         v.push(("s0".into(), &self.s0));
         v.push(("task_metrics".into(), &self.task_metrics));

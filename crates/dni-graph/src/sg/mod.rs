@@ -7,8 +7,10 @@
 //! - [`probe`]: the fidelity probe, which scores the injected SG against the gradient that the future
 //!   beyond the window really sends back.
 
+pub mod model;
 pub mod probe;
 
+pub use model::{SgConfig, SgInput};
 pub use probe::{fidelity, Fidelity, FutureTargets, ProbeModel};
 
 /// `1 − err / zero`: the fraction of the target's energy (`zero`, the squared error of always saying 0)

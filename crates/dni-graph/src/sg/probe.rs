@@ -18,7 +18,7 @@
 
 use dni_kernels::reference::lstm::{window_backward, window_forward, Dims, Params};
 
-use super::explained;
+use super::{explained, SgInput};
 
 /// What the probe measured.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -55,7 +55,14 @@ pub struct ProbeModel {
     /// `[H, O]`, `[O]`.
     pub readout_w: Vec<f32>,
     pub readout_b: Vec<f32>,
-    /// The SG model `M(s) = s·W + b` on `s = [h | c]`: `[2H, 2H]`, `[2H]`.
+    /// What the SG model reads: `x = [h | c]` or `x = h`.
+    pub sg_input: SgInput,
+    /// An MLP's first layer `relu(x·W_in + b_in)`, `[in, hidden]` and `[hidden]`; both empty for
+    /// a linear model.
+    pub sg_w_in: Vec<f32>,
+    pub sg_b_in: Vec<f32>,
+    /// The SG model's output layer `M = a·W + b` on `a` (the first layer's output, or `x`):
+    /// `[a, 2H]`, `[2H]`.
     pub sg_w: Vec<f32>,
     pub sg_b: Vec<f32>,
     /// Factor applied to `M(s)` where it is injected.
@@ -69,16 +76,44 @@ fn widen(v: &[f32]) -> Vec<f64> {
 impl ProbeModel {
     /// The injected synthetic gradient `sg_scale·M(s)` for a state `[B, 2H]`, per-lane units.
     pub fn injected_sg(&self, state: &[f32]) -> Vec<f64> {
+        let k = self.sg_scale as f64;
+        self.sg_model(state).into_iter().map(|v| k * v).collect()
+    }
+
+    /// The SG model's output `M(s)` for a state `[B, 2H]` (unscaled), per-lane units.
+    pub fn sg_model(&self, state: &[f32]) -> Vec<f64> {
         let (b, s) = (self.batch, 2 * self.hidden);
-        let mut out = vec![0.0; b * s];
+        let width = match self.sg_input {
+            SgInput::State => s,
+            SgInput::Hidden => self.hidden,
+        };
+        // y = x·W + b for one row, in f64.
+        let affine = |x: &[f64], w: &[f32], bias: &[f32]| -> Vec<f64> {
+            let n = bias.len();
+            (0..n)
+                .map(|j| {
+                    bias[j] as f64
+                        + x.iter()
+                            .enumerate()
+                            .map(|(k, v)| v * w[k * n + j] as f64)
+                            .sum::<f64>()
+                })
+                .collect()
+        };
+        let mut out = Vec::with_capacity(b * s);
         for lane in 0..b {
-            for j in 0..s {
-                let mut acc = self.sg_b[j] as f64;
-                for k in 0..s {
-                    acc += state[lane * s + k] as f64 * self.sg_w[k * s + j] as f64;
-                }
-                out[lane * s + j] = self.sg_scale as f64 * acc;
-            }
+            let x: Vec<f64> = state[lane * s..lane * s + width]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            let a = match self.sg_b_in.is_empty() {
+                true => x,
+                false => affine(&x, &self.sg_w_in, &self.sg_b_in)
+                    .into_iter()
+                    .map(|v| v.max(0.0))
+                    .collect(),
+            };
+            out.extend(affine(&a, &self.sg_w, &self.sg_b));
         }
         out
     }
@@ -92,6 +127,32 @@ impl ProbeModel {
         inputs: &[f32],
         targets: FutureTargets,
         steps: usize,
+    ) -> Vec<f64> {
+        self.window_gradient(state, inputs, targets, steps, None)
+    }
+
+    /// The SG model's training target at `state` for the window `inputs`/`targets` of `steps`
+    /// steps that starts there, per lane: the gradient of the window's own losses plus
+    /// `discount·Jᵀ·M(s_end)`, the bootstrapped rest of the future, where `s_end` is the window's
+    /// last state and `M` this model's SG (unscaled). This is the definition the trainers follow.
+    pub fn bootstrap_target(
+        &self,
+        state: &[f32],
+        inputs: &[f32],
+        targets: FutureTargets,
+        steps: usize,
+        discount: f32,
+    ) -> Vec<f64> {
+        self.window_gradient(state, inputs, targets, steps, Some(discount))
+    }
+
+    fn window_gradient(
+        &self,
+        state: &[f32],
+        inputs: &[f32],
+        targets: FutureTargets,
+        steps: usize,
+        bootstrap: Option<f32>,
     ) -> Vec<f64> {
         let (b, h, o) = (self.batch, self.hidden, self.output);
         let d = Dims {
@@ -148,7 +209,14 @@ impl ProbeModel {
                     .sum();
             }
         }
-        window_backward(d, p, &x, &fwd, &dh_seq, None).ds0
+        let end = bootstrap.map(|discount| {
+            let s_end: Vec<f32> = fwd.s_last.iter().map(|&v| v as f32).collect();
+            self.sg_model(&s_end)
+                .into_iter()
+                .map(|v| discount as f64 * v)
+                .collect::<Vec<f64>>()
+        });
+        window_backward(d, p, &x, &fwd, &dh_seq, end.as_deref()).ds0
     }
 }
 
@@ -198,6 +266,9 @@ mod tests {
             bias: r(4 * h, 0.3),
             readout_w: r(h * o, 0.4),
             readout_b: r(o, 0.5),
+            sg_input: SgInput::State,
+            sg_w_in: Vec::new(),
+            sg_b_in: Vec::new(),
             sg_w: r(4 * h * h, 0.6),
             sg_b: r(2 * h, 0.7),
             sg_scale: scale,

@@ -35,6 +35,7 @@ fn w5(method: Method) -> RecurrentConfig {
         optim: OptimConfig::adam(3e-3),
         sg_optim: Some(OptimConfig::adam(3e-4)),
         clip: None,
+        sg: Default::default(),
         seed: 1,
     }
 }
@@ -51,6 +52,7 @@ fn w3(method: Method, t: usize) -> RecurrentConfig {
         optim: OptimConfig::sgd(0.1, 0.9),
         sg_optim: None,
         clip: None,
+        sg: Default::default(),
         seed: 1,
     }
 }
@@ -67,6 +69,7 @@ fn w4(method: Method) -> RecurrentConfig {
         optim: OptimConfig::sgd(0.1, 0.9),
         sg_optim: None,
         clip: None,
+        sg: Default::default(),
         seed: 1,
     }
 }

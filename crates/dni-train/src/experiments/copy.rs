@@ -54,6 +54,7 @@ pub(crate) fn recurrent_config(
         optim: optim(rnn.optimizer, rnn.lr, rnn.momentum),
         sg_optim: Some(sg_optim),
         clip: rnn.clip.map(|c| c as f32),
+        sg: Default::default(),
         seed,
     }
 }
