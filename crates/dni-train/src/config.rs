@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
+use dni_graph::sg::SgInput;
 
 /// Task-specific sections of the file.
 const SECTIONS: [&str; 5] = ["rnn", "copy", "charlm", "mnist", "timescale"];
@@ -247,6 +248,19 @@ pub struct RnnConfig {
     /// model's (with the aux head's) are scaled down to this L2 norm when above it. Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip: Option<f64>,
+    /// What the SG model reads: `"state"` (`[h; c]`, the paper's) or `"hidden"` (`h` alone: `c` is
+    /// unbounded on an endless stream and dominates a linear map of `[h; c]`).
+    #[serde(default)]
+    pub sg_input: SgInput,
+    /// Width of the SG model's hidden ReLU layer; 0 (the default) is the paper's linear model.
+    #[serde(default)]
+    pub sg_hidden: usize,
+    /// Discount of the bootstrapped part of the SG's target, apart from the injection scale
+    /// (default: `sg_scale`, the paper's rule; other implementations inject unscaled and discount
+    /// by 0.9). Anything but the default SG (linear, `state`, no discount) trains on the per-step
+    /// kernels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_discount: Option<f64>,
     /// Whether the synthetic gradient is injected (DNI methods). `false` trains the SG model without
     /// applying it: the core learns exactly as BPTT does, and the probe can score the SG it would get.
     #[serde(default = "default_true")]
@@ -949,6 +963,20 @@ impl Validator<'_> {
                 "the clip threshold must be a number > 0 that fits an f32 (remove it for no clipping)",
             );
         }
+        if let Some(g) = r.sg_discount {
+            self.check(
+                (0.0..=1.0).contains(&g),
+                "rnn.sg_discount",
+                g,
+                "the bootstrap's discount must be in [0, 1] (remove it to discount by sg_scale)",
+            );
+        }
+        self.check(
+            r.sg_hidden <= 1 << 16,
+            "rnn.sg_hidden",
+            r.sg_hidden,
+            "the SG model's hidden layer has at most 65536 units (0: linear)",
+        );
         if let Some(m) = r.sg_momentum {
             self.check(
                 (0.0..1.0).contains(&m),

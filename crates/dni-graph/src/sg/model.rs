@@ -23,6 +23,11 @@ use crate::recurrent::{RecurrentError, Result};
 
 /// What the SG model reads of a recurrent state `[h | c]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum SgInput {
     /// The whole state `[h; c]` (the paper's choice).
     #[default]

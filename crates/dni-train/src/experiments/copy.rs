@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dni_graph::recurrent::{BitWindow, Method, Metrics, OutputLoss, RecurrentConfig, RunGroup};
-use dni_graph::sg::Fidelity;
+use dni_graph::sg::{Fidelity, SgConfig};
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::Gpu;
 use dni_tasks::{copy::WIDTH, Observed, TaskStream, Window};
@@ -54,7 +54,11 @@ pub(crate) fn recurrent_config(
         optim: optim(rnn.optimizer, rnn.lr, rnn.momentum),
         sg_optim: Some(sg_optim),
         clip: rnn.clip.map(|c| c as f32),
-        sg: Default::default(),
+        sg: SgConfig {
+            input: rnn.sg_input,
+            hidden: rnn.sg_hidden,
+            discount: rnn.sg_discount.map(|g| g as f32),
+        },
         seed,
     }
 }
