@@ -138,6 +138,9 @@ const BIND_CACHE_CAP: usize = 8192;
 /// A bind-group layout and the pipeline layout made from it.
 type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
 
+/// Compiled pipelines by key; a cell stays empty while its pipeline compiles (or after it failed).
+type PipelineCache = HashMap<PipelineKey, Arc<Mutex<Option<Arc<Pipeline>>>>>;
+
 pub(crate) struct GpuInner {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
@@ -147,7 +150,7 @@ pub(crate) struct GpuInner {
     adapter_f16: bool,
     modules: Mutex<HashMap<Kernel, Arc<wgpu::ShaderModule>>>,
     layouts: Mutex<HashMap<Vec<Slot>, Arc<Layouts>>>,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+    pipelines: Mutex<PipelineCache>,
     bind_groups: Mutex<HashMap<BindKey, Arc<wgpu::BindGroup>>>,
     staging: Mutex<Vec<wgpu::Buffer>>,
     errors: Arc<Mutex<Vec<Error>>>,
@@ -386,9 +389,31 @@ impl Gpu {
         slots: &'static [Slot],
     ) -> Result<Arc<Pipeline>> {
         let key = PipelineKey::new(kernel, entry, overrides);
-        if let Some(p) = self.lock_pipelines()?.get(&key) {
+        // One cell per key, made under the map lock and filled under its own lock: threads that
+        // ask for the same pipeline at once wait for a single compile (lavapipe compiles with
+        // LLVM, seconds each), while other pipelines compile in parallel.
+        let cell = self.lock_pipelines()?.entry(key).or_default().clone();
+        let mut slot = cell
+            .lock()
+            .map_err(|_| Error::Validation("pipeline cache poisoned".into()))?;
+        if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
         }
+        let p = Arc::new(self.compile(kernel, entry, overrides, slots)?);
+        self.inner
+            .pipelines_compiled
+            .fetch_add(1, Ordering::Relaxed);
+        *slot = Some(p.clone());
+        Ok(p)
+    }
+
+    fn compile(
+        &self,
+        kernel: Kernel,
+        entry: &'static str,
+        overrides: &[(&'static str, f64)],
+        slots: &'static [Slot],
+    ) -> Result<Pipeline> {
         let module = self.module(kernel)?;
         let (bgl, layout) = {
             let mut layouts = self
@@ -428,22 +453,15 @@ impl Gpu {
                 message: err.to_string(),
             });
         }
-        self.inner
-            .pipelines_compiled
-            .fetch_add(1, Ordering::Relaxed);
-        let p = Arc::new(Pipeline {
+        Ok(Pipeline {
             pipeline,
             layout: bgl,
             slots,
             id: self.inner.next_pipeline_id.fetch_add(1, Ordering::Relaxed),
-        });
-        self.lock_pipelines()?.insert(key, p.clone());
-        Ok(p)
+        })
     }
 
-    fn lock_pipelines(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, HashMap<PipelineKey, Arc<Pipeline>>>> {
+    fn lock_pipelines(&self) -> Result<std::sync::MutexGuard<'_, PipelineCache>> {
         self.inner
             .pipelines
             .lock()
