@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::pipeline::{Kernel, Pipeline, PipelineKey, Slot};
+use crate::pipeline::{Entry, Kernel, Pipeline, PipelineKey, Slot};
 use crate::tensor::Tensor;
 
 /// Which graphics API to run on. `Auto` honours `WGPU_BACKEND` and otherwise tries them all.
@@ -405,6 +405,15 @@ impl Gpu {
             .fetch_add(1, Ordering::Relaxed);
         *slot = Some(p.clone());
         Ok(p)
+    }
+
+    /// The compiled pipeline of `entry` (its kernel, name and bind-group slots).
+    pub fn pipeline_for(
+        &self,
+        entry: &Entry,
+        overrides: &[(&'static str, f64)],
+    ) -> Result<Arc<Pipeline>> {
+        self.pipeline(entry.kernel, entry.name, overrides, entry.slots)
     }
 
     fn compile(

@@ -87,6 +87,27 @@ pub enum Slot {
     ReadWrite,
 }
 
+/// One compute entry point and the bind group its launcher binds, slot `i` at `@binding(i)`.
+/// Each launcher names its entries through one of these constants, and `tests/shader_contracts.rs`
+/// checks every one (see [`crate::ops::entries`]) against naga's reflection of the WGSL, so the
+/// Rust side of a kernel's contract is written once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kernel: Kernel,
+    pub name: &'static str,
+    pub slots: &'static [Slot],
+}
+
+impl Entry {
+    pub const fn new(kernel: Kernel, name: &'static str, slots: &'static [Slot]) -> Self {
+        Self {
+            kernel,
+            name,
+            slots,
+        }
+    }
+}
+
 /// Cache key of a compiled pipeline: (kernel, entry point, override constants).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PipelineKey {

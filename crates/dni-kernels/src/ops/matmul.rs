@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{shape_err, Result};
 use crate::gpu::Encoder;
-use crate::pipeline::{Kernel, Slot};
+use crate::pipeline::{Entry, Kernel, Slot};
 use crate::tensor::Tensor;
 
 const SLOTS: &[Slot] = &[
@@ -14,6 +14,12 @@ const SLOTS: &[Slot] = &[
     Slot::Read,
     Slot::ReadWrite,
 ];
+const REG: Entry = Entry::new(Kernel::Matmul, "matmul_reg", SLOTS);
+const TILED: Entry = Entry::new(Kernel::Matmul, "matmul_tiled", SLOTS);
+const SUBGROUP8: Entry = Entry::new(Kernel::MatmulSubgroup, "matmul_sg8", SLOTS);
+
+/// Every entry point these launchers dispatch, for the contract test.
+pub const ENTRIES: &[Entry] = &[REG, TILED, SUBGROUP8];
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -167,24 +173,18 @@ pub fn matmul(enc: &mut Encoder, a: &Tensor, b: &Tensor, c: &Tensor, o: Matmul<'
             &dummy
         }
     };
-    let (kernel, entry, groups) = match variant {
-        MatmulVariant::Tiled => (
-            Kernel::Matmul,
-            "matmul_tiled",
-            [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1],
-        ),
+    let (entry, groups) = match variant {
+        MatmulVariant::Tiled => (&TILED, [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1]),
         MatmulVariant::Subgroup8 => (
-            Kernel::MatmulSubgroup,
-            "matmul_sg8",
+            &SUBGROUP8,
             [m.div_ceil(8) as u32, n.div_ceil(128) as u32, 1],
         ),
         _ => (
-            Kernel::Matmul,
-            "matmul_reg",
+            &REG,
             [n.div_ceil(4 * 4) as u32, m.div_ceil(4 * 16) as u32, 1],
         ),
     };
-    let pipeline = gpu.pipeline(kernel, entry, &[], SLOTS)?;
+    let pipeline = gpu.pipeline_for(entry, &[])?;
     let bind = gpu.bind(&pipeline, bytemuck::bytes_of(&params), &[a, b, bias, c])?;
     enc.dispatch(&pipeline, &bind, groups);
     Ok(())
