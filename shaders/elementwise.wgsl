@@ -21,8 +21,8 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 fn act(x: f32) -> f32 {
     switch ACT {
         case 1u: { return max(x, 0.0); }
-        case 2u: { return tanh(x); }
-        case 3u: { return 1.0 / (1.0 + exp(-x)); }
+        case 2u: { return tanh_c(x); }
+        case 3u: { return sigmoid(x); }
         default: { return x; }
     }
 }

@@ -103,7 +103,7 @@ fn sigmoid_xent(@builtin(local_invocation_index) lid: u32) {
             let x = bx_logits[i];
             let t = bx_targets[i];
             let w = bx_mask[i];
-            let sig = 1.0 / (1.0 + exp(-x));
+            let sig = sigmoid(x);
             bx_dlogits[i] = p.scale * w * (sig - t);
             if (w > 0.0) {
                 hit = true;

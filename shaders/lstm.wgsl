@@ -29,15 +29,7 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
-// Clamped so that exp never overflows: some drivers compute tanh through exp and return NaN
-// for large arguments. Outside the clamp both functions equal their limits in f32.
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-clamp(x, -30.0, 30.0)));
-}
-
-fn tanh_c(x: f32) -> f32 {
-    return tanh(clamp(x, -15.0, 15.0));
-}
+// sigmoid and tanh_c (clamped) come from shaders/prelude.wgsl.
 
 struct Cell {
     i: f32,

@@ -29,6 +29,8 @@ struct Params {
 
 // 4 x 16 was the fastest of 8x8, 16x16, 32x2, 1x64, 2x32, 4x8, 4x32 in one sweep on lavapipe
 // (Mesa 25, AVX2, a busy 2-core machine: treat the ranking as rough).
+// The launcher sets both (REG_WG in ops/matmul.rs) and sizes its grid from the same numbers;
+// the defaults only serve tools that compile the file alone.
 override WG_X: u32 = 4u;
 override WG_Y: u32 = 16u;
 

@@ -110,13 +110,7 @@ var<workgroup> sh_l: array<f32, 2048>;
 // Partial sums for the metric reduction, one per invocation.
 var<workgroup> sh_r: array<f32, 256>;
 
-fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-clamp(x, -30.0, 30.0)));
-}
-
-fn tanh_c(x: f32) -> f32 {
-    return tanh(clamp(x, -15.0, 15.0));
-}
+// sigmoid, tanh_c and their vec4 forms (all clamped) come from shaders/prelude.wgsl.
 
 // The eight lanes' values of `v` as two vec4s (lanes 0-3, 4-7).
 struct Oct {
@@ -325,7 +319,7 @@ fn forward(
                     let x = sh_l[k];
                     let tg = inputs[ir + u.in_t + row * no + o];
                     let w = inputs[ir + u.in_m + row * no + o];
-                    let d = u.inv_b * w * (1.0 / (1.0 + exp(-x)) - tg);
+                    let d = u.inv_b * w * (sigmoid(x) - tg);
                     sh_l[k] = d;
                     work[wr + u.w_dl + row * no + o] = d;
                     if (w > 0.0) {
@@ -912,15 +906,6 @@ fn oct_put(a: ptr<function, array<f32, 128>>, base: u32, v: Oct) {
     }
 }
 
-fn sigmoid4c(x: vec4<f32>) -> vec4<f32> {
-    return 1.0 / (1.0 + exp(-clamp(x, vec4<f32>(-30.0), vec4<f32>(30.0))));
-}
-
-fn tanh4c(x: vec4<f32>) -> vec4<f32> {
-    return tanh(clamp(x, vec4<f32>(-15.0), vec4<f32>(15.0)));
-}
-
-
 @compute @workgroup_size(8)
 fn forward_c(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -1103,7 +1088,7 @@ fn forward_c(
                             let x = lg[v * 8u + i];
                             let tg = inputs[ir + u.in_t + row * no + o];
                             let w = inputs[ir + u.in_m + row * no + o];
-                            work[wr + u.w_dl + row * no + o] = u.inv_b * w * (1.0 / (1.0 + exp(-x)) - tg);
+                            work[wr + u.w_dl + row * no + o] = u.inv_b * w * (sigmoid(x) - tg);
                             if (w > 0.0) {
                                 add_lane(&p_nats, i, w * (max(x, 0.0) - x * tg + log(1.0 + exp(-abs(x)))));
                                 add_lane(&p_err, i, select(0.0, 1.0, (x > 0.0) != (tg > 0.5)));

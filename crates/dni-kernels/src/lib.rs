@@ -28,5 +28,5 @@ pub mod testing;
 
 pub use error::{Error, Result};
 pub use gpu::{grid_1d, list_adapters, AdapterReport, BackendChoice, Encoder, Gpu, GpuOptions};
-pub use pipeline::{Kernel, Slot};
+pub use pipeline::{Entry, Kernel, Slot};
 pub use tensor::Tensor;

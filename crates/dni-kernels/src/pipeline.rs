@@ -1,5 +1,6 @@
 //! Kernel sources and compiled pipelines. Every kernel family is one WGSL file under `shaders/`,
-//! valid on its own (naga validates each in a test), specialised with `override` constants.
+//! preceded by the shared `shaders/prelude.wgsl` (naga validates each assembled source in a test)
+//! and specialised with `override` constants.
 
 /// One WGSL file, i.e. one kernel family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,21 +49,34 @@ impl Kernel {
         matches!(self, Kernel::MatmulSubgroup | Kernel::RnnStep)
     }
 
-    /// The WGSL source, compiled into the binary so a user's program needs no files at run time.
+    /// The WGSL source (the prelude, then the kernel's file), compiled into the binary so a
+    /// user's program needs no files at run time.
     pub fn source(self) -> &'static str {
+        // concat! keeps the assembled source a `&'static str` built at compile time.
+        macro_rules! with_prelude {
+            ($file:literal) => {
+                concat!(
+                    include_str!("../../../shaders/prelude.wgsl"),
+                    include_str!(concat!("../../../shaders/", $file))
+                )
+            };
+        }
         match self {
-            Kernel::Matmul => include_str!("../../../shaders/matmul.wgsl"),
-            Kernel::MatmulSubgroup => include_str!("../../../shaders/matmul_subgroup.wgsl"),
-            Kernel::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
-            Kernel::Reduce => include_str!("../../../shaders/reduce.wgsl"),
-            Kernel::Loss => include_str!("../../../shaders/loss.wgsl"),
-            Kernel::BatchNorm => include_str!("../../../shaders/batchnorm.wgsl"),
-            Kernel::Optim => include_str!("../../../shaders/optim.wgsl"),
-            Kernel::Lstm => include_str!("../../../shaders/lstm.wgsl"),
-            Kernel::RnnStep => include_str!("../../../shaders/rnn_step.wgsl"),
+            Kernel::Matmul => with_prelude!("matmul.wgsl"),
+            Kernel::MatmulSubgroup => with_prelude!("matmul_subgroup.wgsl"),
+            Kernel::Elementwise => with_prelude!("elementwise.wgsl"),
+            Kernel::Reduce => with_prelude!("reduce.wgsl"),
+            Kernel::Loss => with_prelude!("loss.wgsl"),
+            Kernel::BatchNorm => with_prelude!("batchnorm.wgsl"),
+            Kernel::Optim => with_prelude!("optim.wgsl"),
+            Kernel::Lstm => with_prelude!("lstm.wgsl"),
+            Kernel::RnnStep => with_prelude!("rnn_step.wgsl"),
         }
     }
 }
+
+/// The helpers every kernel source starts with (clamped sigmoid and tanh): functions only.
+pub const PRELUDE: &str = include_str!("../../../shaders/prelude.wgsl");
 
 /// What a binding slot holds. A kernel's bind group is: slot 0 the uniform parameters (if any),
 /// then its storage buffers in declaration order.
@@ -71,6 +85,27 @@ pub enum Slot {
     Uniform,
     Read,
     ReadWrite,
+}
+
+/// One compute entry point and the bind group its launcher binds, slot `i` at `@binding(i)`.
+/// Each launcher names its entries through one of these constants, and `tests/shader_contracts.rs`
+/// checks every one (see [`crate::ops::entries`]) against naga's reflection of the WGSL, so the
+/// Rust side of a kernel's contract is written once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kernel: Kernel,
+    pub name: &'static str,
+    pub slots: &'static [Slot],
+}
+
+impl Entry {
+    pub const fn new(kernel: Kernel, name: &'static str, slots: &'static [Slot]) -> Self {
+        Self {
+            kernel,
+            name,
+            slots,
+        }
+    }
 }
 
 /// Cache key of a compiled pipeline: (kernel, entry point, override constants).

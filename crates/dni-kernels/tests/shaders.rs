@@ -1,9 +1,10 @@
-//! Every shaders/*.wgsl passes naga's WGSL front end and full validator, and translates to SPIR-V,
-//! MSL, HLSL and GLSL: how the kernels stay honest for Metal, DX12 and GL without those machines.
-//! No GPU needed.
+//! Every shaders/*.wgsl, after the shared prelude, passes naga's WGSL front end and full
+//! validator, and translates to SPIR-V, MSL, HLSL and GLSL: how the kernels stay honest for Metal,
+//! DX12 and GL without those machines. No GPU needed.
 
 use std::path::PathBuf;
 
+use dni_kernels::pipeline::PRELUDE;
 use dni_kernels::Kernel;
 use naga::back::{glsl, hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
@@ -14,6 +15,7 @@ fn shader_files() -> Vec<PathBuf> {
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
+        .filter(|p| p.file_stem().is_some_and(|s| s != "prelude"))
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no .wgsl files in {}", dir.display());
@@ -152,7 +154,7 @@ fn every_shader_file_is_a_kernel_source() {
         let on_disk = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             kernel.source(),
-            on_disk,
+            format!("{PRELUDE}{on_disk}"),
             "{}: Kernel::{kernel:?}.source() differs from the file (stale build?)",
             path.display()
         );
@@ -164,7 +166,7 @@ fn every_shader_validates_and_translates_to_all_backends() {
     let mut report = Vec::new();
     for path in shader_files() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let source = std::fs::read_to_string(&path).unwrap();
+        let source = format!("{PRELUDE}{}", std::fs::read_to_string(&path).unwrap());
         let entries = check_source(&name, &source);
         report.push(format!("{name}: {entries} entry points"));
     }
@@ -177,6 +179,21 @@ fn every_kernel_source_validates() {
     for k in Kernel::ALL {
         check_source(k.name(), k.source());
     }
+}
+
+#[test]
+fn the_prelude_holds_only_functions() {
+    // It is pasted before every kernel, so a binding, override or entry point here would land in
+    // all of them.
+    let module = naga::front::wgsl::parse_str(PRELUDE)
+        .unwrap_or_else(|e| panic!("prelude: {}", e.emit_to_string(PRELUDE)));
+    Validator::new(ValidationFlags::all(), Capabilities::default())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("prelude: {}", e.emit_to_string(PRELUDE)));
+    assert_eq!(module.global_variables.len(), 0, "prelude declares globals");
+    assert_eq!(module.overrides.len(), 0, "prelude declares overrides");
+    assert!(module.entry_points.is_empty(), "prelude has entry points");
+    assert!(module.functions.len() >= 2, "prelude lost its functions");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{no_alias, shape_err, Result};
 use crate::gpu::Encoder;
-use crate::pipeline::{Kernel, Slot};
+use crate::pipeline::{Entry, Kernel, Slot};
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -40,6 +40,14 @@ const S_BACKWARD: &[Slot] = &[
     Slot::ReadWrite,
     Slot::ReadWrite,
 ];
+
+const FORWARD_TRAIN: Entry = Entry::new(Kernel::BatchNorm, "forward_train", S_FORWARD);
+// The eval forward takes the training forward's bind group, so one launcher serves both.
+const FORWARD_EVAL: Entry = Entry::new(Kernel::BatchNorm, "forward_eval", S_FORWARD);
+const BACKWARD: Entry = Entry::new(Kernel::BatchNorm, "backward", S_BACKWARD);
+
+/// Every entry point these launchers dispatch, for the contract test.
+pub const ENTRIES: &[Entry] = &[FORWARD_TRAIN, FORWARD_EVAL, BACKWARD];
 
 /// Hyper-parameters of a batch-norm layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -141,12 +149,12 @@ pub fn batchnorm_forward(
         momentum: p.momentum,
     };
     let entry = if training {
-        "forward_train"
+        &FORWARD_TRAIN
     } else {
-        "forward_eval"
+        &FORWARD_EVAL
     };
     let gpu = enc.gpu().clone();
-    let pipeline = gpu.pipeline(Kernel::BatchNorm, entry, &[], S_FORWARD)?;
+    let pipeline = gpu.pipeline_for(entry, &[])?;
     let bind = gpu.bind(&pipeline, bytemuck::bytes_of(&params), &tensors)?;
     enc.dispatch(&pipeline, &bind, [cols.div_ceil(64) as u32, 1, 1]);
     Ok(())
@@ -199,7 +207,7 @@ pub fn batchnorm_backward(
         momentum: 0.0,
     };
     let gpu = enc.gpu().clone();
-    let pipeline = gpu.pipeline(Kernel::BatchNorm, "backward", &[], S_BACKWARD)?;
+    let pipeline = gpu.pipeline_for(&BACKWARD, &[])?;
     let bind = gpu.bind(&pipeline, bytemuck::bytes_of(&params), &tensors)?;
     enc.dispatch(&pipeline, &bind, [cols.div_ceil(64) as u32, 1, 1]);
     Ok(())

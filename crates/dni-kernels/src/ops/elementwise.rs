@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Encoder};
-use crate::pipeline::{Kernel, Slot};
+use crate::pipeline::{Entry, Kernel, Slot};
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -55,14 +55,13 @@ fn same_len(op: &'static str, ts: &[&Tensor]) -> Result<usize> {
 
 fn launch(
     enc: &mut Encoder,
-    entry: &'static str,
+    entry: &Entry,
     overrides: &[(&'static str, f64)],
-    slots: &'static [Slot],
     params: Params,
     tensors: &[&Tensor],
 ) -> Result<()> {
     let gpu = enc.gpu().clone();
-    let pipeline = gpu.pipeline(Kernel::Elementwise, entry, overrides, slots)?;
+    let pipeline = gpu.pipeline_for(entry, overrides)?;
     let bind = gpu.bind(&pipeline, bytemuck::bytes_of(&params), tensors)?;
     enc.dispatch(&pipeline, &bind, grid_1d(params.n as usize, 256));
     Ok(())
@@ -71,6 +70,20 @@ fn launch(
 const S_IN_OUT: &[Slot] = &[Slot::Uniform, Slot::Read, Slot::ReadWrite];
 const S_2IN_OUT: &[Slot] = &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite];
 const S_INPLACE: &[Slot] = &[Slot::Uniform, Slot::ReadWrite];
+
+const fn entry(name: &'static str, slots: &'static [Slot]) -> Entry {
+    Entry::new(Kernel::Elementwise, name, slots)
+}
+const UNARY: Entry = entry("unary", S_IN_OUT);
+const UNARY_GRAD: Entry = entry("unary_grad", S_2IN_OUT);
+const AXPY: Entry = entry("axpy", S_IN_OUT);
+const AXPBY: Entry = entry("axpby", S_2IN_OUT);
+const MUL: Entry = entry("mul", S_2IN_OUT);
+const SCALE: Entry = entry("scale", S_INPLACE);
+const FILL: Entry = entry("fill", S_INPLACE);
+
+/// Every entry point these launchers dispatch, for the contract test.
+pub const ENTRIES: &[Entry] = &[UNARY, UNARY_GRAD, AXPY, AXPBY, MUL, SCALE, FILL];
 
 fn params(n: usize, alpha: f32, beta: f32) -> Params {
     Params {
@@ -86,9 +99,8 @@ pub fn activate(enc: &mut Encoder, act: Activation, x: &Tensor, y: &Tensor) -> R
     let n = same_len("activate", &[x, y])?;
     launch(
         enc,
-        "unary",
+        &UNARY,
         &[("ACT", act.code())],
-        S_IN_OUT,
         params(n, 1.0, 0.0),
         &[x, y],
     )
@@ -107,9 +119,8 @@ pub fn activate_backward(
     let beta = if accumulate { 1.0 } else { 0.0 };
     launch(
         enc,
-        "unary_grad",
+        &UNARY_GRAD,
         &[("ACT", act.code())],
-        S_2IN_OUT,
         params(n, 1.0, beta),
         &[y, dy, dx],
     )
@@ -118,7 +129,7 @@ pub fn activate_backward(
 /// `y += alpha·x`.
 pub fn axpy(enc: &mut Encoder, alpha: f32, x: &Tensor, y: &Tensor) -> Result<()> {
     let n = same_len("axpy", &[x, y])?;
-    launch(enc, "axpy", &[], S_IN_OUT, params(n, alpha, 0.0), &[x, y])
+    launch(enc, &AXPY, &[], params(n, alpha, 0.0), &[x, y])
 }
 
 /// `z = alpha·x + beta·y` (add: 1, 1; subtract: 1, -1). `z` must be a third tensor.
@@ -131,49 +142,21 @@ pub fn axpby(
     z: &Tensor,
 ) -> Result<()> {
     let n = same_len("axpby", &[x, y, z])?;
-    launch(
-        enc,
-        "axpby",
-        &[],
-        S_2IN_OUT,
-        params(n, alpha, beta),
-        &[x, y, z],
-    )
+    launch(enc, &AXPBY, &[], params(n, alpha, beta), &[x, y, z])
 }
 
 /// `z = alpha·x⊙y`.
 pub fn mul(enc: &mut Encoder, alpha: f32, x: &Tensor, y: &Tensor, z: &Tensor) -> Result<()> {
     let n = same_len("mul", &[x, y, z])?;
-    launch(
-        enc,
-        "mul",
-        &[],
-        S_2IN_OUT,
-        params(n, alpha, 0.0),
-        &[x, y, z],
-    )
+    launch(enc, &MUL, &[], params(n, alpha, 0.0), &[x, y, z])
 }
 
 /// `y = alpha·y`.
 pub fn scale(enc: &mut Encoder, alpha: f32, y: &Tensor) -> Result<()> {
-    launch(
-        enc,
-        "scale",
-        &[],
-        S_INPLACE,
-        params(y.len(), alpha, 0.0),
-        &[y],
-    )
+    launch(enc, &SCALE, &[], params(y.len(), alpha, 0.0), &[y])
 }
 
 /// `y = value` everywhere.
 pub fn fill(enc: &mut Encoder, value: f32, y: &Tensor) -> Result<()> {
-    launch(
-        enc,
-        "fill",
-        &[],
-        S_INPLACE,
-        params(y.len(), value, 0.0),
-        &[y],
-    )
+    launch(enc, &FILL, &[], params(y.len(), value, 0.0), &[y])
 }

@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{no_alias, shape_err, Result};
 use crate::gpu::{grid_1d, Encoder};
-use crate::pipeline::{Kernel, Slot};
+use crate::pipeline::{Entry, Kernel, Slot};
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -36,16 +36,23 @@ const S_SIGMOID: &[Slot] = &[
 ];
 const S_L2: &[Slot] = &[Slot::Uniform, Slot::Read, Slot::Read, Slot::ReadWrite];
 
+const SOFTMAX_XENT: Entry = Entry::new(Kernel::Loss, "softmax_xent", S_SOFTMAX);
+const SIGMOID_XENT: Entry = Entry::new(Kernel::Loss, "sigmoid_xent", S_SIGMOID);
+const SG_L2_LOSS: Entry = Entry::new(Kernel::Loss, "sg_l2_loss", S_L2);
+const SG_L2_GRAD: Entry = Entry::new(Kernel::Loss, "sg_l2_grad", S_L2);
+
+/// Every entry point these launchers dispatch, for the contract test.
+pub const ENTRIES: &[Entry] = &[SOFTMAX_XENT, SIGMOID_XENT, SG_L2_LOSS, SG_L2_GRAD];
+
 fn record(
     enc: &mut Encoder,
-    entry: &'static str,
-    slots: &'static [Slot],
+    entry: &Entry,
     params: Params,
     tensors: &[&Tensor],
     groups: [u32; 3],
 ) -> Result<()> {
     let gpu = enc.gpu().clone();
-    let pipeline = gpu.pipeline(Kernel::Loss, entry, &[], slots)?;
+    let pipeline = gpu.pipeline_for(entry, &[])?;
     let bind = gpu.bind(&pipeline, bytemuck::bytes_of(&params), tensors)?;
     enc.dispatch(&pipeline, &bind, groups);
     Ok(())
@@ -101,8 +108,7 @@ pub fn softmax_xent(
     };
     record(
         enc,
-        "softmax_xent",
-        S_SOFTMAX,
+        &SOFTMAX_XENT,
         params,
         &[logits, labels, dlogits, metrics],
         [1, 1, 1],
@@ -154,8 +160,7 @@ pub fn sigmoid_xent(
     };
     record(
         enc,
-        "sigmoid_xent",
-        S_SIGMOID,
+        &SIGMOID_XENT,
         params,
         &[logits, targets, mask, dlogits, metrics],
         [1, 1, 1],
@@ -199,19 +204,11 @@ pub fn sg_l2(
             );
         }
         no_alias("sg_l2", &[pred, target, dpred], &[loss])?;
-        record(
-            enc,
-            "sg_l2_loss",
-            S_L2,
-            params,
-            &[pred, target, loss],
-            [1, 1, 1],
-        )?;
+        record(enc, &SG_L2_LOSS, params, &[pred, target, loss], [1, 1, 1])?;
     }
     record(
         enc,
-        "sg_l2_grad",
-        S_L2,
+        &SG_L2_GRAD,
         params,
         &[pred, target, dpred],
         grid_1d(n, 256),

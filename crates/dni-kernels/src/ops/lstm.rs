@@ -26,7 +26,7 @@ use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Encoder, Gpu};
 use crate::ops::matmul::{matmul, Matmul};
 use crate::ops::reduce::col_sum;
-use crate::pipeline::{Kernel, Slot};
+use crate::pipeline::{Entry, Kernel, Slot};
 use crate::tensor::Tensor;
 
 const WG: u32 = 256;
@@ -49,6 +49,26 @@ const S_WIN_BWD: &[Slot] = &[Slot::Uniform, R, R, R, R, W, W, W];
 const S_STATE: &[Slot] = &[Slot::Uniform, R, W, W];
 const S_JOIN: &[Slot] = &[Slot::Uniform, R, R, W];
 
+const fn entry(name: &'static str, slots: &'static [Slot]) -> Entry {
+    Entry::new(Kernel::Lstm, name, slots)
+}
+const CELL_FORWARD: Entry = entry("cell_forward", S_CELL_FWD);
+const CELL_BACKWARD: Entry = entry("cell_backward", S_CELL_BWD);
+const WINDOW_FORWARD: Entry = entry("window_forward", S_WIN_FWD);
+const WINDOW_BACKWARD: Entry = entry("window_backward", S_WIN_BWD);
+const STATE_SPLIT: Entry = entry("state_split", S_STATE);
+const STATE_JOIN: Entry = entry("state_join", S_JOIN);
+
+/// Every entry point these launchers dispatch, for the contract test.
+pub const ENTRIES: &[Entry] = &[
+    CELL_FORWARD,
+    CELL_BACKWARD,
+    WINDOW_FORWARD,
+    WINDOW_BACKWARD,
+    STATE_SPLIT,
+    STATE_JOIN,
+];
+
 /// Weights of one LSTM layer: `w_x` `[I, 4H]`, `w_h` `[H, 4H]`, `bias` `[4H]`.
 #[derive(Clone, Copy, Debug)]
 pub struct LstmParams<'a> {
@@ -65,15 +85,9 @@ pub struct LstmGrads<'a> {
     pub dbias: &'a Tensor,
 }
 
-fn launch(
-    enc: &mut Encoder,
-    entry: &'static str,
-    slots: &'static [Slot],
-    params: Params,
-    tensors: &[&Tensor],
-) -> Result<()> {
+fn launch(enc: &mut Encoder, entry: &Entry, params: Params, tensors: &[&Tensor]) -> Result<()> {
     let gpu = enc.gpu().clone();
-    let pipeline = gpu.pipeline(Kernel::Lstm, entry, &[], slots)?;
+    let pipeline = gpu.pipeline_for(entry, &[])?;
     let bind = gpu.bind(&pipeline, bytemuck::bytes_of(&params), tensors)?;
     enc.dispatch(
         &pipeline,
@@ -152,8 +166,7 @@ pub fn lstm_cell_forward(
     )?;
     launch(
         enc,
-        "cell_forward",
-        S_CELL_FWD,
+        &CELL_FORWARD,
         params(b, hd, 0, 1),
         &[gates_pre, c_prev, gates, c, h],
     )
@@ -194,8 +207,7 @@ pub fn lstm_cell_backward(
     )?;
     launch(
         enc,
-        "cell_backward",
-        S_CELL_BWD,
+        &CELL_BACKWARD,
         params(b, hd, 0, 1),
         &[gates, c_prev, c, dh, dc, dgates_pre, dc_prev],
     )
@@ -220,7 +232,7 @@ fn split_into(
     b: usize,
     hd: usize,
 ) -> Result<()> {
-    launch(enc, "state_split", S_STATE, params(b, hd, 0, 1), &[s, h, c])
+    launch(enc, &STATE_SPLIT, params(b, hd, 0, 1), &[s, h, c])
 }
 
 /// Joins `h` and `c` `[B, H]` into a state `s` `[B, 2H]`.
@@ -230,7 +242,7 @@ pub fn state_join(enc: &mut Encoder, h: &Tensor, c: &Tensor, s: &Tensor) -> Resu
     expect(OP, "c", c, b, hd)?;
     expect(OP, "s", s, b, 2 * hd)?;
     distinct(OP, &[("s", s)], &[("h", h), ("c", c)])?;
-    launch(enc, "state_join", S_JOIN, params(b, hd, 0, 1), &[h, c, s])
+    launch(enc, &STATE_JOIN, params(b, hd, 0, 1), &[h, c, s])
 }
 
 /// Workspace for one truncated-BPTT window of `steps` steps over `batch` lanes; built once,
@@ -353,8 +365,7 @@ impl LstmWindow {
             matmul(enc, &self.h_cur, p.w_h, &self.rec, Matmul::default())?;
             launch(
                 enc,
-                "window_forward",
-                S_WIN_FWD,
+                &WINDOW_FORWARD,
                 params(b, hd, t, t_n),
                 &[
                     &self.rec,
@@ -432,8 +443,7 @@ impl LstmWindow {
         for t in (0..t_n).rev() {
             launch(
                 enc,
-                "window_backward",
-                S_WIN_BWD,
+                &WINDOW_BACKWARD,
                 params(b, hd, t, t_n),
                 &[
                     &self.gates,
@@ -455,8 +465,7 @@ impl LstmWindow {
         }
         launch(
             enc,
-            "state_join",
-            S_JOIN,
+            &STATE_JOIN,
             params(b, hd, 0, 1),
             &[&self.dh_rec, &self.dc, ds0],
         )?;

@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{shape_err, Result};
 use crate::gpu::Encoder;
-use crate::pipeline::{Kernel, Slot};
+use crate::pipeline::{Entry, Kernel, Slot};
 use crate::tensor::Tensor;
 
 const SLOTS: &[Slot] = &[
@@ -14,6 +14,18 @@ const SLOTS: &[Slot] = &[
     Slot::Read,
     Slot::ReadWrite,
 ];
+const REG: Entry = Entry::new(Kernel::Matmul, "matmul_reg", SLOTS);
+const TILED: Entry = Entry::new(Kernel::Matmul, "matmul_tiled", SLOTS);
+const SUBGROUP8: Entry = Entry::new(Kernel::MatmulSubgroup, "matmul_sg8", SLOTS);
+
+/// Every entry point these launchers dispatch, for the contract test.
+pub const ENTRIES: &[Entry] = &[REG, TILED, SUBGROUP8];
+
+/// Workgroup shape of `matmul_reg` in invocations (x over columns, y over rows), each computing
+/// a 4x4 block of C. Set as the shader's `WG_X`/`WG_Y` overrides from here, so the grid and the
+/// shader cannot disagree. 4 x 16 won a rough sweep on lavapipe (see shaders/matmul.wgsl).
+const REG_WG: [u32; 2] = [4, 16];
+const REG_OVERRIDES: &[(&str, f64)] = &[("WG_X", REG_WG[0] as f64), ("WG_Y", REG_WG[1] as f64)];
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -167,24 +179,28 @@ pub fn matmul(enc: &mut Encoder, a: &Tensor, b: &Tensor, c: &Tensor, o: Matmul<'
             &dummy
         }
     };
-    let (kernel, entry, groups) = match variant {
+    let (entry, overrides, groups) = match variant {
         MatmulVariant::Tiled => (
-            Kernel::Matmul,
-            "matmul_tiled",
+            &TILED,
+            &[][..],
             [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1],
         ),
         MatmulVariant::Subgroup8 => (
-            Kernel::MatmulSubgroup,
-            "matmul_sg8",
+            &SUBGROUP8,
+            &[][..],
             [m.div_ceil(8) as u32, n.div_ceil(128) as u32, 1],
         ),
         _ => (
-            Kernel::Matmul,
-            "matmul_reg",
-            [n.div_ceil(4 * 4) as u32, m.div_ceil(4 * 16) as u32, 1],
+            &REG,
+            REG_OVERRIDES,
+            [
+                n.div_ceil(4 * REG_WG[0] as usize) as u32,
+                m.div_ceil(4 * REG_WG[1] as usize) as u32,
+                1,
+            ],
         ),
     };
-    let pipeline = gpu.pipeline(kernel, entry, &[], SLOTS)?;
+    let pipeline = gpu.pipeline_for(entry, overrides)?;
     let bind = gpu.bind(&pipeline, bytemuck::bytes_of(&params), &[a, b, bias, c])?;
     enc.dispatch(&pipeline, &bind, groups);
     Ok(())

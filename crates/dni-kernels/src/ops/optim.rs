@@ -12,7 +12,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{shape_err, Result};
 use crate::gpu::{grid_1d, Encoder, Gpu};
-use crate::pipeline::{Kernel, Slot};
+use crate::pipeline::{Entry, Kernel, Slot};
 use crate::tensor::Tensor;
 
 const S_ADVANCE: &[Slot] = &[Slot::Uniform, Slot::ReadWrite];
@@ -25,6 +25,13 @@ const S_UPDATE: &[Slot] = &[
     Slot::ReadWrite,
     Slot::ReadWrite,
 ];
+const ADVANCE: Entry = Entry::new(Kernel::Optim, "advance", S_ADVANCE);
+const SUMSQ: Entry = Entry::new(Kernel::Optim, "sumsq", S_SUMSQ);
+const SGD: Entry = Entry::new(Kernel::Optim, "sgd", S_UPDATE);
+const ADAM: Entry = Entry::new(Kernel::Optim, "adam", S_UPDATE);
+
+/// Every entry point these launchers dispatch, for the contract test.
+pub const ENTRIES: &[Entry] = &[ADVANCE, SUMSQ, SGD, ADAM];
 
 /// Layout of the state buffer (see shaders/optim.wgsl).
 const STATE_STEP: usize = 0;
@@ -263,11 +270,11 @@ impl Optimizer {
             }
         }
         let gpu = enc.gpu().clone();
-        let advance = gpu.pipeline(Kernel::Optim, "advance", &[], S_ADVANCE)?;
+        let advance = gpu.pipeline_for(&ADVANCE, &[])?;
         let bind = gpu.bind(&advance, bytemuck::bytes_of(&self.params), &[&self.state])?;
         enc.dispatch(&advance, &bind, [1, 1, 1]);
         if self.clip.is_some() {
-            let sumsq = gpu.pipeline(Kernel::Optim, "sumsq", &[], S_SUMSQ)?;
+            let sumsq = gpu.pipeline_for(&SUMSQ, &[])?;
             for p in params {
                 let n = Params {
                     n: p.value.len() as u32,
@@ -278,10 +285,10 @@ impl Optimizer {
             }
         }
         let entry = match self.cfg {
-            OptimConfig::Sgd { .. } => "sgd",
-            OptimConfig::Adam { .. } => "adam",
+            OptimConfig::Sgd { .. } => &SGD,
+            OptimConfig::Adam { .. } => &ADAM,
         };
-        let update = gpu.pipeline(Kernel::Optim, entry, &[], S_UPDATE)?;
+        let update = gpu.pipeline_for(entry, &[])?;
         for p in params {
             let n = p.value.len();
             let params = Params {

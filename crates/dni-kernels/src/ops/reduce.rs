@@ -4,10 +4,15 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{shape_err, Result};
 use crate::gpu::Encoder;
-use crate::pipeline::{Kernel, Slot};
+use crate::pipeline::{Entry, Kernel, Slot};
 use crate::tensor::Tensor;
 
 const SLOTS: &[Slot] = &[Slot::Uniform, Slot::Read, Slot::ReadWrite];
+const COL_SUM: Entry = Entry::new(Kernel::Reduce, "col_sum", SLOTS);
+const SUM_ALL: Entry = Entry::new(Kernel::Reduce, "sum_all", SLOTS);
+
+/// Every entry point these launchers dispatch, for the contract test.
+pub const ENTRIES: &[Entry] = &[COL_SUM, SUM_ALL];
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -28,7 +33,7 @@ pub fn col_sum(enc: &mut Encoder, x: &Tensor, out: &Tensor, alpha: f32, beta: f3
         );
     }
     let gpu = enc.gpu().clone();
-    let pipeline = gpu.pipeline(Kernel::Reduce, "col_sum", &[], SLOTS)?;
+    let pipeline = gpu.pipeline_for(&COL_SUM, &[])?;
     let params = Params {
         rows: rows as u32,
         cols: cols as u32,
@@ -49,7 +54,7 @@ pub fn sum_all(enc: &mut Encoder, x: &Tensor, out: &Tensor, alpha: f32, beta: f3
         );
     }
     let gpu = enc.gpu().clone();
-    let pipeline = gpu.pipeline(Kernel::Reduce, "sum_all", &[], SLOTS)?;
+    let pipeline = gpu.pipeline_for(&SUM_ALL, &[])?;
     let params = Params {
         rows: 1,
         cols: x.len() as u32,

@@ -21,7 +21,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Encoder, Gpu};
-use crate::pipeline::{Kernel, Slot};
+use crate::pipeline::{Entry, Kernel, Slot};
 use crate::tensor::Tensor;
 
 /// Batch lanes one workgroup owns (`L` in the shader).
@@ -71,6 +71,24 @@ const S_WINDOW: &[Slot] = &[Slot::Uniform, R, R, W, W, W, R];
 const S_GRADS: &[Slot] = &[Slot::Uniform, R, W];
 const S_UPDATE: &[Slot] = &[Slot::Uniform, W, R, W, W, R, W];
 const S_CLIP: &[Slot] = &[Slot::Uniform, R, W];
+
+const fn entry(name: &'static str, slots: &'static [Slot]) -> Entry {
+    Entry::new(Kernel::RnnStep, name, slots)
+}
+// The window kernels of both variants share one bind group, so one recorder serves all four.
+const FORWARD: Entry = entry("forward", S_WINDOW);
+const BACKWARD: Entry = entry("backward", S_WINDOW);
+const FORWARD_C: Entry = entry("forward_c", S_WINDOW);
+const BACKWARD_C: Entry = entry("backward_c", S_WINDOW);
+const GRADS: Entry = entry("grads", S_GRADS);
+const GRADS_C: Entry = entry("grads_c", S_GRADS);
+const CLIP: Entry = entry("clip", S_CLIP);
+const UPDATE: Entry = entry("update", S_UPDATE);
+
+/// Every entry point these launchers dispatch, for the contract test.
+pub const ENTRIES: &[Entry] = &[
+    FORWARD, BACKWARD, FORWARD_C, BACKWARD_C, GRADS, GRADS_C, CLIP, UPDATE,
+];
 
 /// The shape every run of a group shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -574,7 +592,7 @@ impl RnnStep {
         }
     }
 
-    fn entry(&self, streaming: &'static str, cached: &'static str) -> &'static str {
+    fn entry(&self, streaming: &'static Entry, cached: &'static Entry) -> &'static Entry {
         if self.cached {
             cached
         } else {
@@ -720,22 +738,22 @@ impl RnnStep {
         match which {
             0 => self.forward(enc, true)?,
             1 => {
-                let entry = self.entry("backward", "backward_c");
+                let entry = self.entry(&BACKWARD, &BACKWARD_C);
                 self.window_kernel(enc, entry, ub)?;
             }
             2 => {
-                let entry = self.entry("grads", "grads_c");
-                let pipe = gpu.pipeline(Kernel::RnnStep, entry, &o, S_GRADS)?;
+                let entry = self.entry(&GRADS, &GRADS_C);
+                let pipe = gpu.pipeline_for(entry, &o)?;
                 let bind = gpu.bind(&pipe, ub, &[&self.work, &self.grads])?;
                 enc.dispatch(&pipe, &bind, self.grads_grid());
             }
             _ => {
                 if self.clipping {
-                    let pipe = gpu.pipeline(Kernel::RnnStep, "clip", &o, S_CLIP)?;
+                    let pipe = gpu.pipeline_for(&CLIP, &o)?;
                     let bind = gpu.bind(&pipe, ub, &[&self.grads, &self.ctl])?;
                     enc.dispatch(&pipe, &bind, [1, self.shape.runs as u32, 1]);
                 }
-                let pipe = gpu.pipeline(Kernel::RnnStep, "update", &o, S_UPDATE)?;
+                let pipe = gpu.pipeline_for(&UPDATE, &o)?;
                 let bind = gpu.bind(
                     &pipe,
                     ub,
@@ -755,15 +773,15 @@ impl RnnStep {
     }
 
     fn forward(&self, enc: &mut Encoder, train: bool) -> Result<()> {
-        let entry = self.entry("forward", "forward_c");
+        let entry = self.entry(&FORWARD, &FORWARD_C);
         let u = self.uniform(train);
         self.window_kernel(enc, entry, bytemuck::bytes_of(&u))
     }
 
     /// Records one window kernel (forward or backward, either variant) with the shared bindings.
-    fn window_kernel(&self, enc: &mut Encoder, entry: &'static str, uniform: &[u8]) -> Result<()> {
+    fn window_kernel(&self, enc: &mut Encoder, entry: &Entry, uniform: &[u8]) -> Result<()> {
         let gpu = enc.gpu().clone();
-        let pipe = gpu.pipeline(Kernel::RnnStep, entry, &self.overrides(), S_WINDOW)?;
+        let pipe = gpu.pipeline_for(entry, &self.overrides())?;
         let bind = gpu.bind(
             &pipe,
             uniform,
