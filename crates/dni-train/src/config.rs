@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use serde::{Deserialize, Serialize};
 use dni_graph::sg::SgInput;
+use serde::{Deserialize, Serialize};
 
 /// Task-specific sections of the file.
 const SECTIONS: [&str; 5] = ["rnn", "copy", "charlm", "mnist", "timescale"];

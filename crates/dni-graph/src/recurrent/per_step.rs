@@ -31,7 +31,7 @@ use super::error::{check_eval_steps, check_len, one_hot, RecurrentError, Result}
 use super::init::InitRng;
 use super::metrics::{EvalResult, Metrics};
 use crate::linear::Linear;
-use crate::sg::model::Synthesizer;
+use crate::sg::model::{SgShape, Synthesizer};
 
 /// Windows submitted without any read-back before the trainer waits for the device, so that a caller
 /// who never reads metrics cannot queue unbounded work.
@@ -142,8 +142,12 @@ impl PerStepTrainer {
                 gpu,
                 cfg.sg,
                 cfg.method.sg_scale(),
-                h,
-                b,
+                SgShape {
+                    width: 2 * h,
+                    out: 2 * h,
+                    predict_rows: b,
+                    fit_rows: b,
+                },
                 Optimizer::with_clip(gpu, cfg.sg_optim.unwrap_or(cfg.optim), cfg.clip)?,
                 &mut |n, bound| rng.uniform(n, bound),
             )?),

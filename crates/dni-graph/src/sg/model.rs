@@ -104,18 +104,32 @@ impl SgConfig {
     }
 }
 
-/// Buffers of one evaluation of `M`: its input (when it is a slice of the state), hidden layer
-/// and output.
+/// Buffers of one evaluation of `M` over some rows: its input (when it is a slice of the state),
+/// hidden layer and output.
 struct Pass {
-    /// `h` of the state, `[B, H]` (only for `SgInput::Hidden`).
+    /// `h` and `c` of the state, `[rows, width/2]` each (only for `SgInput::Hidden`).
     x: Option<Tensor>,
+    c: Option<Tensor>,
     /// The MLP's hidden layer `[B, hidden]` before and after the ReLU.
     pre: Option<Tensor>,
     act: Option<Tensor>,
     out: Tensor,
 }
 
-/// One synthetic-gradient model for `B` lanes of a recurrent core with `H` units.
+/// The sizes a [`Synthesizer`] works at.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SgShape {
+    /// Width of the rows `M` is given: `2H` for a recurrent state `[h | c]`, or a message's width.
+    pub width: usize,
+    /// Width of the gradient `M` predicts.
+    pub out: usize,
+    /// Rows of [`Synthesizer::predict`] (the lanes) and of [`Synthesizer::fit`].
+    pub predict_rows: usize,
+    pub fit_rows: usize,
+}
+
+/// One synthetic-gradient model: the recurrent core's (rows = lanes, `[h | c]` → `[dh | dc]`) or
+/// the two-timescale link's (a message → its gradient).
 pub(crate) struct Synthesizer {
     /// `[in → hidden]` of an MLP; `None` for a linear model.
     first: Option<Linear>,
@@ -124,6 +138,7 @@ pub(crate) struct Synthesizer {
     scale: f32,
     at_end: Pass,
     at_start: Pass,
+    /// `(scale·factor)·M(s)` at the predicted rows.
     injected: Tensor,
     d_out: Tensor,
     d_act: Option<Tensor>,
@@ -131,8 +146,6 @@ pub(crate) struct Synthesizer {
     /// A zero predictor and a sink for its unused gradient: the baseline loss of `sg_explained`.
     zeros: Tensor,
     sink: Tensor,
-    /// `c` of a split state (unused).
-    c_scratch: Option<Tensor>,
     optimizer: Optimizer,
 }
 
@@ -143,16 +156,28 @@ impl Synthesizer {
         gpu: &Gpu,
         cfg: SgConfig,
         scale_: f32,
-        units: usize,
-        batch: usize,
+        shape: SgShape,
         optimizer: Optimizer,
         uniform: &mut dyn FnMut(usize, f32) -> Vec<f32>,
-    ) -> Result<Self> {
-        cfg.validate()?;
-        let (h, b) = (units, batch);
+    ) -> dni_kernels::Result<Self> {
+        let SgShape {
+            width,
+            out,
+            predict_rows,
+            fit_rows,
+        } = shape;
         let inputs = match cfg.input {
-            SgInput::State => 2 * h,
-            SgInput::Hidden => h,
+            SgInput::State => width,
+            SgInput::Hidden if width % 2 == 0 => width / 2,
+            SgInput::Hidden => {
+                return Err(dni_kernels::Error::InvalidArgument {
+                    op: "Synthesizer::new",
+                    detail: format!(
+                        "sg_input = hidden reads the first half of a state [h | c], not a row of \
+                         {width}; use `state`"
+                    ),
+                })
+            }
         };
         let first = match cfg.hidden {
             0 => None,
@@ -164,53 +189,49 @@ impl Synthesizer {
             )?),
         };
         let last_in = if cfg.hidden == 0 { inputs } else { cfg.hidden };
-        let pass = || -> Result<Pass> {
+        let split = cfg.input == SgInput::Hidden;
+        let pass = |rows: usize| -> dni_kernels::Result<Pass> {
+            let buf = |on: bool, cols: usize| -> dni_kernels::Result<Option<Tensor>> {
+                Ok(match on {
+                    true => Some(Tensor::zeros(gpu, &[rows, cols])?),
+                    false => None,
+                })
+            };
             Ok(Pass {
-                x: match cfg.input {
-                    SgInput::State => None,
-                    SgInput::Hidden => Some(Tensor::zeros(gpu, &[b, h])?),
-                },
-                pre: match cfg.hidden {
-                    0 => None,
-                    n => Some(Tensor::zeros(gpu, &[b, n])?),
-                },
-                act: match cfg.hidden {
-                    0 => None,
-                    n => Some(Tensor::zeros(gpu, &[b, n])?),
-                },
-                out: Tensor::zeros(gpu, &[b, 2 * h])?,
+                x: buf(split, inputs)?,
+                c: buf(split, inputs)?,
+                pre: buf(cfg.hidden > 0, cfg.hidden)?,
+                act: buf(cfg.hidden > 0, cfg.hidden)?,
+                out: Tensor::zeros(gpu, &[rows, out])?,
             })
         };
+        let (p, f) = (predict_rows, fit_rows);
         Ok(Synthesizer {
             first,
-            last: Linear::zeros(gpu, last_in, 2 * h)?,
+            last: Linear::zeros(gpu, last_in, out)?,
             scale: scale_,
-            at_end: pass()?,
-            at_start: pass()?,
-            injected: Tensor::zeros(gpu, &[b, 2 * h])?,
-            d_out: Tensor::zeros(gpu, &[b, 2 * h])?,
+            at_end: pass(p)?,
+            at_start: pass(f)?,
+            injected: Tensor::zeros(gpu, &[p, out])?,
+            d_out: Tensor::zeros(gpu, &[f, out])?,
             d_act: match cfg.hidden {
                 0 => None,
-                n => Some(Tensor::zeros(gpu, &[b, n])?),
+                n => Some(Tensor::zeros(gpu, &[f, n])?),
             },
             d_pre: match cfg.hidden {
                 0 => None,
-                n => Some(Tensor::zeros(gpu, &[b, n])?),
+                n => Some(Tensor::zeros(gpu, &[f, n])?),
             },
-            zeros: Tensor::zeros(gpu, &[b, 2 * h])?,
-            sink: Tensor::zeros(gpu, &[b, 2 * h])?,
-            c_scratch: match cfg.input {
-                SgInput::State => None,
-                SgInput::Hidden => Some(Tensor::zeros(gpu, &[b, h])?),
-            },
+            zeros: Tensor::zeros(gpu, &[f, out])?,
+            sink: Tensor::zeros(gpu, &[f, out])?,
             optimizer,
         })
     }
 
     /// Records `M(state)` into `pass.out`.
-    fn run(&self, enc: &mut Encoder, state: &Tensor, at_end: bool) -> Result<()> {
+    fn run(&self, enc: &mut Encoder, state: &Tensor, at_end: bool) -> dni_kernels::Result<()> {
         let pass = if at_end { &self.at_end } else { &self.at_start };
-        let x = match (&pass.x, &self.c_scratch) {
+        let x = match (&pass.x, &pass.c) {
             (Some(x), Some(c)) => {
                 state_split(enc, state, x, c)?;
                 x
@@ -229,7 +250,7 @@ impl Synthesizer {
     }
 
     /// Records `M(s)` at the state where the gradient is needed (the window's last state).
-    pub(crate) fn predict(&self, enc: &mut Encoder, s: &Tensor) -> Result<()> {
+    pub(crate) fn predict(&self, enc: &mut Encoder, s: &Tensor) -> dni_kernels::Result<()> {
         self.run(enc, s, true)
     }
 
@@ -240,7 +261,7 @@ impl Synthesizer {
 
     /// Records `(scale·factor)·M(s)` from the last [`predict`](Self::predict) into the injection
     /// buffer and returns it (`factor` is `1/B` where the task loss is a batch mean).
-    pub(crate) fn inject(&self, enc: &mut Encoder, factor: f32) -> Result<&Tensor> {
+    pub(crate) fn inject(&self, enc: &mut Encoder, factor: f32) -> dni_kernels::Result<&Tensor> {
         enc.copy(&self.at_end.out, &self.injected)?;
         scale(enc, self.scale * factor, &self.injected)?;
         Ok(&self.injected)
@@ -259,7 +280,7 @@ impl Synthesizer {
         factor: f32,
         loss: &Tensor,
         zero_loss: &Tensor,
-    ) -> Result<()> {
+    ) -> dni_kernels::Result<()> {
         self.run(enc, s, false)?;
         let pass = &self.at_start;
         sg_l2(enc, &pass.out, target, &self.d_out, factor, Some(loss))?;
@@ -290,7 +311,12 @@ impl Synthesizer {
     }
 
     /// One optimiser step over the model's parameters and `extra` (e.g. the aux head).
-    pub(crate) fn step(&self, enc: &mut Encoder, with_model: bool, extra: &[&Param]) -> Result<()> {
+    pub(crate) fn step(
+        &self,
+        enc: &mut Encoder,
+        with_model: bool,
+        extra: &[&Param],
+    ) -> dni_kernels::Result<()> {
         let mut ps: Vec<&Param> = Vec::new();
         if with_model {
             ps.extend(self.params().into_iter().map(|(_, p)| p));

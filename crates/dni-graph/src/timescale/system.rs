@@ -23,8 +23,8 @@
 //! The SG model works in one lane's units: it is trained on `B·δ` and injected as
 //! `(sg_scale / B)·M(message)`, so its targets do not change with the batch size.
 
-use dni_kernels::ops::elementwise::{axpy, scale};
-use dni_kernels::ops::loss::{sg_l2, softmax_xent};
+use dni_kernels::ops::elementwise::axpy;
+use dni_kernels::ops::loss::softmax_xent;
 use dni_kernels::ops::lstm::{LstmGrads, LstmParams, LstmWindow};
 use dni_kernels::ops::matmul::{matmul, Matmul};
 use dni_kernels::ops::optim::{Optimizer, Param};
@@ -37,6 +37,8 @@ use super::metrics::{Evaluation, Metrics, Scores};
 use super::stream::Block;
 use crate::linear::Linear;
 use crate::recurrent::StateBuf;
+use crate::sg::model::{SgShape, Synthesizer};
+use crate::sg::SgConfig;
 
 /// Blocks submitted without any read-back before the system waits for the device, so that a caller
 /// who never reads metrics cannot queue unbounded work.
@@ -222,19 +224,12 @@ impl Net {
     }
 }
 
-/// The synthetic-gradient model on the A→B connection and its buffers.
+/// The link's synthetic gradient: the shared SG module on A's message (`H_A → H_A`, linear,
+/// zero-initialised), with the message buffer it is evaluated on and its metric sums.
 struct Sg {
-    /// `M: message → δ̂` (H_A → H_A), zero-initialised.
-    m: Linear,
-    optimizer: Optimizer,
-    /// `[B, H_A]`: one window's message and `(sg_scale / B)·M(message)`.
+    model: Synthesizer,
+    /// `[B, H_A]`: one window's message.
     msg: Tensor,
-    injected: Tensor,
-    /// `[T·B, H_A]`: `M` of the block's messages, its loss gradient; a zero predictor and a sink.
-    pred: Tensor,
-    dpred: Tensor,
-    zeros: Tensor,
-    sink: Tensor,
     loss: Tensor,
     zero_loss: Tensor,
 }
@@ -301,14 +296,21 @@ impl TwoTimescale {
         )?;
         let sg = if cfg.method == Method::Dni {
             Some(Sg {
-                m: Linear::zeros(gpu, ha, ha)?,
-                optimizer: Optimizer::new(gpu, cfg.sg_optim)?,
+                model: Synthesizer::new(
+                    gpu,
+                    SgConfig::default(),
+                    cfg.sg_scale,
+                    SgShape {
+                        width: ha,
+                        out: ha,
+                        predict_rows: b,
+                        fit_rows: t * b,
+                    },
+                    Optimizer::new(gpu, cfg.sg_optim)?,
+                    // A linear model draws no initial weights.
+                    &mut |n, _| vec![0.0; n],
+                )?,
                 msg: Tensor::zeros(gpu, &[b, ha])?,
-                injected: Tensor::zeros(gpu, &[b, ha])?,
-                pred: Tensor::zeros(gpu, &[t * b, ha])?,
-                dpred: Tensor::zeros(gpu, &[t * b, ha])?,
-                zeros: Tensor::zeros(gpu, &[t * b, ha])?,
-                sink: Tensor::zeros(gpu, &[t * b, ha])?,
                 loss: Tensor::zeros(gpu, &[1])?,
                 zero_loss: Tensor::zeros(gpu, &[1])?,
             })
@@ -407,8 +409,7 @@ impl TwoTimescale {
         let mut v: Vec<(&'static str, &Param)> = A.into_iter().zip(self.a.all_params()).collect();
         v.extend(B.into_iter().zip(self.b.all_params()));
         if let Some(sg) = &self.sg {
-            v.push(("sg.w", &sg.m.w));
-            v.push(("sg.b", &sg.m.b));
+            v.extend(sg.model.params());
         }
         v
     }
@@ -434,7 +435,7 @@ impl TwoTimescale {
         v.push(("a.metrics".into(), &self.a.metrics));
         v.push(("b.metrics".into(), &self.b.metrics));
         if let Some(sg) = &self.sg {
-            v.push(("sg.optim".into(), sg.optimizer.state_tensor()));
+            v.push(("sg.optim".into(), sg.model.optimizer().state_tensor()));
             v.push(("sg.loss".into(), &sg.loss));
             v.push(("sg.zero_loss".into(), &sg.zero_loss));
         }
@@ -638,9 +639,9 @@ impl TwoTimescale {
             if let (Some(sg), true) = (&self.sg, self.apply_sg) {
                 // δ̂ = M(message) at once, as the gradient of the window's last h.
                 enc.copy_region(&self.msgs, k * row, &sg.msg, 0, row)?;
-                sg.m.forward(enc, &sg.msg, &sg.injected)?;
-                scale(enc, self.cfg.sg_scale * inv_b, &sg.injected)?;
-                enc.copy_region(&sg.injected, 0, &self.dm, (t - 1) * row, row)?;
+                sg.model.predict(enc, &sg.msg)?;
+                let injected = sg.model.inject(enc, inv_b)?;
+                enc.copy_region(injected, 0, &self.dm, (t - 1) * row, row)?;
                 axpy(enc, 1.0, &self.dm, &self.a.dh)?;
             }
             self.a.backward_and_update(enc, &self.xa[k], None)?;
@@ -654,11 +655,9 @@ impl TwoTimescale {
             // M(messages) regresses onto B's true gradients (one lane's units), a constant target.
             let msgs = self.msgs.reshape(&[t * b, ha])?;
             let target = self.dmsgs.reshape(&[t * b, ha])?;
-            sg.m.forward(enc, &msgs, &sg.pred)?;
-            sg_l2(enc, &sg.pred, &target, &sg.dpred, inv_b, Some(&sg.loss))?;
-            sg_l2(enc, &sg.zeros, &target, &sg.sink, 0.0, Some(&sg.zero_loss))?;
-            sg.m.backward_params(enc, &msgs, &sg.dpred)?;
-            sg.optimizer.step(enc, &sg.m.params())?;
+            sg.model
+                .fit(enc, &msgs, &target, inv_b, &sg.loss, &sg.zero_loss)?;
+            sg.model.step(enc, true, &[])?;
         }
         self.b.optimizer.step(enc, &self.b.all_params())?;
         self.b.finish(enc, false)
