@@ -529,7 +529,7 @@ mod tests {
     /// copy (N = 1 puts them 2 steps apart), so truncated BPTT gets no gradient to store it and cannot
     /// solve even N = 1; DNI's synthetic gradient carries one across the window boundary. The
     /// committed configs/copy.toml at T = 2, seed 1 (the sweep in docs/RESULTS.md: DNI solves N = 1
-    /// at window 10 050), with a margin.
+    /// at window 8 700), with a margin.
     #[test]
     fn dni_solves_copy_at_t2_where_bptt_cannot() {
         let gpu = dni_kernels::testing::gpu();
