@@ -8,13 +8,12 @@
 
 use dni_kernels::ops::batchnorm::{batchnorm_backward, batchnorm_forward, BatchNormParams};
 use dni_kernels::ops::elementwise::{activate, activate_backward, Activation};
-use dni_kernels::ops::matmul::{matmul, Matmul};
 use dni_kernels::ops::optim::Param;
-use dni_kernels::ops::reduce::col_sum;
 use dni_kernels::{Encoder, Gpu, Tensor};
 use dni_tasks::Rng;
 
-use crate::ff::error::{FfError, Result};
+use crate::error::{Error, Result};
+use crate::linear::Linear;
 
 /// One layer of a [`Stack`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -89,12 +88,6 @@ impl StackSpec {
     }
 }
 
-pub(crate) struct Linear {
-    pub(crate) w: Param,
-    pub(crate) b: Option<Param>,
-    pub(crate) wc: Option<Param>,
-}
-
 pub(crate) struct BatchNorm {
     pub(crate) gamma: Param,
     pub(crate) beta: Param,
@@ -103,7 +96,7 @@ pub(crate) struct BatchNorm {
 }
 
 pub(crate) enum Layer {
-    Linear(Linear),
+    Linear(Linear<Option<Param>>),
     BatchNorm(BatchNorm),
     Relu,
 }
@@ -139,29 +132,21 @@ pub struct Grads {
     input_scratch: Option<Tensor>,
 }
 
-fn uniform(rng: &mut Rng, n: usize, bound: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.uniform_range(-bound, bound)).collect()
-}
-
 impl Stack {
     /// Allocates and initialises the parameters; `rng` draws the initial weights.
     pub fn new(gpu: &Gpu, spec: &StackSpec, rng: &mut Rng) -> Result<Self> {
         if spec.input == 0 {
-            return Err(FfError::config(
+            return Err(Error::config(
                 "stack input",
                 0,
                 "needs at least one input feature",
             ));
         }
         if spec.layers.is_empty() {
-            return Err(FfError::config(
-                "stack layers",
-                0,
-                "needs at least one layer",
-            ));
+            return Err(Error::config("stack layers", 0, "needs at least one layer"));
         }
         if spec.context > 0 && !matches!(spec.layers[0], LayerSpec::Linear { .. }) {
-            return Err(FfError::config(
+            return Err(Error::config(
                 "stack context",
                 spec.context,
                 "a context input needs a Linear first layer",
@@ -178,42 +163,12 @@ impl Stack {
                     zero_init,
                 } => {
                     if out == 0 {
-                        return Err(FfError::config(
-                            "Linear out",
-                            0,
-                            "needs at least one output",
-                        ));
+                        return Err(Error::config("Linear out", 0, "needs at least one output"));
                     }
                     let ctx = if i == 0 { spec.context } else { 0 };
-                    let bound = 1.0 / ((f + ctx) as f32).sqrt();
-                    let init = |rng: &mut Rng, n: usize| {
-                        if zero_init {
-                            vec![0.0; n]
-                        } else {
-                            uniform(rng, n, bound)
-                        }
-                    };
-                    let w = Param::new(
-                        gpu,
-                        Tensor::from_slice(gpu, &[f, out], &init(rng, f * out))?,
-                    )?;
-                    let wc = if ctx > 0 {
-                        Some(Param::new(
-                            gpu,
-                            Tensor::from_slice(gpu, &[ctx, out], &init(rng, ctx * out))?,
-                        )?)
-                    } else {
-                        None
-                    };
-                    let b = if bias {
-                        Some(Param::new(
-                            gpu,
-                            Tensor::from_slice(gpu, &[out], &init(rng, out))?,
-                        )?)
-                    } else {
-                        None
-                    };
-                    layers.push(Layer::Linear(Linear { w, b, wc }));
+                    layers.push(Layer::Linear(Linear::layer(
+                        gpu, rng, f, ctx, out, bias, zero_init,
+                    )?));
                     f = out;
                 }
                 LayerSpec::BatchNorm => layers.push(Layer::BatchNorm(BatchNorm {
@@ -295,15 +250,7 @@ impl Stack {
         let mut v = Vec::new();
         for l in &self.layers {
             match l {
-                Layer::Linear(lin) => {
-                    v.push(&lin.w);
-                    if let Some(wc) = &lin.wc {
-                        v.push(wc);
-                    }
-                    if let Some(b) = &lin.b {
-                        v.push(b);
-                    }
-                }
+                Layer::Linear(lin) => v.extend(lin.named_params().into_iter().map(|(_, p)| p)),
                 Layer::BatchNorm(bn) => {
                     v.push(&bn.gamma);
                     v.push(&bn.beta);
@@ -319,15 +266,11 @@ impl Stack {
         let mut v = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
             match l {
-                Layer::Linear(lin) => {
-                    v.push(format!("l{i}.w"));
-                    if lin.wc.is_some() {
-                        v.push(format!("l{i}.wc"));
-                    }
-                    if lin.b.is_some() {
-                        v.push(format!("l{i}.b"));
-                    }
-                }
+                Layer::Linear(lin) => v.extend(
+                    lin.named_params()
+                        .into_iter()
+                        .map(|(name, _)| format!("l{i}.{name}")),
+                ),
                 Layer::BatchNorm(_) => {
                     v.push(format!("l{i}.gamma"));
                     v.push(format!("l{i}.beta"));
@@ -361,7 +304,7 @@ impl Stack {
         let b = acts.batch;
         let want = |t: &Tensor, cols: usize, what: &str| -> Result<()> {
             if t.len() != b * cols {
-                return Err(FfError::shape(
+                return Err(Error::shape(
                     op,
                     format!("{what} {:?} should be [{b}, {cols}]", t.shape()),
                 ));
@@ -374,20 +317,20 @@ impl Stack {
             (Some(c), n) if n > 0 => want(c, n, "context")?,
             (None, 0) => {}
             (Some(_), _) => {
-                return Err(FfError::shape(
+                return Err(Error::shape(
                     op,
                     "context given to a stack without context input".into(),
                 ))
             }
             (None, n) => {
-                return Err(FfError::shape(
+                return Err(Error::shape(
                     op,
                     format!("stack needs a [{b}, {n}] context"),
                 ))
             }
         }
         if training && self.has_batchnorm() && b < 2 {
-            return Err(FfError::shape(
+            return Err(Error::shape(
                 op,
                 format!("batch norm in training needs 2+ rows, batch is {b}"),
             ));
@@ -412,20 +355,11 @@ impl Stack {
             let x = if l == 0 { input } else { &acts.outs[l - 1] };
             let y = if l + 1 == n { out } else { &acts.outs[l] };
             match layer {
-                Layer::Linear(lin) => {
-                    let mut o = Matmul::default();
-                    if let Some(b) = &lin.b {
-                        o = o.bias(&b.value);
-                    }
-                    matmul(enc, x, &lin.w.value, y, o)?;
-                    if let (Some(wc), Some(c)) = (&lin.wc, ctx) {
-                        matmul(enc, c, &wc.value, y, Matmul::default().accumulate(1.0))?;
-                    }
-                }
+                Layer::Linear(lin) => lin.forward_ctx(enc, x, ctx, y)?,
                 Layer::BatchNorm(bn) => {
                     let (mean, invstd) = acts.bn_saved[l]
                         .as_ref()
-                        .ok_or_else(|| FfError::Internal("batch-norm statistics missing".into()))?;
+                        .ok_or_else(|| Error::Internal("batch-norm statistics missing".into()))?;
                     batchnorm_forward(
                         enc,
                         x,
@@ -463,14 +397,14 @@ impl Stack {
     ) -> Result<()> {
         self.check_io("Stack::backward", acts, input, ctx, out, true)?;
         if dout.len() != out.len() {
-            return Err(FfError::shape(
+            return Err(Error::shape(
                 "Stack::backward",
                 format!("dout {:?} vs out {:?}", dout.shape(), out.shape()),
             ));
         }
         if let Some(dx) = dx {
             if dx.len() != input.len() {
-                return Err(FfError::shape(
+                return Err(Error::shape(
                     "Stack::backward",
                     format!("dx {:?} vs input {:?}", dx.shape(), input.shape()),
                 ));
@@ -482,7 +416,7 @@ impl Stack {
                 .first()
                 .is_some_and(|t| t.len() != acts.outs[0].len())
         {
-            return Err(FfError::shape(
+            return Err(Error::shape(
                 "Stack::backward",
                 "grads were made for another batch size".into(),
             ));
@@ -495,25 +429,19 @@ impl Stack {
             let dxl = if l == 0 { dx } else { Some(&grads.d[l - 1]) };
             match layer {
                 Layer::Linear(lin) => {
-                    matmul(enc, x, dy, &lin.w.grad, Matmul::default().ta())?;
-                    if let (Some(wc), Some(c)) = (&lin.wc, ctx) {
-                        matmul(enc, c, dy, &wc.grad, Matmul::default().ta())?;
-                    }
-                    if let Some(b) = &lin.b {
-                        col_sum(enc, dy, &b.grad, 1.0, 0.0)?;
-                    }
+                    lin.backward_params_ctx(enc, x, ctx, dy)?;
                     if let Some(dxl) = dxl {
-                        matmul(enc, dy, &lin.w.value, dxl, Matmul::default().tb())?;
+                        lin.backward_input(enc, dy, dxl, false)?;
                     }
                 }
                 Layer::BatchNorm(bn) => {
                     let (mean, invstd) = acts.bn_saved[l]
                         .as_ref()
-                        .ok_or_else(|| FfError::Internal("batch-norm statistics missing".into()))?;
+                        .ok_or_else(|| Error::Internal("batch-norm statistics missing".into()))?;
                     let target = match (dxl, &grads.input_scratch) {
                         (Some(t), _) | (None, Some(t)) => t,
                         (None, None) => {
-                            return Err(FfError::Internal(
+                            return Err(Error::Internal(
                                 "batch norm has no input-gradient buffer".into(),
                             ))
                         }

@@ -12,10 +12,14 @@
 //!
 //! Training algorithms are configurations of these pieces, not separate code paths.
 
+mod error;
 pub mod ff;
+mod in_flight;
 pub mod layers;
 mod linear;
 pub mod recurrent;
 pub mod sg;
 mod state;
 pub mod timescale;
+
+pub use error::{Error, Result};

@@ -3,8 +3,9 @@
 //! anything is allocated.
 
 use dni_graph::recurrent::{
-    BitWindow, Method, OutputLoss, RecurrentConfig, RecurrentError, RunGroup, StateBuf, StepPath,
+    BitWindow, Method, OutputLoss, RecurrentConfig, RunGroup, StateBuf, StepPath,
 };
+use dni_graph::Error;
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::testing::gpu;
 use dni_tasks::{CopyKind, CurriculumConfig, TaskStream, Window};
@@ -108,12 +109,9 @@ fn export_import_continues_bit_exactly_on_both_engines() {
         other.iter_mut().for_each(|c| c.hidden = 9);
         let mut g = RunGroup::with_path(&gpu, other, path).unwrap();
         let e = g.import_state(&state).unwrap_err();
-        assert!(matches!(e, RecurrentError::Checkpoint(_)), "{e}");
+        assert!(matches!(e, Error::Checkpoint(_)), "{e}");
         let mut g = RunGroup::with_path(&gpu, cfgs()[..2].to_vec(), path).unwrap();
-        assert!(matches!(
-            g.import_state(&state),
-            Err(RecurrentError::Checkpoint(_))
-        ));
+        assert!(matches!(g.import_state(&state), Err(Error::Checkpoint(_))));
         let mut cut = state.clone();
         if let StateBuf::F32(v) = &mut cut[0].1 {
             v.pop();
@@ -134,7 +132,7 @@ fn sizes_that_overflow_or_exceed_the_adapter_are_errors() {
         assert!(
             matches!(
                 e,
-                RecurrentError::Config {
+                Error::Config {
                     field: "hidden",
                     ..
                 }
@@ -145,8 +143,5 @@ fn sizes_that_overflow_or_exceed_the_adapter_are_errors() {
     let mut c = cfg(Method::Bptt, 8, 1);
     c.batch = usize::MAX / 4;
     let e = RunGroup::new(&gpu, vec![c]).err().expect("refused");
-    assert!(
-        matches!(e, RecurrentError::Config { field: "batch", .. }),
-        "{e}"
-    );
+    assert!(matches!(e, Error::Config { field: "batch", .. }), "{e}");
 }

@@ -2,9 +2,8 @@
 //! model learns the bootstrapped gradient; a zero-initialised SG changes nothing on the first step;
 //! "apply" and "train" are independent; the softmax variant learns text and evaluates held-out BPC.
 
-use dni_graph::recurrent::{
-    Method, OutputLoss, RecurrentConfig, RecurrentError, RecurrentTrainer, StepPath,
-};
+use dni_graph::recurrent::{Method, OutputLoss, RecurrentConfig, RecurrentTrainer, StepPath};
+use dni_graph::Error;
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::testing::gpu;
 use dni_kernels::Gpu;
@@ -318,7 +317,7 @@ fn bad_input_is_an_error() {
     bad.hidden = 0;
     assert!(matches!(
         RecurrentTrainer::new(&gpu, bad),
-        Err(RecurrentError::Config {
+        Err(Error::Config {
             field: "hidden",
             ..
         })
@@ -326,19 +325,19 @@ fn bad_input_is_an_error() {
     let mut bad = copy_config(Method::Dni { sg_scale: -1.0 }, 8, 1e-3);
     assert!(matches!(
         RecurrentTrainer::new(&gpu, bad.clone()),
-        Err(RecurrentError::Config { .. })
+        Err(Error::Config { .. })
     ));
     bad.method = Method::Bptt;
     let mut tr = RecurrentTrainer::new(&gpu, bad).unwrap();
     let n = T * B * dni_tasks::copy::WIDTH;
     let e = tr.train_window(&vec![0.0; n - 1], &vec![0.0; n], &vec![0.0; n]);
     assert!(
-        matches!(e, Err(RecurrentError::Input { what: "inputs", .. })),
+        matches!(e, Err(Error::Input { what: "inputs", .. })),
         "{e:?}"
     );
     assert!(matches!(
         tr.train_window_tokens(&[0; T * B], &[0; T * B]),
-        Err(RecurrentError::Mode(_))
+        Err(Error::Mode(_))
     ));
     assert_eq!(tr.windows_trained(), 0);
 
@@ -353,10 +352,7 @@ fn bad_input_is_an_error() {
     let mut ids = vec![0u32; T * B];
     ids[7] = 10;
     let e = lm.train_window_tokens(&ids, &vec![0; T * B]);
-    assert!(
-        matches!(e, Err(RecurrentError::Token { id: 10, .. })),
-        "{e:?}"
-    );
+    assert!(matches!(e, Err(Error::Token { id: 10, .. })), "{e:?}");
 }
 
 /// `[rows, k]·[k, n]` (+ bias), and with the left operand transposed.

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use dni_graph::recurrent::StateBuf;
 use dni_graph::timescale::{
-    Block, DigitStream, Evaluation, Method, TimescaleConfig, TimescaleError, TwoTimescale,
+    DigitBlock, DigitStream, Evaluation, Method, TimescaleConfig, TwoTimescale,
 };
+use dni_graph::Error;
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::reference::loss::softmax_xent_loss;
 use dni_kernels::reference::lstm::{window_forward, Dims, Params};
@@ -380,7 +381,7 @@ fn mnist_run(data: &Mnist, method: Method, t: usize, blocks: usize) -> (TwoTimes
     cfg.optim = OptimConfig::adam(3e-3);
     cfg.sg_optim = OptimConfig::adam(1e-4);
     let mut sys = TwoTimescale::new(&gpu, cfg).unwrap();
-    let mut block = Block::default();
+    let mut block = DigitBlock::default();
     for _ in 0..blocks {
         stream.next_block(&mut block);
         sys.train(&block).unwrap();
@@ -439,13 +440,13 @@ fn bad_input_is_an_error() {
     let mut bad = config(1, i, 4, 4, b, Method::Dni);
     assert!(matches!(
         TwoTimescale::new(&gpu, bad.clone()),
-        Err(TimescaleError::Config { field: "T", .. })
+        Err(Error::Config { field: "T", .. })
     ));
     bad.t = t;
     bad.hidden_b = 0;
     assert!(matches!(
         TwoTimescale::new(&gpu, bad),
-        Err(TimescaleError::Config {
+        Err(Error::Config {
             field: "hidden_b",
             ..
         })
@@ -453,12 +454,9 @@ fn bad_input_is_an_error() {
     let mut sys = TwoTimescale::new(&gpu, config(t, i, 4, 4, b, Method::EndToEnd)).unwrap();
     let x = vec![0.0; t * t * b * i];
     let err = sys.train_block(&x[1..], &[0; 6], &[0; 3]).unwrap_err();
-    assert!(
-        matches!(err, TimescaleError::Input { what: "inputs", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Input { what: "inputs", .. }), "{err}");
     let err = sys.train_block(&x, &[0; 5], &[0; 3]).unwrap_err();
-    assert!(matches!(err, TimescaleError::Input { .. }), "{err}");
+    assert!(matches!(err, Error::Input { .. }), "{err}");
     let err = sys
         .train_block(&x, &[0, 0, 3, 0, 0, 0], &[0; 3])
         .unwrap_err();

@@ -3,8 +3,9 @@
 //! The project avoids the `rand` crate so that every stream of numbers is fixed by the seed alone,
 //! independent of dependency versions. Not cryptographic.
 
-/// One step of SplitMix64; used to expand a 64-bit seed into xoshiro state.
-fn splitmix64(state: &mut u64) -> u64 {
+/// One step of SplitMix64; used to expand a 64-bit seed into xoshiro state, and as the whole
+/// generator of the recurrent trainers' initial weights (`dni_graph::recurrent`'s `InitRng`).
+pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

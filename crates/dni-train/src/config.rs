@@ -82,7 +82,7 @@ pub enum RnnMethod {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Optimizer {
+pub enum OptimizerKind {
     #[default]
     Adam,
     Sgd,
@@ -154,7 +154,7 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mnist: Option<MnistConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timescale: Option<TimescaleConfig>,
+    pub timescale: Option<TimescaleSection>,
     /// Where the values came from, for error messages; not part of the TOML.
     #[serde(skip)]
     pub origin: Origin,
@@ -224,7 +224,7 @@ pub struct RnnConfig {
     #[serde(default = "default_one")]
     pub aux_weight: f64,
     #[serde(default)]
-    pub optimizer: Optimizer,
+    pub optimizer: OptimizerKind,
     pub lr: f64,
     /// SGD momentum (ignored by Adam).
     #[serde(default = "default_momentum")]
@@ -240,7 +240,7 @@ pub struct RnnConfig {
     /// about its learning rate whatever the gradient's size, which can exceed tiny targets; SGD
     /// steps in proportion to them. A kind other than the core's trains on the per-step kernels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_optimizer: Option<Optimizer>,
+    pub sg_optimizer: Option<OptimizerKind>,
     /// SGD momentum of the SG model when `sg_optimizer = "sgd"` (default: `momentum`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sg_momentum: Option<f64>,
@@ -377,7 +377,7 @@ pub struct MnistConfig {
     pub batch: usize,
     pub steps: u64,
     #[serde(default)]
-    pub optimizer: Optimizer,
+    pub optimizer: OptimizerKind,
     pub lr: f64,
     /// SGD momentum (ignored by Adam).
     #[serde(default = "default_momentum")]
@@ -438,7 +438,7 @@ pub enum TimescaleMethod {
 /// `[timescale]`: the two-timescale MNIST system (paper 3.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TimescaleConfig {
+pub struct TimescaleSection {
     /// Directory with the four IDX files (gzipped or not).
     #[serde(default = "default_mnist_dir")]
     pub data_dir: PathBuf,
@@ -455,7 +455,7 @@ pub struct TimescaleConfig {
     pub lr: f64,
     /// Optimiser of the synthetic-gradient model (SGD with momentum 0.9, or Adam).
     #[serde(default)]
-    pub sg_optimizer: Optimizer,
+    pub sg_optimizer: OptimizerKind,
     /// Learning rate of the synthetic-gradient model; default `lr / 100`: B's message gradients are
     /// mostly label noise, and Adam at the networks' rate fits the noise (the SG then explains less
     /// than the zero predictor).
@@ -1222,7 +1222,7 @@ impl Validator<'_> {
         }
     }
 
-    fn check_timescale(&mut self, ts: &TimescaleConfig, base: &Path) {
+    fn check_timescale(&mut self, ts: &TimescaleSection, base: &Path) {
         self.check_sizes(
             "timescale",
             &[("timescale.hidden", ts.hidden)],
@@ -1461,7 +1461,7 @@ steps = 100
         let rnn = c.rnn.as_ref().unwrap();
         assert_eq!(
             (rnn.t, rnn.sg_scale, rnn.optimizer),
-            (3, 0.1, Optimizer::Adam)
+            (3, 0.1, OptimizerKind::Adam)
         );
         assert_eq!(c.copy, Some(CopyConfig::default()));
         assert_eq!(c.copy.as_ref().unwrap().window_chars, 1000);
@@ -1513,7 +1513,7 @@ method = "cdni"
         let r = c.rnn.unwrap();
         assert_eq!(
             (r.clip, r.sg_optimizer, r.sg_momentum),
-            (Some(0.25), Some(Optimizer::Sgd), Some(0.5))
+            (Some(0.25), Some(OptimizerKind::Sgd), Some(0.5))
         );
         assert_eq!(
             (r.probe_every, r.probe_steps(), r.sg_apply),

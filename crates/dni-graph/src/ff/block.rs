@@ -8,8 +8,8 @@ use dni_kernels::ops::optim::{OptimConfig, Optimizer};
 use dni_kernels::{Encoder, Gpu, Tensor};
 use dni_tasks::Rng;
 
-use super::error::{FfError, Result};
 use super::spec::{FfSpec, InterfaceSpec, SgSpec, SynthInputSpec};
+use crate::error::{Error, Result};
 use crate::layers::{Acts, Grads, Stack, StackSpec};
 
 /// One training batch on the GPU: inputs, labels as f32 class ids, and their one-hot rows.
@@ -40,7 +40,7 @@ impl DataSlot {
     ) -> Result<()> {
         let batch = self.labels.len();
         if x.len() != self.x.len() || labels.len() != batch {
-            return Err(FfError::shape(
+            return Err(Error::shape(
                 "BatchSource::fill",
                 format!(
                     "expected {} inputs and {batch} labels, got {} and {}",
@@ -51,7 +51,7 @@ impl DataSlot {
             ));
         }
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes) {
-            return Err(FfError::shape(
+            return Err(Error::shape(
                 "BatchSource::fill",
                 format!("label {bad} is not below {classes} classes"),
             ));
@@ -201,7 +201,7 @@ impl Regressor {
     pub(crate) fn take_slot(&mut self) -> Result<PredSlot> {
         self.free
             .pop()
-            .ok_or_else(|| FfError::Internal("no free prediction workspace".into()))
+            .ok_or_else(|| Error::Internal("no free prediction workspace".into()))
     }
 
     fn ctx<'a>(&self, data: &'a DataSlot) -> Option<&'a Tensor> {
@@ -372,7 +372,7 @@ impl Block {
                 let metrics = self
                     .metrics
                     .as_ref()
-                    .ok_or_else(|| FfError::Internal("head without metrics".into()))?;
+                    .ok_or_else(|| Error::Internal("head without metrics".into()))?;
                 softmax_xent(
                     enc,
                     logits,
@@ -385,7 +385,7 @@ impl Block {
                 Ok(())
             }
             (None, Some(out)) => self.stack.forward(enc, &self.acts, input, None, out, true),
-            (None, None) => Err(FfError::Internal(
+            (None, None) => Err(Error::Internal(
                 "hidden block without an output buffer".into(),
             )),
         }
@@ -410,11 +410,11 @@ impl Block {
                 let iface = self
                     .out_iface
                     .as_ref()
-                    .ok_or_else(|| FfError::Internal("hidden block without an interface".into()))?;
+                    .ok_or_else(|| Error::Internal("hidden block without an interface".into()))?;
                 let buf = self
                     .dh
                     .as_ref()
-                    .ok_or_else(|| FfError::Internal("no gradient buffer".into()))?;
+                    .ok_or_else(|| Error::Internal("no gradient buffer".into()))?;
                 let lambda = iface.lambda;
                 let inv_b = 1.0 / self.batch as f32;
                 let pred = pred.filter(|_| iface.apply_sg);
@@ -439,7 +439,7 @@ impl Block {
                 (out, dh)
             }
             (None, None) => {
-                return Err(FfError::Internal(
+                return Err(Error::Internal(
                     "hidden block without an output buffer".into(),
                 ))
             }

@@ -3,8 +3,8 @@
 use dni_kernels::{Gpu, Tensor};
 
 use super::block::EvalBuffers;
-use super::error::{FfError, Result};
 use super::FfNet;
+use crate::error::{Error, Result};
 
 /// A data set uploaded to the GPU in batches; the last batch is padded with rows labelled -1,
 /// which the loss ignores.
@@ -20,13 +20,13 @@ impl EvalSet {
     pub fn new(gpu: &Gpu, input: usize, x: &[f32], labels: &[u32], batch: usize) -> Result<Self> {
         let n = labels.len();
         if n == 0 || batch == 0 || input == 0 {
-            return Err(FfError::shape(
+            return Err(Error::shape(
                 "EvalSet::new",
                 format!("{n} examples, batch {batch}, {input} features"),
             ));
         }
         if x.len() != n * input {
-            return Err(FfError::shape(
+            return Err(Error::shape(
                 "EvalSet::new",
                 format!(
                     "{n} labels need {} input values, got {}",
@@ -66,9 +66,9 @@ impl EvalSet {
     }
 }
 
-/// Test error and mean cross-entropy.
+/// Test error and mean cross-entropy of the classifier over an [`EvalSet`].
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct EvalResult {
+pub struct ClassifierEval {
     pub examples: usize,
     pub error: f64,
     pub loss: f64,
@@ -83,9 +83,9 @@ pub(crate) struct EvalBuffersSet {
     metrics: Tensor,
 }
 
-pub(crate) fn evaluate(net: &mut FfNet, set: &EvalSet) -> Result<EvalResult> {
+pub(crate) fn evaluate(net: &mut FfNet, set: &EvalSet) -> Result<ClassifierEval> {
     if set.input != net.spec.input {
-        return Err(FfError::shape(
+        return Err(Error::shape(
             "FfNet::evaluate",
             format!(
                 "the set has {} features, the net {}",
@@ -109,7 +109,7 @@ pub(crate) fn evaluate(net: &mut FfNet, set: &EvalSet) -> Result<EvalResult> {
     let ev = net
         .eval
         .as_ref()
-        .ok_or_else(|| FfError::Internal("eval buffers missing".into()))?;
+        .ok_or_else(|| Error::Internal("eval buffers missing".into()))?;
     let mut enc = gpu.encoder();
     enc.clear(&ev.metrics);
     for (x, labels) in &set.batches {
@@ -121,7 +121,7 @@ pub(crate) fn evaluate(net: &mut FfNet, set: &EvalSet) -> Result<EvalResult> {
     gpu.submit(enc);
     let m = gpu.read(&ev.metrics)?;
     let n = set.n as f64;
-    Ok(EvalResult {
+    Ok(ClassifierEval {
         examples: set.n,
         error: m[1] as f64 / n,
         loss: m[0] as f64 / n,

@@ -17,7 +17,6 @@
 //! See docs/FEEDFORWARD.md for the protocol.
 
 mod block;
-pub mod error;
 mod eval;
 mod single;
 pub mod spec;
@@ -27,8 +26,9 @@ use dni_kernels::ops::optim::Param;
 use dni_kernels::{Gpu, Tensor};
 use dni_tasks::Rng;
 
-pub use error::{FfError, Result};
-pub use eval::{EvalResult, EvalSet};
+use crate::error::Error;
+pub use crate::error::Result;
+pub use eval::{ClassifierEval, EvalSet};
 pub use spec::{FfSpec, InterfaceSpec, SgSpec, SynthInputSpec};
 
 use crate::layers::{LayerSpec, StackSpec};
@@ -282,11 +282,11 @@ impl FfNet {
         let head = self
             .blocks
             .last()
-            .ok_or_else(|| FfError::Internal("no blocks".into()))?;
+            .ok_or_else(|| Error::Internal("no blocks".into()))?;
         let metrics = head
             .metrics
             .as_ref()
-            .ok_or_else(|| FfError::Internal("head without metrics".into()))?;
+            .ok_or_else(|| Error::Internal("head without metrics".into()))?;
         self.gpu.read(metrics)?;
         Ok(())
     }
@@ -307,11 +307,11 @@ impl FfNet {
         let head = self
             .blocks
             .last()
-            .ok_or_else(|| FfError::Internal("no blocks".into()))?;
+            .ok_or_else(|| Error::Internal("no blocks".into()))?;
         let metrics = head
             .metrics
             .as_ref()
-            .ok_or_else(|| FfError::Internal("head without metrics".into()))?;
+            .ok_or_else(|| Error::Internal("head without metrics".into()))?;
         let mut tensors: Vec<&Tensor> = vec![metrics];
         for b in &self.blocks {
             for r in [&b.sg, &b.synth].into_iter().flatten() {
@@ -479,7 +479,7 @@ impl FfNet {
             .into_iter()
             .map(|(n, c)| (n, c.len()))
             .collect();
-        crate::state::check(state, &tensors, &counters).map_err(FfError::Checkpoint)?;
+        crate::state::check(state, &tensors, &counters).map_err(Error::Checkpoint)?;
         for (name, t) in self.state_tensors() {
             if let Some(v) = crate::state::f32s(state, &name) {
                 t.write(&self.gpu, v)?;
@@ -487,7 +487,7 @@ impl FfNet {
         }
         let word = |name: &str| -> Result<&[u64]> {
             crate::state::u64s(state, name)
-                .ok_or_else(|| FfError::Checkpoint(format!("counter {name} is missing")))
+                .ok_or_else(|| Error::Checkpoint(format!("counter {name} is missing")))
         };
         self.step = word("step")?[0];
         for i in 0..self.blocks.len() {
@@ -519,7 +519,7 @@ impl FfNet {
 
     /// Test error and loss of the real chain (every block on its predecessor's output, batch norm on
     /// running statistics), one read-back at the end.
-    pub fn evaluate(&mut self, set: &EvalSet) -> Result<EvalResult> {
+    pub fn evaluate(&mut self, set: &EvalSet) -> Result<ClassifierEval> {
         eval::evaluate(self, set)
     }
 }

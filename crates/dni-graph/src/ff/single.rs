@@ -3,14 +3,10 @@
 //! down). Each SG model is trained on the target of the same step, so there is no staleness: this is
 //! the reference the threaded schedule is compared with.
 
-use std::collections::VecDeque;
-
-use super::error::{FfError, Result};
 use super::{BatchSource, FfNet, StepStats};
+use crate::error::{Error, Result};
+use crate::in_flight::InFlight;
 use dni_kernels::Tensor;
-
-/// Submissions the host may run ahead of the GPU before it waits.
-const MAX_AHEAD: usize = 4;
 
 pub(crate) fn run(net: &mut FfNet, steps: u64, source: &mut dyn BatchSource) -> Result<StepStats> {
     let gpu = net.gpu.clone();
@@ -19,7 +15,7 @@ pub(crate) fn run(net: &mut FfNet, steps: u64, source: &mut dyn BatchSource) -> 
     let p_update = net.spec.p_update;
     let classes = net.spec.classes;
     let mut stats = StepStats::default();
-    let mut in_flight = VecDeque::new();
+    let mut in_flight = InFlight::default();
     let data = net.data_ring[0].clone();
     let h: Vec<Option<Tensor>> = net.h_ring.iter().map(|r| r.first().cloned()).collect();
     let dx_buf: Vec<Option<Tensor>> = net.dx_ring.iter().map(|r| r.first().cloned()).collect();
@@ -29,16 +25,8 @@ pub(crate) fn run(net: &mut FfNet, steps: u64, source: &mut dyn BatchSource) -> 
         }
     }
     for _ in 0..steps {
-        if in_flight.len() >= MAX_AHEAD {
-            if let Some(idx) = in_flight.pop_front() {
-                gpu.device()
-                    .poll(wgpu::PollType::Wait {
-                        submission_index: Some(idx),
-                        timeout: None,
-                    })
-                    .map_err(|e| FfError::Gpu(dni_kernels::Error::DeviceLost(e.to_string())))?;
-                stats.gpu_waits += 1;
-            }
+        if in_flight.make_room(&gpu)? {
+            stats.gpu_waits += 1;
         }
         let scratch = &mut net.scratch;
         source.fill(&mut scratch.x, &mut scratch.ids);
@@ -80,7 +68,7 @@ pub(crate) fn run(net: &mut FfNet, steps: u64, source: &mut dyn BatchSource) -> 
             } else {
                 h[i - 1]
                     .clone()
-                    .ok_or_else(|| FfError::Internal("missing activation buffer".into()))?
+                    .ok_or_else(|| Error::Internal("missing activation buffer".into()))?
             };
             block.forward(&mut enc, &input, h[i].as_ref(), &data)?;
             // I_i regresses on what block i-1 really produced this step.
@@ -89,7 +77,7 @@ pub(crate) fn run(net: &mut FfNet, steps: u64, source: &mut dyn BatchSource) -> 
             {
                 let target = h[i - 1]
                     .as_ref()
-                    .ok_or_else(|| FfError::Internal("missing activation".into()))?;
+                    .ok_or_else(|| Error::Internal("missing activation".into()))?;
                 synth.train(&mut enc, &data.x, &data, slot, target)?;
             }
             // Evaluated whenever the SG model will be trained, even if the block does not update.
@@ -113,7 +101,7 @@ pub(crate) fn run(net: &mut FfNet, steps: u64, source: &mut dyn BatchSource) -> 
             let block = &net.blocks[i];
             let input = inputs[i]
                 .as_ref()
-                .ok_or_else(|| FfError::Internal("missing input".into()))?;
+                .ok_or_else(|| Error::Internal("missing input".into()))?;
             let true_grad = if block.waits() {
                 dx.get(i + 1).cloned().flatten()
             } else {
@@ -155,7 +143,7 @@ pub(crate) fn run(net: &mut FfNet, steps: u64, source: &mut dyn BatchSource) -> 
                 }
             }
         }
-        in_flight.push_back(gpu.submit(enc));
+        in_flight.push(gpu.submit(enc));
         stats.submissions += 1;
         // Workspaces go back to their rings; the next step's work is recorded after this submission.
         for (i, block) in net.blocks.iter_mut().enumerate() {

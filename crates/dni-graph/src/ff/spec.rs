@@ -4,7 +4,7 @@
 
 use dni_kernels::ops::optim::OptimConfig;
 
-use super::error::{FfError, Result};
+use crate::error::{Error, Result};
 
 /// A synthetic-gradient model `M(h)` or, conditioned, `M(h, onehot(y))`.
 #[derive(Clone, Debug, PartialEq)]
@@ -189,9 +189,8 @@ impl FfSpec {
 
     /// Checks every value and the consistency between them.
     pub fn validate(&self) -> Result<()> {
-        let cfg = |field, value: &dyn std::fmt::Display, reason| {
-            Err(FfError::config(field, value, reason))
-        };
+        let cfg =
+            |field, value: &dyn std::fmt::Display, reason| Err(Error::config(field, value, reason));
         if self.input == 0 {
             return cfg("input", &self.input, "needs at least one feature");
         }

@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 use dni_kernels::{Encoder, Gpu, Tensor};
 
 use super::block::{Block, DataSlot, HostScratch, PredSlot};
-use super::error::{FfError, Result};
 use super::{BatchSource, FfNet, StepStats};
+use crate::error::{Error, Result};
+use crate::in_flight::InFlight;
 
 /// How often a waiting thread checks whether another one failed.
 const POLL: Duration = Duration::from_millis(50);
@@ -150,8 +151,8 @@ struct Worker<'a> {
     stats: StepStats,
 }
 
-fn internal(what: impl Into<String>) -> FfError {
-    FfError::Internal(what.into())
+fn internal(what: impl Into<String>) -> Error {
+    Error::Internal(what.into())
 }
 
 fn send(to: &Option<SyncSender<Msg>>, m: Msg) {
@@ -204,10 +205,10 @@ impl Worker<'_> {
                 Ok(m) => self.handle(m)?,
                 Err(RecvTimeoutError::Timeout) => {
                     if self.abort.load(Ordering::Relaxed) {
-                        return Err(FfError::Aborted);
+                        return Err(Error::Aborted);
                     }
                     if start.elapsed() > STALL {
-                        return Err(FfError::Stalled {
+                        return Err(Error::Stalled {
                             block: self.i,
                             what: match kind {
                                 Wait::Input => "its input",
@@ -596,8 +597,7 @@ struct Feeder<'a> {
     targets: Vec<SyncSender<Msg>>,
     abort: &'a AtomicBool,
     classes: usize,
-    in_flight: VecDeque<wgpu::SubmissionIndex>,
-    max_ahead: usize,
+    in_flight: InFlight,
     stats: StepStats,
 }
 
@@ -627,10 +627,10 @@ impl Feeder<'_> {
                     Ok(_) => return Err(internal("feeder got a message meant for a block")),
                     Err(RecvTimeoutError::Timeout) => {
                         if self.abort.load(Ordering::Relaxed) {
-                            return Err(FfError::Aborted);
+                            return Err(Error::Aborted);
                         }
                         if start.elapsed() > STALL {
-                            return Err(FfError::Stalled {
+                            return Err(Error::Stalled {
                                 block: usize::MAX,
                                 what: "a free batch buffer (feeder)",
                                 secs: STALL.as_secs(),
@@ -645,17 +645,8 @@ impl Feeder<'_> {
             if blocked {
                 self.stats.waits_feeder += 1;
             }
-            if self.in_flight.len() >= self.max_ahead {
-                if let Some(idx) = self.in_flight.pop_front() {
-                    self.gpu
-                        .device()
-                        .poll(wgpu::PollType::Wait {
-                            submission_index: Some(idx),
-                            timeout: None,
-                        })
-                        .map_err(|e| FfError::Gpu(dni_kernels::Error::DeviceLost(e.to_string())))?;
-                    self.stats.gpu_waits += 1;
-                }
+            if self.in_flight.make_room(&self.gpu)? {
+                self.stats.gpu_waits += 1;
             }
             let slot = self
                 .free
@@ -671,7 +662,7 @@ impl Feeder<'_> {
             written?;
             // An empty submission flushes the upload and marks this point of the queue.
             self.in_flight
-                .push_back(self.gpu.queue().submit(std::iter::empty()));
+                .push(self.gpu.queue().submit(std::iter::empty()));
             self.stats.marker_submissions += 1;
             let lent = Lent::new(slot, self.me.clone(), Item::Data);
             for t in &self.targets {
@@ -732,12 +723,11 @@ pub(crate) fn run(net: &mut FfNet, steps: u64, source: &mut dyn BatchSource) -> 
         },
         abort: &abort,
         classes,
-        in_flight: VecDeque::new(),
-        max_ahead: data_ring.len(),
+        in_flight: InFlight::with_cap(data_ring.len()),
         stats: StepStats::default(),
     };
     let mut stats = StepStats::default();
-    let mut first_error: Option<FfError> = None;
+    let mut first_error: Option<Error> = None;
     std::thread::scope(|sc| {
         let mut handles = Vec::with_capacity(n);
         for (i, (block, inbox)) in blocks.iter_mut().zip(rxs).enumerate() {
@@ -792,7 +782,7 @@ pub(crate) fn run(net: &mut FfNet, steps: u64, source: &mut dyn BatchSource) -> 
                         // Keep the root cause, not the "stopped because another failed" echoes.
                         if first_error
                             .as_ref()
-                            .is_none_or(|f| matches!(f, FfError::Aborted))
+                            .is_none_or(|f| matches!(f, Error::Aborted))
                         {
                             first_error = Some(e);
                         }

@@ -185,7 +185,7 @@ impl RecurrentConfig {
         for (field, n) in self.largest_buffers()? {
             let bytes = (n as u64).saturating_mul(4);
             if bytes > max {
-                return Err(super::error::RecurrentError::Config {
+                return Err(crate::Error::Config {
                     field,
                     value: format!("{} (a buffer of {bytes} bytes)", self.field_value(field)),
                     reason: "exceeds the adapter's largest storage buffer \

@@ -9,13 +9,12 @@ use dni_kernels::ops::rnn_step::{
 use dni_kernels::{Gpu, Tensor};
 
 use super::config::{OutputLoss, RecurrentConfig};
-use super::error::{check_eval_steps, check_len, one_hot, RecurrentError, Result};
+use super::error::{check_eval_steps, check_len, one_hot};
 use super::group::{BitWindow, TokenWindow};
 use super::init::InitRng;
 use super::metrics::{EvalResult, Metrics};
-
-/// Windows submitted without a read-back before the group waits for the device.
-const MAX_IN_FLIGHT: u64 = 256;
+use crate::error::{Error, Result};
+use crate::in_flight::InFlight;
 
 /// Parameter names, in the order of [`RunGroup::param_names`].
 const NAMES: [&str; 9] = [
@@ -118,7 +117,7 @@ pub(crate) struct FusedGroup {
     windows_total: u64,
     windows_unread: u64,
     sg_windows_unread: Vec<u64>,
-    in_flight: u64,
+    in_flight: InFlight,
     host_input: Vec<f32>,
 }
 
@@ -127,15 +126,15 @@ impl FusedGroup {
     /// `±1/√H`, forget-gate bias 1, SG model and aux head at zero) and all buffers.
     pub fn new(gpu: &Gpu, cfgs: Vec<RecurrentConfig>, variant: RnnVariant) -> Result<Self> {
         let Some(first) = cfgs.first() else {
-            return Err(RecurrentError::Mode("a run group needs at least one run"));
+            return Err(Error::Mode("a run group needs at least one run"));
         };
         for c in &cfgs {
             c.validate()?;
             if let Some(why) = group_mismatch(first, c) {
-                return Err(RecurrentError::Group(why));
+                return Err(Error::Group(why));
             }
         }
-        let rule = rule(first).map_err(RecurrentError::Group)?;
+        let rule = rule(first).map_err(Error::Group)?;
         let shape = shape_of(&cfgs);
         let mut step = RnnStep::with_variant(gpu, shape, rule, variant)?;
         step.set_clipping(cfgs.iter().any(|c| c.clip.is_some()));
@@ -172,7 +171,7 @@ impl FusedGroup {
             windows_total: 0,
             windows_unread: 0,
             sg_windows_unread: vec![0; k],
-            in_flight: 0,
+            in_flight: InFlight::default(),
             host_input: vec![0.0; lay.in_run * k],
             step,
             cfgs,
@@ -184,7 +183,7 @@ impl FusedGroup {
     }
 
     pub fn config(&self, run: usize) -> Result<&RecurrentConfig> {
-        self.cfgs.get(run).ok_or(RecurrentError::Run {
+        self.cfgs.get(run).ok_or(Error::Run {
             run,
             runs: self.cfgs.len(),
         })
@@ -248,7 +247,7 @@ impl FusedGroup {
     pub fn set_lr(&self, run: usize, lr: f32) -> Result<()> {
         self.check_run(run)?;
         if !lr.is_finite() {
-            return Err(RecurrentError::Config {
+            return Err(Error::Config {
                 field: "lr",
                 value: lr.to_string(),
                 reason: "must be finite",
@@ -261,7 +260,7 @@ impl FusedGroup {
     pub fn train_window(&mut self, windows: &[BitWindow]) -> Result<()> {
         let c = &self.cfgs[0];
         if c.loss != OutputLoss::SigmoidBits {
-            return Err(RecurrentError::Mode(
+            return Err(Error::Mode(
                 "train_window needs a SigmoidBits model; use train_window_tokens for softmax",
             ));
         }
@@ -284,7 +283,7 @@ impl FusedGroup {
     /// One training window of token ids for every run (`Softmax` models, one-hot input).
     pub fn train_window_tokens(&mut self, windows: &[TokenWindow]) -> Result<()> {
         if self.cfgs[0].loss != OutputLoss::Softmax {
-            return Err(RecurrentError::Mode(
+            return Err(Error::Mode(
                 "train_window_tokens needs a Softmax model; use train_window for bit targets",
             ));
         }
@@ -312,7 +311,7 @@ impl FusedGroup {
         let labels = &mut self.host_input[base + lay.in_t..base + lay.in_t + tb];
         for (dst, &id) in labels.iter_mut().zip(targets) {
             if id as usize >= o {
-                return Err(RecurrentError::Token {
+                return Err(Error::Token {
                     what: "target",
                     id,
                     vocab: o,
@@ -326,7 +325,7 @@ impl FusedGroup {
     fn submit_train(&mut self) -> Result<()> {
         let mut enc = self.gpu.encoder();
         self.step.record_train(&mut enc)?;
-        self.gpu.submit(enc);
+        let submission = self.gpu.submit(enc);
         for r in 0..self.cfgs.len() {
             if self.train_sg[r] && self.windows_total > 0 {
                 self.sg_windows_unread[r] += 1;
@@ -334,11 +333,7 @@ impl FusedGroup {
         }
         self.windows_total += 1;
         self.windows_unread += 1;
-        self.in_flight += 1;
-        if self.in_flight >= MAX_IN_FLIGHT {
-            self.gpu.sync()?;
-            self.in_flight = 0;
-        }
+        self.in_flight.submitted(&self.gpu, submission)?;
         Ok(())
     }
 
@@ -376,7 +371,7 @@ impl FusedGroup {
         self.gpu.submit(enc);
         self.windows_unread = 0;
         self.sg_windows_unread.fill(0);
-        self.in_flight = 0;
+        self.in_flight.clear();
         Ok(out)
     }
 
@@ -384,7 +379,7 @@ impl FusedGroup {
     /// returns run 0's first loss sum; metrics are left as they are.
     pub fn finish(&mut self) -> Result<f32> {
         let v = self.gpu.read(&self.step.metrics)?;
-        self.in_flight = 0;
+        self.in_flight.clear();
         Ok(v[0])
     }
 
@@ -426,7 +421,7 @@ impl FusedGroup {
     /// Where a named parameter lies in one run's block: rows of `cols` floats starting at `start`.
     fn param_range(&self, run: usize, name: &str) -> Result<(usize, usize, usize)> {
         if !self.param_names(run)?.contains(&name) {
-            return Err(RecurrentError::UnknownParam(name.to_string()));
+            return Err(Error::UnknownParam(name.to_string()));
         }
         let c = &self.cfgs[0];
         let (i, h, o) = (c.input, c.hidden, c.output);
@@ -471,9 +466,7 @@ impl FusedGroup {
     ) -> Result<Vec<EvalResult>> {
         let c = self.cfgs[0].clone();
         if c.loss != OutputLoss::Softmax {
-            return Err(RecurrentError::Mode(
-                "evaluate_tokens needs a Softmax model",
-            ));
+            return Err(Error::Mode("evaluate_tokens needs a Softmax model"));
         }
         let (t, b, k) = (c.t, c.batch, self.cfgs.len());
         let lay = *self.step.layout();
@@ -488,7 +481,7 @@ impl FusedGroup {
             .metrics
             .write_at(&self.gpu, half, &vec![0.0; half])?;
         let (mut ins, mut tgts) = (Vec::new(), Vec::new());
-        let mut queued = 0u64;
+        let mut queued = InFlight::default();
         while let Some(steps) = next(&mut ins, &mut tgts) {
             if steps == 0 {
                 continue;
@@ -505,11 +498,7 @@ impl FusedGroup {
             self.step.input.write(&self.gpu, &self.host_input)?;
             let mut enc = self.gpu.encoder();
             self.step.record_eval(&mut enc)?;
-            self.gpu.submit(enc);
-            queued += 1;
-            if queued.is_multiple_of(MAX_IN_FLIGHT) {
-                self.gpu.sync()?;
-            }
+            queued.submitted(&self.gpu, self.gpu.submit(enc))?;
         }
         let all = self.gpu.read(&self.step.metrics)?;
         Ok((0..k)
@@ -575,13 +564,9 @@ impl FusedGroup {
             "sg_windows_unread" => self.sg_windows_unread = v.to_vec(),
             "apply_sg" => self.apply_sg = flags(v),
             "train_sg" => self.train_sg = flags(v),
-            _ => {
-                return Err(RecurrentError::Checkpoint(format!(
-                    "unknown counter {name:?}"
-                )))
-            }
+            _ => return Err(Error::Checkpoint(format!("unknown counter {name:?}"))),
         }
-        self.in_flight = 0;
+        self.in_flight.clear();
         Ok(())
     }
 }

@@ -14,10 +14,11 @@ use dni_kernels::ops::rnn_step::{cached_unavailable, RnnVariant};
 use dni_kernels::Gpu;
 
 use super::config::{OutputLoss, RecurrentConfig};
-use super::error::{check_len, one_hot, RecurrentError, Result};
+use super::error::{check_len, one_hot};
 use super::fused::{fused_unavailable, group_mismatch, shape_of, FusedGroup};
 use super::metrics::{EvalResult, Metrics};
 use super::per_step::PerStepTrainer;
+use crate::error::{Error, Result};
 use crate::sg::{fidelity, Fidelity, FutureTargets, ProbeModel};
 
 /// One run's window of bit vectors: inputs `[T][B][input]`, targets and mask `[T][B][output]`.
@@ -91,21 +92,21 @@ impl RunGroup {
     /// As [`new`](Self::new), on the chosen path.
     pub fn with_path(gpu: &Gpu, cfgs: Vec<RecurrentConfig>, path: StepPath) -> Result<Self> {
         if cfgs.is_empty() {
-            return Err(RecurrentError::Mode("a run group needs at least one run"));
+            return Err(Error::Mode("a run group needs at least one run"));
         }
         for c in &cfgs {
             c.validate()?;
             c.check_fits(gpu)?;
         }
         if let Some(why) = runs_mismatch(&cfgs) {
-            return Err(RecurrentError::Group(why));
+            return Err(Error::Group(why));
         }
         let variant = match path {
             StepPath::PerStep => None,
             StepPath::Auto => auto_fused(gpu, &cfgs).then_some(RnnVariant::Auto),
             StepPath::Fused | StepPath::FusedStreaming | StepPath::FusedCached => {
                 if let Some(why) = fused_unavailable(gpu, &cfgs) {
-                    return Err(RecurrentError::Group(why));
+                    return Err(Error::Group(why));
                 }
                 Some(match path {
                     StepPath::FusedStreaming => RnnVariant::Streaming,
@@ -143,8 +144,8 @@ impl RunGroup {
         }
     }
 
-    fn run_err(&self, run: usize) -> RecurrentError {
-        RecurrentError::Run {
+    fn run_err(&self, run: usize) -> Error {
+        Error::Run {
             run,
             runs: self.runs(),
         }
@@ -153,7 +154,7 @@ impl RunGroup {
     fn per_step(&self, run: usize) -> Result<&PerStepTrainer> {
         match &self.engine {
             Engine::PerStep(v) => v.get(run).ok_or_else(|| self.run_err(run)),
-            Engine::Fused(_) => Err(RecurrentError::Mode("not a per-step group")),
+            Engine::Fused(_) => Err(Error::Mode("not a per-step group")),
         }
     }
 
@@ -161,7 +162,7 @@ impl RunGroup {
         let err = self.run_err(run);
         match &mut self.engine {
             Engine::PerStep(v) => v.get_mut(run).ok_or(err),
-            Engine::Fused(_) => Err(RecurrentError::Mode("not a per-step group")),
+            Engine::Fused(_) => Err(Error::Mode("not a per-step group")),
         }
     }
 
@@ -391,12 +392,12 @@ impl RunGroup {
     ) -> Result<Option<Fidelity>> {
         let c = self.config(run)?;
         if c.loss != OutputLoss::SigmoidBits {
-            return Err(RecurrentError::Mode(
+            return Err(Error::Mode(
                 "probe_bits needs a SigmoidBits model; use probe_tokens for softmax",
             ));
         }
         if futures.is_empty() {
-            return Err(RecurrentError::Mode("the probe needs at least one future"));
+            return Err(Error::Mode("the probe needs at least one future"));
         }
         let rows = steps.saturating_mul(c.batch);
         for f in futures {
@@ -435,7 +436,7 @@ impl RunGroup {
     ) -> Result<Option<Fidelity>> {
         let c = self.config(run)?;
         if c.loss != OutputLoss::Softmax {
-            return Err(RecurrentError::Mode("probe_tokens needs a Softmax model"));
+            return Err(Error::Mode("probe_tokens needs a Softmax model"));
         }
         let rows = steps.saturating_mul(c.batch);
         check_len("probe token inputs", future.inputs.len(), rows)?;
@@ -565,13 +566,13 @@ impl RunGroup {
             match find(name) {
                 Some(StateBuf::F32(v)) if v.len() == *len => {}
                 Some(StateBuf::F32(v)) => {
-                    return Err(RecurrentError::Checkpoint(format!(
+                    return Err(Error::Checkpoint(format!(
                         "{name} holds {} values, this model has {len}",
                         v.len()
                     )))
                 }
                 _ => {
-                    return Err(RecurrentError::Checkpoint(format!(
+                    return Err(Error::Checkpoint(format!(
                         "{name} is missing (the checkpoint was written by another engine ({}) or \
                          model)",
                         state
@@ -585,7 +586,7 @@ impl RunGroup {
             match find(name) {
                 Some(StateBuf::U64(v)) if v.len() == *len => {}
                 _ => {
-                    return Err(RecurrentError::Checkpoint(format!(
+                    return Err(Error::Checkpoint(format!(
                         "counter {name} is missing or of another length"
                     )))
                 }
@@ -594,7 +595,7 @@ impl RunGroup {
         if let Some((extra, _)) = state.iter().find(|(n, _)| {
             !tensors.iter().any(|(t, _)| t == n) && !counters.iter().any(|(c, _)| c == n)
         }) {
-            return Err(RecurrentError::Checkpoint(format!(
+            return Err(Error::Checkpoint(format!(
                 "{extra} is not part of this group's state (another engine, method or run count)"
             )));
         }

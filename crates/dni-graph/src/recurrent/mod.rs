@@ -36,8 +36,9 @@ mod metrics;
 mod per_step;
 mod trainer;
 
+pub use crate::error::Result;
 pub use config::{Method, OutputLoss, RecurrentConfig};
-pub use error::{RecurrentError, Result};
+pub(crate) use error::RecurrentError;
 pub use fused::fused_unavailable;
 pub use group::{runs_mismatch, BitWindow, RunGroup, StateBuf, StepPath, TokenWindow};
 pub use metrics::{EvalResult, Metrics};

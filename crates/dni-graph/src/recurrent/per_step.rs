@@ -30,12 +30,9 @@ use super::config::{OutputLoss, RecurrentConfig};
 use super::error::{check_eval_steps, check_len, one_hot, RecurrentError, Result};
 use super::init::InitRng;
 use super::metrics::{EvalResult, Metrics};
+use crate::in_flight::InFlight;
 use crate::linear::Linear;
 use crate::sg::model::{SgShape, Synthesizer};
-
-/// Windows submitted without any read-back before the trainer waits for the device, so that a caller
-/// who never reads metrics cannot queue unbounded work.
-const MAX_IN_FLIGHT: u64 = 256;
 
 /// The LSTM core's parameters; gate order i, f, g, o.
 struct Core {
@@ -105,7 +102,7 @@ pub(crate) struct PerStepTrainer {
     windows_unread: u64,
     sg_windows_unread: u64,
     windows_total: u64,
-    in_flight: u64,
+    in_flight: InFlight,
     /// Dispatches the last training step recorded.
     last_dispatches: usize,
 
@@ -211,7 +208,7 @@ impl PerStepTrainer {
             windows_unread: 0,
             sg_windows_unread: 0,
             windows_total: 0,
-            in_flight: 0,
+            in_flight: InFlight::default(),
             last_dispatches: 0,
             host_x: vec![0.0; t * b * i],
             host_labels: vec![0.0; t * b],
@@ -371,7 +368,7 @@ impl PerStepTrainer {
         self.gpu.submit(enc);
         self.windows_unread = 0;
         self.sg_windows_unread = 0;
-        self.in_flight = 0;
+        self.in_flight.clear();
         Ok(m)
     }
 
@@ -379,7 +376,7 @@ impl PerStepTrainer {
     /// it; metrics are left as they are. Benchmarks end each timed step with this.
     pub fn finish(&mut self) -> Result<f32> {
         let v = self.gpu.read(&self.task_metrics)?;
-        self.in_flight = 0;
+        self.in_flight.clear();
         Ok(v[0])
     }
 
@@ -410,7 +407,7 @@ impl PerStepTrainer {
         self.gpu.submit(enc);
         let (mut ins, mut tgts) = (Vec::new(), Vec::new());
         let mut chars = 0u64;
-        let mut queued = 0u64;
+        let mut queued = InFlight::default();
         while let Some(steps) = next(&mut ins, &mut tgts) {
             if steps == 0 {
                 continue;
@@ -436,12 +433,8 @@ impl PerStepTrainer {
                 0.0,
                 &self.eval_metrics,
             )?;
-            self.gpu.submit(enc);
+            queued.submitted(&self.gpu, self.gpu.submit(enc))?;
             chars += (steps * b) as u64;
-            queued += 1;
-            if queued.is_multiple_of(MAX_IN_FLIGHT) {
-                self.gpu.sync()?;
-            }
         }
         let m = self.gpu.read(&self.eval_metrics)?;
         Ok(EvalResult {
@@ -634,16 +627,12 @@ impl PerStepTrainer {
         }
         enc.copy(self.lstm.s_last(), &self.s0)?;
         self.last_dispatches = enc.dispatches();
-        self.gpu.submit(enc);
+        let submission = self.gpu.submit(enc);
 
         self.windows_total += 1;
         self.windows_unread += 1;
         self.sg_windows_unread += sg_trained as u64;
-        self.in_flight += 1;
-        if self.in_flight >= MAX_IN_FLIGHT {
-            self.gpu.sync()?;
-            self.in_flight = 0;
-        }
+        self.in_flight.submitted(&self.gpu, submission)?;
         Ok(())
     }
 }
@@ -701,7 +690,7 @@ impl PerStepTrainer {
                 )))
             }
         }
-        self.in_flight = 0;
+        self.in_flight.clear();
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use dni_kernels::ops::optim::OptimConfig;
 
-use super::error::{config_err, Result};
+use crate::error::{config_err, Result};
 
 /// How the A→B connection is trained. All three run the same forward; they differ in when A updates
 /// and what gradient its message receives.

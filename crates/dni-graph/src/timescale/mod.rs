@@ -11,7 +11,7 @@
 //! window (A) and of each block (B) is their clock.
 //!
 //! ```no_run
-//! use dni_graph::timescale::{Block, DigitStream, Method, TimescaleConfig, TwoTimescale};
+//! use dni_graph::timescale::{DigitBlock, DigitStream, Method, TimescaleConfig, TwoTimescale};
 //! use dni_kernels::{ops::optim::OptimConfig, Gpu};
 //! let gpu = Gpu::default_adapter()?;
 //! let mnist = dni_tasks::Mnist::load_dir("data/mnist")?;
@@ -22,7 +22,7 @@
 //!     method: Method::Dni, optim: OptimConfig::adam(1e-3), sg_optim: OptimConfig::adam(1e-3),
 //!     sg_scale: 1.0, seed: 1,
 //! })?;
-//! let mut block = Block::default();
+//! let mut block = DigitBlock::default();
 //! for _ in 0..100 {
 //!     stream.next_block(&mut block);
 //!     sys.train(&block)?;
@@ -33,14 +33,13 @@
 //! ```
 
 mod config;
-mod error;
 
 mod metrics;
 mod stream;
 mod system;
 
+pub use crate::error::Result;
 pub use config::{Method, TimescaleConfig};
-pub use error::{Result, TimescaleError};
 pub use metrics::{Evaluation, Metrics, Scores};
-pub use stream::{input_width, Block, DigitStream};
+pub use stream::{input_width, DigitBlock, DigitStream};
 pub use system::TwoTimescale;

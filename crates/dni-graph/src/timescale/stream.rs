@@ -4,7 +4,7 @@
 
 use dni_tasks::{EpochShuffler, MnistSplit};
 
-use super::error::{config_err, Result};
+use crate::error::{config_err, Result};
 
 /// Features per step for digits of `pixels` pixels: the pixels in [0, 1], then a flag that is 1 on
 /// the first step of each window of `T`. The flag is A's clock: its state runs on across windows,
@@ -15,7 +15,7 @@ pub fn input_width(pixels: usize) -> usize {
 
 /// `T²` steps of the stream for every lane.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Block {
+pub struct DigitBlock {
     /// `[T², B, pixels + 1]`, time-major.
     pub inputs: Vec<f32>,
     /// `[T², B]`: the digit shown at each step.
@@ -26,7 +26,7 @@ pub struct Block {
     pub threes: Vec<u32>,
 }
 
-impl Block {
+impl DigitBlock {
     /// Recomputes `odd` and `threes` from `digits` (laid out `[T², B]`).
     pub fn count(&mut self, t: usize, batch: usize) {
         self.odd.clear();
@@ -83,7 +83,7 @@ impl<'a> DigitStream<'a> {
     }
 
     /// Fills `block` with the next `T²` steps (its buffers are reused).
-    pub fn next_block(&mut self, block: &mut Block) {
+    pub fn next_block(&mut self, block: &mut DigitBlock) {
         let (t, b, p) = (self.t, self.batch, self.split.pixels());
         let width = p + 1;
         block.inputs.clear();
@@ -108,7 +108,7 @@ mod tests {
     #[test]
     fn counts_per_window_and_block() {
         // T = 2, B = 2: steps 0..4, lane 0 sees 3 3 8 1, lane 1 sees 2 4 5 7.
-        let mut b = Block {
+        let mut b = DigitBlock {
             digits: vec![3, 2, 3, 4, 8, 5, 1, 7],
             ..Default::default()
         };
@@ -129,7 +129,7 @@ mod tests {
         };
         let (t, b) = (3, 2);
         let mut s = DigitStream::new(&split, t, b, 5).unwrap();
-        let mut blk = Block::default();
+        let mut blk = DigitBlock::default();
         s.next_block(&mut blk);
         assert_eq!(blk.inputs.len(), t * t * b * (p + 1));
         assert_eq!(blk.digits.len(), t * t * b);

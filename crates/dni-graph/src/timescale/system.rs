@@ -32,17 +32,14 @@ use dni_kernels::{Encoder, Gpu, Tensor};
 use dni_tasks::Rng;
 
 use super::config::{Method, TimescaleConfig};
-use super::error::{Result, TimescaleError};
 use super::metrics::{Evaluation, Metrics, Scores};
-use super::stream::Block;
+use super::stream::DigitBlock;
+use crate::error::{check_len, Error, Result};
+use crate::in_flight::InFlight;
 use crate::linear::Linear;
 use crate::recurrent::StateBuf;
 use crate::sg::model::{SgShape, Synthesizer};
 use crate::sg::SgConfig;
-
-/// Blocks submitted without any read-back before the system waits for the device, so that a caller
-/// who never reads metrics cannot queue unbounded work.
-const MAX_IN_FLIGHT: u64 = 64;
 
 /// LSTM weights; gate order i, f, g, o.
 struct Core {
@@ -269,11 +266,11 @@ pub struct TwoTimescale {
     host_x: Vec<f32>,
     host_la: Vec<f32>,
     host_lb: Vec<f32>,
-    eval_block: Block,
+    eval_block: DigitBlock,
     blocks_unread: u64,
     sg_blocks_unread: u64,
     blocks_total: u64,
-    in_flight: u64,
+    in_flight: InFlight,
 }
 
 impl TwoTimescale {
@@ -345,11 +342,11 @@ impl TwoTimescale {
             host_x: Vec::with_capacity(t * t * b * i),
             host_la: vec![0.0; steps_a * b],
             host_lb: vec![0.0; t * b],
-            eval_block: Block::default(),
+            eval_block: DigitBlock::default(),
             blocks_unread: 0,
             sg_blocks_unread: 0,
             blocks_total: 0,
-            in_flight: 0,
+            in_flight: InFlight::default(),
             a,
             b: b_net,
             sg,
@@ -487,7 +484,7 @@ impl TwoTimescale {
             .iter()
             .map(|(n, c)| (n.to_string(), c.len()))
             .collect();
-        crate::state::check(state, &want_t, &want_c).map_err(TimescaleError::Checkpoint)?;
+        crate::state::check(state, &want_t, &want_c).map_err(Error::Checkpoint)?;
         // Everything checked: write.
         for (name, t) in &tensors {
             if let Some(StateBuf::F32(v)) = find(name) {
@@ -508,7 +505,7 @@ impl TwoTimescale {
             self.train_sg = train != 0 && self.sg.is_some();
         }
         self.gpu.sync()?;
-        self.in_flight = 0;
+        self.in_flight.clear();
         Ok(())
     }
 
@@ -525,7 +522,7 @@ impl TwoTimescale {
     }
 
     /// Trains on one block of the stream (see [`TwoTimescale::train_block`]).
-    pub fn train(&mut self, block: &Block) -> Result<()> {
+    pub fn train(&mut self, block: &DigitBlock) -> Result<()> {
         self.train_block(&block.inputs, &block.odd, &block.threes)
     }
 
@@ -541,12 +538,12 @@ impl TwoTimescale {
         } else {
             self.record_decoupled(&mut enc, inv_b)?;
         }
-        self.gpu.submit(enc);
+        let submission = self.gpu.submit(enc);
         let sg_trained = self.sg.is_some() && self.train_sg;
         self.blocks_total += 1;
         self.blocks_unread += 1;
         self.sg_blocks_unread += u64::from(sg_trained);
-        self.throttle()
+        Ok(self.in_flight.submitted(&self.gpu, submission)?)
     }
 
     /// Reads the metrics summed since the previous call and clears them (one read-back).
@@ -574,7 +571,7 @@ impl TwoTimescale {
         self.gpu.submit(enc);
         self.blocks_unread = 0;
         self.sg_blocks_unread = 0;
-        self.in_flight = 0;
+        self.in_flight.clear();
         Ok(m)
     }
 
@@ -583,7 +580,7 @@ impl TwoTimescale {
     pub fn evaluate(
         &mut self,
         blocks: usize,
-        mut next: impl FnMut(&mut Block),
+        mut next: impl FnMut(&mut DigitBlock),
     ) -> Result<Evaluation> {
         let mut enc = self.gpu.encoder();
         for t in [
@@ -608,12 +605,7 @@ impl TwoTimescale {
             }
             self.b_forward(&mut enc, true, 0.0)?;
             self.b.finish(&mut enc, true)?;
-            self.gpu.submit(enc);
-            self.in_flight += 1;
-            if self.in_flight >= MAX_IN_FLIGHT {
-                self.gpu.sync()?;
-                self.in_flight = 0;
-            }
+            self.in_flight.submitted(&self.gpu, self.gpu.submit(enc))?;
         }
         self.eval_block = blk;
         let vals = self
@@ -780,15 +772,6 @@ impl TwoTimescale {
         self.lb.write(&self.gpu, &self.host_lb)?;
         Ok(())
     }
-
-    fn throttle(&mut self) -> Result<()> {
-        self.in_flight += 1;
-        if self.in_flight >= MAX_IN_FLIGHT {
-            self.gpu.sync()?;
-            self.in_flight = 0;
-        }
-        Ok(())
-    }
 }
 
 fn scores(v: &[f32], answers: u64) -> Scores {
@@ -799,20 +782,9 @@ fn scores(v: &[f32], answers: u64) -> Scores {
     }
 }
 
-fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
-    if got != expected {
-        return Err(TimescaleError::Input {
-            what,
-            expected,
-            got,
-        });
-    }
-    Ok(())
-}
-
 fn check_targets(what: &'static str, v: &[u32], max: usize) -> Result<()> {
     match v.iter().find(|&&x| x as usize > max) {
-        Some(&value) => Err(TimescaleError::Target { what, value, max }),
+        Some(&value) => Err(Error::Target { what, value, max }),
         None => Ok(()),
     }
 }

@@ -13,7 +13,7 @@ use dni_tasks::{copy::WIDTH, Observed, TaskStream, Window};
 use serde::Serialize;
 
 use crate::checkpoint::{self, Poll, RunControl};
-use crate::config::{Config, Optimizer, RnnConfig, RnnMethod};
+use crate::config::{Config, OptimizerKind, RnnConfig, RnnMethod};
 use crate::progress::{Metrics as Shown, Progress};
 use crate::run_dir::RunDir;
 
@@ -34,9 +34,9 @@ pub(crate) fn recurrent_config(
             aux_weight: rnn.aux_weight as f32,
         },
     };
-    let optim = |kind: Optimizer, lr: f64, momentum: f64| match kind {
-        Optimizer::Adam => OptimConfig::adam(lr as f32),
-        Optimizer::Sgd => OptimConfig::sgd(lr as f32, momentum as f32),
+    let optim = |kind: OptimizerKind, lr: f64, momentum: f64| match kind {
+        OptimizerKind::Adam => OptimConfig::adam(lr as f32),
+        OptimizerKind::Sgd => OptimConfig::sgd(lr as f32, momentum as f32),
     };
     let sg_optim = optim(
         rnn.sg_optimizer.unwrap_or(rnn.optimizer),

@@ -15,15 +15,15 @@ use dni_tasks::{mnist::CLASSES, EpochShuffler, Mnist};
 use serde::Serialize;
 
 use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
-use crate::config::{Config, MnistConfig, MnistMethod, Optimizer, SgModel};
+use crate::config::{Config, MnistConfig, MnistMethod, OptimizerKind, SgModel};
 use crate::progress::{Metrics as Shown, Progress};
 use crate::run_dir::RunDir;
 
 /// The network and training algorithm `[mnist]` describes, for `input` features.
 pub fn spec(m: &MnistConfig, input: usize, seed: u64) -> FfSpec {
     let optim = |lr: f64| match m.optimizer {
-        Optimizer::Adam => OptimConfig::adam(lr as f32),
-        Optimizer::Sgd => OptimConfig::sgd(lr as f32, m.momentum as f32),
+        OptimizerKind::Adam => OptimConfig::adam(lr as f32),
+        OptimizerKind::Sgd => OptimConfig::sgd(lr as f32, m.momentum as f32),
     };
     let mut spec = FfSpec::backprop(
         input,

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dni_graph::timescale::{
-    Block, DigitStream, Evaluation, Method, TimescaleConfig as SystemConfig, TwoTimescale,
+    DigitBlock, DigitStream, Evaluation, Method, TimescaleConfig, TwoTimescale,
 };
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::Gpu;
@@ -16,7 +16,7 @@ use dni_tasks::Mnist;
 use serde::Serialize;
 
 use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
-use crate::config::{Config, Optimizer, TimescaleConfig, TimescaleMethod};
+use crate::config::{Config, OptimizerKind, TimescaleMethod, TimescaleSection};
 use crate::progress::{Metrics as Shown, Progress};
 use crate::run_dir::RunDir;
 
@@ -27,9 +27,9 @@ const MILESTONES: [f64; 6] = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 const TEST_SEED: u64 = 0x7E57;
 
 /// The system's configuration from `[timescale]`.
-pub(crate) fn system_config(ts: &TimescaleConfig, input: usize, seed: u64) -> SystemConfig {
+pub(crate) fn system_config(ts: &TimescaleSection, input: usize, seed: u64) -> TimescaleConfig {
     let sg_lr = ts.sg_lr.unwrap_or(ts.lr / 100.0);
-    SystemConfig {
+    TimescaleConfig {
         t: ts.t,
         input,
         hidden_a: ts.hidden,
@@ -42,8 +42,8 @@ pub(crate) fn system_config(ts: &TimescaleConfig, input: usize, seed: u64) -> Sy
         },
         optim: OptimConfig::adam(ts.lr as f32),
         sg_optim: match ts.sg_optimizer {
-            Optimizer::Adam => OptimConfig::adam(sg_lr as f32),
-            Optimizer::Sgd => OptimConfig::sgd(sg_lr as f32, 0.9),
+            OptimizerKind::Adam => OptimConfig::adam(sg_lr as f32),
+            OptimizerKind::Sgd => OptimConfig::sgd(sg_lr as f32, 0.9),
         },
         sg_scale: ts.sg_scale as f32,
         seed,
@@ -133,7 +133,7 @@ pub fn train_with(
     let blocks = ts.steps.div_ceil(block_steps);
     let (a_major, b_major) = majority_accuracy(&mnist, ts, cfg.seed)?;
     let started = Instant::now();
-    let mut block = Block::default();
+    let mut block = DigitBlock::default();
     let mut curve = Vec::new();
     let (mut a_to, mut b_to) = (BTreeMap::new(), BTreeMap::new());
     let mut last_eval = None;
@@ -343,9 +343,13 @@ fn restore(
 }
 
 /// Accuracy of the best constant answer for A and for B on the blocks an evaluation sees.
-fn majority_accuracy(mnist: &Mnist, ts: &TimescaleConfig, seed: u64) -> anyhow::Result<(f64, f64)> {
+fn majority_accuracy(
+    mnist: &Mnist,
+    ts: &TimescaleSection,
+    seed: u64,
+) -> anyhow::Result<(f64, f64)> {
     let mut test = DigitStream::new(&mnist.test, ts.t, ts.batch, seed ^ TEST_SEED)?;
-    let mut block = Block::default();
+    let mut block = DigitBlock::default();
     let mut a = vec![0u64; ts.t + 1];
     let mut b = vec![0u64; ts.t * ts.t + 1];
     for _ in 0..ts.eval_blocks {

@@ -1,0 +1,112 @@
+//! The crate's one error type: a bad configuration, badly sized input, a stalled or failed worker, a
+//! checkpoint that does not fit, or a GPU failure — whichever trainer (feed-forward, recurrent,
+//! two-timescale) raised it.
+
+/// What building or training any of the crate's models can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value that cannot work; names the field and why.
+    #[error("config: {field} = {value}: {reason}")]
+    Config {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    /// Host data handed to a step did not match the configured shapes.
+    #[error("{what}: expected {expected} values, got {got}")]
+    Input {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// Tensors of the wrong size for an operation.
+    #[error("{op}: {detail}")]
+    Shape { op: &'static str, detail: String },
+    /// A token id outside the vocabulary.
+    #[error("{what}: token id {id} is outside the vocabulary of {vocab}")]
+    Token {
+        what: &'static str,
+        id: u32,
+        vocab: usize,
+    },
+    /// A two-timescale target outside its classes (A: `0..=T`, B: `0..=T²`).
+    #[error("{what}: target {value} is outside 0..={max}")]
+    Target {
+        what: &'static str,
+        value: u32,
+        max: usize,
+    },
+    /// The operation needs the other output kind (e.g. token input on a sigmoid model).
+    #[error("{0}")]
+    Mode(&'static str),
+    /// Runs that cannot share a run group, or a group that cannot be built.
+    #[error("run group: {0}")]
+    Group(String),
+    /// A run index outside the group.
+    #[error("run {run} does not exist: the group has {runs} runs")]
+    Run { run: usize, runs: usize },
+    /// A parameter name the model does not have.
+    #[error("no parameter named '{0}' (see param_names)")]
+    UnknownParam(String),
+    /// A checkpoint that does not fit this model (a missing, extra or differently sized buffer, or
+    /// another engine or run count).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// A worker waited this long for a message that never came: a scheduler bug, not a user error.
+    #[error("block {block} stalled for {secs} s waiting for {what}")]
+    Stalled {
+        block: usize,
+        what: &'static str,
+        secs: u64,
+    },
+    /// Another worker failed first; this one stopped.
+    #[error("stopped because another worker failed")]
+    Aborted,
+    /// A broken scheduler invariant (reported, never a panic).
+    #[error("internal scheduler error: {0}")]
+    Internal(String),
+    #[error(transparent)]
+    Data(#[from] dni_tasks::DataError),
+    #[error(transparent)]
+    Gpu(#[from] dni_kernels::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn config(
+        field: &'static str,
+        value: impl std::fmt::Display,
+        reason: &'static str,
+    ) -> Self {
+        Error::Config {
+            field,
+            value: value.to_string(),
+            reason,
+        }
+    }
+
+    pub(crate) fn shape(op: &'static str, detail: String) -> Self {
+        Error::Shape { op, detail }
+    }
+}
+
+pub(crate) fn config_err<T>(
+    field: &'static str,
+    value: impl std::fmt::Display,
+    reason: &'static str,
+) -> Result<T> {
+    Err(Error::config(field, value, reason))
+}
+
+/// Host data of the wrong length for the configured shapes.
+pub(crate) fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
+    if got != expected {
+        return Err(Error::Input {
+            what,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
