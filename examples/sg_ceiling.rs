@@ -526,22 +526,16 @@ fn report(p: &Pairs, a: &Args) {
             / (test.len() * test[0].len()) as f64)
             .sqrt();
         println!("target {name}: rms {rms:.3e}");
-        println!(
-            "RESULT target={} model=online explained={oe:.3} cos={oc:.3}",
-            name.split(' ').next().unwrap_or("")
-        );
-        println!(
-            "RESULT target={} model=linear_hc explained={le:.3} cos={lc:.3} lambda={ll:e}",
-            name.split(' ').next().unwrap_or("")
-        );
-        println!(
-            "RESULT target={} model=linear_h explained={he:.3} cos={hc:.3} lambda={hl:e}",
-            name.split(' ').next().unwrap_or("")
-        );
-        println!(
-            "RESULT target={} model=features_hc explained={fe:.3} cos={fc:.3} lambda={fl:e}",
-            name.split(' ').next().unwrap_or("")
-        );
+        let target = name.split(' ').next().unwrap_or("");
+        for (model, (e, c), lambda) in [
+            ("online", (oe, oc), None),
+            ("linear_hc", (le, lc), Some(ll)),
+            ("linear_h", (he, hc), Some(hl)),
+            ("features_hc", (fe, fc), Some(fl)),
+        ] {
+            let lambda = lambda.map_or(String::new(), |l| format!(" lambda={l:e}"));
+            println!("RESULT target={target} model={model} explained={e:.3} cos={c:.3}{lambda}");
+        }
     }
     let (se, sc) = score(&p.far_a[split.1..], &p.far_b[split.1..]);
     println!("RESULT target=far model=futures_split explained={se:.3} cos={sc:.3}");

@@ -520,7 +520,8 @@ mod tests {
             }
         );
         assert_eq!(r.optim, OptimConfig::sgd(1e-3, 0.9));
-        assert_eq!(r.sg_optim, Some(OptimConfig::sgd(3e-4, 0.9)));
+        assert_eq!(r.sg_optim, Some(OptimConfig::sgd(3e-3, 0.9)));
+        assert_eq!(r.sg, SgConfig::default());
         assert_eq!((r.hidden, r.batch, r.t, r.seed), (64, 16, 2, 4));
         assert_eq!(r.clip, Some(1.0));
     }
