@@ -54,3 +54,17 @@ pub(crate) fn u64s<'a>(state: &'a [(String, StateBuf)], name: &str) -> Option<&'
         _ => None,
     })
 }
+
+/// A parameter's state buffers under `name`: `{name}.value`, `.grad`, and the optimiser moments
+/// `.m` and `.v` (the naming every trainer's checkpoint uses).
+pub(crate) fn push_param_state<'a>(
+    v: &mut Vec<(String, &'a dni_kernels::Tensor)>,
+    name: &str,
+    p: &'a dni_kernels::ops::optim::Param,
+) {
+    let (m, sv) = p.state();
+    v.push((format!("{name}.value"), &p.value));
+    v.push((format!("{name}.grad"), &p.grad));
+    v.push((format!("{name}.m"), m));
+    v.push((format!("{name}.v"), sv));
+}

@@ -528,11 +528,7 @@ impl FfNet {
 /// named under `pre`.
 fn push_stack<'a>(v: &mut Vec<(String, &'a Tensor)>, pre: &str, s: &'a crate::layers::Stack) {
     for (name, p) in s.param_names().into_iter().zip(s.params()) {
-        let (m, sv) = p.state();
-        v.push((format!("{pre}.{name}.value"), &p.value));
-        v.push((format!("{pre}.{name}.grad"), &p.grad));
-        v.push((format!("{pre}.{name}.m"), m));
-        v.push((format!("{pre}.{name}.v"), sv));
+        crate::state::push_param_state(v, &format!("{pre}.{name}"), p);
     }
     for (k, (mean, var)) in s.running_stats().into_iter().enumerate() {
         v.push((format!("{pre}.bn{k}.mean"), mean));

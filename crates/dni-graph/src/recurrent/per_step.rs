@@ -646,11 +646,7 @@ impl PerStepTrainer {
     pub(crate) fn state_tensors(&self) -> Vec<(String, &Tensor)> {
         let mut v: Vec<(String, &Tensor)> = Vec::new();
         for (name, p) in self.params() {
-            let (m, s) = p.state();
-            v.push((format!("{name}.value"), &p.value));
-            v.push((format!("{name}.grad"), &p.grad));
-            v.push((format!("{name}.m"), m));
-            v.push((format!("{name}.v"), s));
+            crate::state::push_param_state(&mut v, name, p);
         }
         v.push(("optimizer".into(), self.optimizer.state_tensor()));
         if let Some(m) = &self.sg {

@@ -419,11 +419,7 @@ impl TwoTimescale {
     fn state_tensors(&self) -> Vec<(String, &Tensor)> {
         let mut v: Vec<(String, &Tensor)> = Vec::new();
         for (name, p) in self.params() {
-            let (m, sv) = p.state();
-            v.push((format!("{name}.value"), &p.value));
-            v.push((format!("{name}.grad"), &p.grad));
-            v.push((format!("{name}.m"), m));
-            v.push((format!("{name}.v"), sv));
+            crate::state::push_param_state(&mut v, name, p);
         }
         v.push(("a.optim".into(), self.a.optimizer.state_tensor()));
         v.push(("b.optim".into(), self.b.optimizer.state_tensor()));
