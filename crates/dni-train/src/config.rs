@@ -407,6 +407,10 @@ pub struct MnistConfig {
     /// Steps between test-set evaluations.
     #[serde(default = "default_mnist_eval_every")]
     pub eval_every: u64,
+    /// Steps between SG fidelity probes (0: off): each interface's delivered gradient scored against
+    /// backprop's true gradient on a fixed training batch (`probe_cosine` in metrics.jsonl).
+    #[serde(default)]
+    pub probe_every: u64,
     /// Run each block on its own worker thread.
     #[serde(default = "default_true")]
     pub threads: bool,

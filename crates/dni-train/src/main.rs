@@ -56,24 +56,19 @@ enum Command {
     Train,
     /// List the GPU adapters.
     Devices,
-    /// Train a grid of truncation lengths × methods on a Copy / Repeat Copy config under one step
-    /// budget and print the largest episode length solved (the paper's Table 1).
+    /// Train a grid under one step budget: truncation lengths × methods on a Copy / Repeat Copy
+    /// config (the largest episode length solved, the paper's Table 1), or depths × methods on an
+    /// MNIST config (the test error, Table 2)
     Sweep {
-        /// Truncation lengths, e.g. --t 2,3,4,5,8.
-        #[arg(
-            long = "t",
-            value_name = "T,..",
-            value_delimiter = ',',
-            required = true
-        )]
+        /// Truncation lengths (Copy / Repeat Copy), e.g. --t 2,3,4,5,8.
+        #[arg(long = "t", value_name = "T,..", value_delimiter = ',')]
         t: Vec<usize>,
-        /// Methods, e.g. --methods bptt,dni,dni_aux.
-        #[arg(
-            long,
-            value_name = "M,..",
-            value_delimiter = ',',
-            default_value = "bptt,dni,dni_aux"
-        )]
+        /// Hidden layers (MNIST), e.g. --layers 3,6.
+        #[arg(long, value_name = "L,..", value_delimiter = ',')]
+        layers: Vec<usize>,
+        /// Methods, e.g. --methods bptt,dni,dni_aux (default) or, on MNIST, bp,dni,cdni (default);
+        /// an MNIST method may carry [mnist] settings: cdni+p_update=0.2.
+        #[arg(long, value_name = "M,..", value_delimiter = ',')]
         methods: Vec<String>,
         /// Seeds per cell (the config's seed, seed + 1, ...); a T's cells train as one run group.
         #[arg(long, value_name = "N", default_value_t = 1)]
@@ -204,19 +199,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Train) => train(cli),
         Some(Command::Sweep {
             ref t,
+            ref layers,
             ref methods,
             seeds,
             ref vary,
         }) => {
-            let opts = experiments::sweep::SweepOptions {
-                ts: t.clone(),
-                methods: methods.clone(),
-                seeds,
-                vary: vary
-                    .as_deref()
-                    .map(experiments::sweep::Vary::parse)
-                    .transpose()?,
-            };
             let path = cli
                 .config
                 .clone()
@@ -226,6 +213,43 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 steps: cli.steps,
                 out_dir: cli.out.clone(),
                 backend: cli.backend,
+            };
+            let task = config::Config::load(&path, &overrides)?.task;
+            if task == config::Task::Mnist {
+                if !t.is_empty() || vary.is_some() {
+                    anyhow::bail!(
+                        "an MNIST sweep takes --layers and --methods (with settings such as \
+                         cdni+p_update=0.2), not --t or --vary"
+                    );
+                }
+                let rows = match methods.as_slice() {
+                    [] => vec!["bp".to_string(), "dni".into(), "cdni".into()],
+                    given => given.to_vec(),
+                };
+                let opts = experiments::mnist_sweep::MnistSweepOptions {
+                    layers: layers.clone(),
+                    rows: rows
+                        .iter()
+                        .map(|r| experiments::mnist_sweep::RowSpec::parse(r))
+                        .collect::<anyhow::Result<_>>()?,
+                    seeds,
+                };
+                return ok(experiments::mnist_sweep::run(&path, &overrides, &opts));
+            }
+            if !layers.is_empty() {
+                anyhow::bail!("--layers is for MNIST sweeps; a Copy sweep takes --t");
+            }
+            let opts = experiments::sweep::SweepOptions {
+                ts: t.clone(),
+                methods: match methods.as_slice() {
+                    [] => vec!["bptt".to_string(), "dni".into(), "dni_aux".into()],
+                    given => given.to_vec(),
+                },
+                seeds,
+                vary: vary
+                    .as_deref()
+                    .map(experiments::sweep::Vary::parse)
+                    .transpose()?,
             };
             ok(experiments::sweep::run(&path, &overrides, &opts))
         }

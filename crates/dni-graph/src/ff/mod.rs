@@ -18,6 +18,7 @@
 
 mod block;
 mod eval;
+mod probe;
 mod single;
 pub mod spec;
 mod threaded;
@@ -29,6 +30,7 @@ use dni_tasks::Rng;
 use crate::error::Error;
 pub use crate::error::Result;
 pub use eval::{ClassifierEval, EvalSet};
+pub use probe::InterfaceProbe;
 pub use spec::{FfSpec, InterfaceSpec, SgSpec, SynthInputSpec};
 
 use crate::layers::{LayerSpec, StackSpec};
@@ -146,6 +148,7 @@ pub struct FfNet {
     pub(crate) scratch: HostScratch,
     step: u64,
     eval: Option<eval::EvalBuffersSet>,
+    probe: Option<probe::ProbeBuffers>,
 }
 
 impl FfNet {
@@ -242,6 +245,7 @@ impl FfNet {
             scratch: HostScratch::default(),
             step: 0,
             eval: None,
+            probe: None,
         })
     }
 

@@ -72,6 +72,12 @@ pub struct MnistRecord {
     pub sg_loss: Vec<Option<f64>>,
     /// Per block but the first (complete unlock): mean per-example ½‖I(x) − h‖².
     pub input_loss: Vec<Option<f64>>,
+    /// Per interface, at a probe step (`mnist.probe_every`): cosine and explained fraction of the
+    /// gradient the sender updates with against backprop's true gradient, and the SG model's own
+    /// cosine (None without an SG model), on a fixed training batch.
+    pub probe_cosine: Option<Vec<f64>>,
+    pub probe_explained: Option<Vec<f64>>,
+    pub probe_sg_cosine: Option<Vec<Option<f64>>>,
     pub ms_per_step: f64,
     pub submissions_per_step: f64,
     pub host_waits_per_step: f64,
@@ -108,6 +114,8 @@ pub struct MnistOutcome {
     pub waits_ring: u64,
     pub gpu_waits: u64,
     pub sg_staleness: f64,
+    /// The last probe's delivered-gradient cosine per interface (when `mnist.probe_every` > 0).
+    pub final_probe_cosine: Option<Vec<f64>>,
     pub adapter: String,
 }
 
@@ -152,6 +160,13 @@ pub fn train_with(
     let mut shuffler =
         EpochShuffler::new(data.train.n, m.batch, cfg.seed).context("batching the training set")?;
     let train_set = &data.train;
+    // The probe's fixed batch: the first `batch` training digits, apart from the shuffled stream.
+    let (mut probe_x, mut probe_y) = (Vec::new(), Vec::new());
+    if m.probe_every > 0 {
+        let first: Vec<usize> = (0..m.batch.min(train_set.n)).collect();
+        train_set.batch(&first, &mut probe_x, &mut probe_y);
+    }
+    let mut last_probe: Option<Vec<f64>> = None;
 
     let mut step = 0u64;
     let mut host = match control.take_resume() {
@@ -208,6 +223,10 @@ pub fn train_with(
         let next = [
             (step / log_every + 1) * log_every,
             (step / m.eval_every + 1) * m.eval_every,
+            match m.probe_every {
+                0 => m.steps,
+                k => (step / k + 1) * k,
+            },
             m.steps,
         ]
         .into_iter()
@@ -228,6 +247,15 @@ pub fn train_with(
         };
         let ev = if eval_now {
             Some(net.evaluate(&test).context("evaluating")?)
+        } else {
+            None
+        };
+        let probed = if m.probe_every > 0 && (step.is_multiple_of(m.probe_every) || step == m.steps)
+        {
+            Some(
+                net.probe_sg(&probe_x, &probe_y)
+                    .context("probing the synthetic gradients")?,
+            )
         } else {
             None
         };
@@ -252,6 +280,15 @@ pub fn train_with(
                 .as_ref()
                 .map(|t| t.input_loss.clone())
                 .unwrap_or_default(),
+            probe_cosine: probed
+                .as_ref()
+                .map(|p| p.iter().map(|f| f.delivered.cosine).collect()),
+            probe_explained: probed
+                .as_ref()
+                .map(|p| p.iter().map(|f| f.delivered.explained).collect()),
+            probe_sg_cosine: probed
+                .as_ref()
+                .map(|p| p.iter().map(|f| f.sg.map(|s| s.cosine)).collect()),
             ms_per_step: 1e3 * wall / step as f64,
             submissions_per_step: totals.submissions_per_step(),
             host_waits_per_step: totals.host_waits_per_step(),
@@ -263,6 +300,13 @@ pub fn train_with(
             shown.push("train err", format!("{:.2}%", 100.0 * e));
         }
         shown.push("test err", format!("{:.2}%", 100.0 * last_test));
+        if let Some(c) = &record.probe_cosine {
+            last_probe = Some(c.clone());
+        }
+        if let Some(c) = &last_probe {
+            let each: Vec<String> = c.iter().map(|v| format!("{v:.2}")).collect();
+            shown.push("sg cos", each.join("/"));
+        }
         progress.update(step, &shown);
         if let Some(e) = record.test_error {
             progress.println(&format!("step {step}: test error {:.2}%", 100.0 * e));
@@ -316,6 +360,7 @@ pub fn train_with(
         waits_ring: totals.waits_ring,
         gpu_waits: totals.gpu_waits,
         sg_staleness: totals.mean_sg_staleness(),
+        final_probe_cosine: last_probe,
         adapter: gpu.adapter().to_string(),
     })
 }

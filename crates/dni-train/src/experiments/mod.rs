@@ -3,6 +3,7 @@
 pub mod charlm;
 pub mod copy;
 pub mod mnist;
+pub mod mnist_sweep;
 pub mod sweep;
 pub mod two_timescale;
 
