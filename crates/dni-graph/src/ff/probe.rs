@@ -206,13 +206,12 @@ impl FfNet {
 
         // Interface i's true gradient is block i+1's input gradient.
         let mut reads: Vec<&Tensor> = Vec::new();
-        for i in 0..n - 1 {
+        for (dx, slot) in pb.dx[1..].iter().zip(&slots) {
             reads.push(
-                pb.dx[i + 1]
-                    .as_ref()
+                dx.as_ref()
                     .ok_or_else(|| Error::Internal("probe gradient buffer".into()))?,
             );
-            if let Some(slot) = &slots[i] {
+            if let Some(slot) = slot {
                 reads.push(&slot.pred);
             }
         }
