@@ -38,6 +38,8 @@ fn backprop_delivers_the_true_gradient_and_no_backprop_nothing() {
     for p in &probes {
         close(p.delivered.cosine, 1.0, "backprop cosine");
         close(p.delivered.explained, 1.0, "backprop explained");
+        close(p.update.cosine, 1.0, "backprop update cosine");
+        close(p.update.explained, 1.0, "backprop update explained");
         assert!(p.delivered.true_rms > 0.0, "{p:?}");
         assert!(p.sg.is_none(), "no SG model");
     }
@@ -45,6 +47,8 @@ fn backprop_delivers_the_true_gradient_and_no_backprop_nothing() {
     for p in nobp.probe_sg(&x, &y).unwrap() {
         assert_eq!(p.delivered.cosine, 0.0);
         assert_eq!(p.delivered.explained, 0.0);
+        assert_eq!(p.update.cosine, 0.0, "no gradient, no update");
+        assert!(p.update.true_rms > 0.0, "backprop would update it");
     }
 }
 
@@ -65,6 +69,9 @@ fn bp_lambda_mixes_in_the_right_units() {
             let want_cos = if lambda > 0.0 { 1.0 } else { 0.0 };
             close(p.delivered.cosine, want_cos, "delivered cosine");
             close(p.delivered.explained, explained, "delivered explained");
+            // The parameter gradient is linear in the output gradient.
+            close(p.update.cosine, want_cos, "update cosine");
+            close(p.update.explained, explained, "update explained");
             let sg = p.sg.expect("an SG model");
             assert_eq!(sg.cosine, 0.0, "the SG starts at zero");
             assert_eq!(sg.sg_rms, 0.0);

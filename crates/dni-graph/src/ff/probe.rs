@@ -15,11 +15,17 @@
 //!    that is the SG itself; for backprop it is `δ` (cosine 1) and for no backprop 0 (cosine 0).
 //!
 //! Scores are [`Fidelity`] (cosine and explained fraction over the whole batch) in per-example
-//! units, the units the SG model predicts in. The pass changes no parameter, optimiser moment,
+//! units, the units the SG model predicts in. Beside the gradient at the block's output, the probe
+//! scores what the sender does with it: the parameter gradient of the sender's block from the
+//! delivered gradient against backprop's, summed over the batch. An SG without the label can only
+//! predict the part of `δ` that `h` determines, so per example it is swamped by label noise
+//! (`delivered` near 0) while the batch's sum, where that noise averages out, can still point the
+//! block's update the right way (`update`). The pass changes no parameter, optimiser moment,
 //! batch-norm running statistic or training metric (parameter gradient buffers are scratch, written
 //! before every use), so a probed run trains exactly as an unprobed one. It reads back, so it is a
 //! diagnostic to run every few hundred steps.
 
+use dni_kernels::ops::elementwise::axpby;
 use dni_kernels::ops::loss::softmax_xent;
 use dni_kernels::{Gpu, Tensor};
 
@@ -37,6 +43,9 @@ pub struct InterfaceProbe {
     /// The SG model's prediction `M(h)` alone, against the true gradient (also when the SG is
     /// trained but not applied); `None` without an SG model.
     pub sg: Option<Fidelity>,
+    /// The sender block's parameter gradient from the delivered gradient against the one from the
+    /// true gradient (all its parameters together, summed over the batch).
+    pub update: Fidelity,
 }
 
 /// The probe's buffers, made on its first call.
@@ -52,6 +61,10 @@ pub(crate) struct ProbeBuffers {
     metrics: Tensor,
     /// Copies of every batch-norm running statistic touched by the training-mode passes.
     saved: Vec<Tensor>,
+    /// Per hidden block: the delivered gradient at its output, and its parameter gradients from
+    /// the true gradient.
+    delivered: Vec<Tensor>,
+    true_param_grads: Vec<Vec<Tensor>>,
 }
 
 impl ProbeBuffers {
@@ -76,6 +89,17 @@ impl ProbeBuffers {
         for t in running_stats(net) {
             saved.push(Tensor::zeros(gpu, &[t.len()])?);
         }
+        let hidden = &net.blocks[..net.blocks.len().saturating_sub(1)];
+        let mut delivered = Vec::new();
+        let mut true_param_grads = Vec::new();
+        for block in hidden {
+            delivered.push(Tensor::zeros(gpu, &[b, block.stack.output()])?);
+            let mut v = Vec::new();
+            for p in block.stack.params() {
+                v.push(Tensor::zeros(gpu, &[p.grad.len()])?);
+            }
+            true_param_grads.push(v);
+        }
         Ok(Self {
             data: DataSlot::new(gpu, b, spec.input, spec.classes)?,
             acts,
@@ -85,8 +109,16 @@ impl ProbeBuffers {
             dlogits: Tensor::zeros(gpu, &[b, spec.classes])?,
             metrics: Tensor::zeros(gpu, &[2])?,
             saved,
+            delivered,
+            true_param_grads,
         })
     }
+}
+
+/// How many read-backs precede the parameter gradients: each interface's true gradient, and its
+/// SG prediction where there is an SG model.
+fn reads_before_params(hidden: &[super::block::Block]) -> usize {
+    hidden.iter().map(|b| 1 + b.sg.is_some() as usize).sum()
 }
 
 /// Every batch-norm running statistic of the blocks and of their SG models, in a fixed order.
@@ -179,8 +211,8 @@ impl FfNet {
             1.0 / batch as f32,
             &pb.metrics,
         )?;
-        for i in (1..n).rev() {
-            let input = &pb.out[i - 1];
+        for i in (0..n).rev() {
+            let input = if i == 0 { &pb.data.x } else { &pb.out[i - 1] };
             let dout = if i + 1 == n {
                 &pb.dlogits
             } else {
@@ -188,7 +220,8 @@ impl FfNet {
                     .as_ref()
                     .ok_or_else(|| Error::Internal("probe gradient buffer".into()))?
             };
-            self.blocks[i].stack.backward(
+            let stack = &self.blocks[i].stack;
+            stack.backward(
                 &mut enc,
                 &pb.acts[i],
                 &pb.grads[i],
@@ -197,6 +230,47 @@ impl FfNet {
                 &pb.out[i],
                 dout,
                 pb.dx[i].as_ref(),
+            )?;
+            if let Some(saved) = pb.true_param_grads.get(i) {
+                for (p, t) in stack.params().into_iter().zip(saved) {
+                    enc.copy(&p.grad, t)?;
+                }
+            }
+        }
+        // Each hidden block's backward again, from the gradient its interface delivers; its
+        // parameter gradients are left in the blocks' (scratch) gradient buffers.
+        let inv_b = 1.0 / batch as f32;
+        for i in 0..n - 1 {
+            let block = &self.blocks[i];
+            let iface = block
+                .out_iface
+                .as_ref()
+                .ok_or_else(|| Error::Internal("hidden block without an interface".into()))?;
+            let truth = pb.dx[i + 1]
+                .as_ref()
+                .ok_or_else(|| Error::Internal("probe gradient buffer".into()))?;
+            let lambda = iface.lambda;
+            match slots[i].as_ref().filter(|_| iface.apply_sg) {
+                Some(slot) => axpby(
+                    &mut enc,
+                    lambda,
+                    truth,
+                    (1.0 - lambda) * inv_b,
+                    &slot.pred,
+                    &pb.delivered[i],
+                )?,
+                None => axpby(&mut enc, lambda, truth, 0.0, truth, &pb.delivered[i])?,
+            }
+            let input = if i == 0 { &pb.data.x } else { &pb.out[i - 1] };
+            block.stack.backward(
+                &mut enc,
+                &pb.acts[i],
+                &pb.grads[i],
+                input,
+                None,
+                &pb.out[i],
+                &pb.delivered[i],
+                None,
             )?;
         }
         for (t, save) in running_stats(self).into_iter().zip(&pb.saved) {
@@ -215,6 +289,11 @@ impl FfNet {
                 reads.push(&slot.pred);
             }
         }
+        // Then per hidden block its parameter gradients: from the truth, from the delivered one.
+        for (block, saved) in self.blocks.iter().zip(&pb.true_param_grads) {
+            reads.extend(saved.iter());
+            reads.extend(block.stack.params().into_iter().map(|p| &p.grad));
+        }
         let values = gpu.read_many(&reads);
         for (block, slot) in self.blocks.iter_mut().zip(slots) {
             if let (Some(sg), Some(slot)) = (block.sg.as_mut(), slot) {
@@ -223,8 +302,22 @@ impl FfNet {
         }
         let values = values?;
         let mut k = 0;
+        let mut updates = Vec::with_capacity(n - 1);
+        {
+            let mut j = reads_before_params(&self.blocks[..n - 1]);
+            for block in &self.blocks[..n - 1] {
+                let np = block.stack.params().len();
+                let flat = |vs: &[Vec<f32>]| -> Vec<f64> {
+                    vs.iter().flatten().map(|&v| v as f64).collect()
+                };
+                let truth = flat(&values[j..j + np]);
+                let delivered = flat(&values[j + np..j + 2 * np]);
+                updates.push(fidelity(&delivered, &truth));
+                j += 2 * np;
+            }
+        }
         let mut out = Vec::with_capacity(n - 1);
-        for block in &self.blocks[..n - 1] {
+        for (block, update) in self.blocks[..n - 1].iter().zip(updates) {
             let iface = block
                 .out_iface
                 .as_ref()
@@ -254,6 +347,7 @@ impl FfNet {
                     let p: Vec<f64> = p.iter().map(|&v| v as f64).collect();
                     fidelity(&p, &truth)
                 }),
+                update,
             });
         }
         Ok(out)

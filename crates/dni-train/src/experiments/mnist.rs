@@ -78,6 +78,9 @@ pub struct MnistRecord {
     pub probe_cosine: Option<Vec<f64>>,
     pub probe_explained: Option<Vec<f64>>,
     pub probe_sg_cosine: Option<Vec<Option<f64>>>,
+    /// Per interface: cosine of the sender's parameter gradient from the delivered gradient
+    /// against backprop's (the batch's sum, where per-example label noise averages out).
+    pub probe_update_cosine: Option<Vec<f64>>,
     pub ms_per_step: f64,
     pub submissions_per_step: f64,
     pub host_waits_per_step: f64,
@@ -114,8 +117,10 @@ pub struct MnistOutcome {
     pub waits_ring: u64,
     pub gpu_waits: u64,
     pub sg_staleness: f64,
-    /// The last probe's delivered-gradient cosine per interface (when `mnist.probe_every` > 0).
+    /// The last probe's delivered-gradient and parameter-update cosines per interface (when
+    /// `mnist.probe_every` > 0).
     pub final_probe_cosine: Option<Vec<f64>>,
+    pub final_probe_update_cosine: Option<Vec<f64>>,
     pub adapter: String,
 }
 
@@ -167,6 +172,7 @@ pub fn train_with(
         train_set.batch(&first, &mut probe_x, &mut probe_y);
     }
     let mut last_probe: Option<Vec<f64>> = None;
+    let mut last_update: Option<Vec<f64>> = None;
 
     let mut step = 0u64;
     let mut host = match control.take_resume() {
@@ -289,6 +295,9 @@ pub fn train_with(
             probe_sg_cosine: probed
                 .as_ref()
                 .map(|p| p.iter().map(|f| f.sg.map(|s| s.cosine)).collect()),
+            probe_update_cosine: probed
+                .as_ref()
+                .map(|p| p.iter().map(|f| f.update.cosine).collect()),
             ms_per_step: 1e3 * wall / step as f64,
             submissions_per_step: totals.submissions_per_step(),
             host_waits_per_step: totals.host_waits_per_step(),
@@ -302,10 +311,19 @@ pub fn train_with(
         shown.push("test err", format!("{:.2}%", 100.0 * last_test));
         if let Some(c) = &record.probe_cosine {
             last_probe = Some(c.clone());
+            last_update = record.probe_update_cosine.clone();
         }
+        let each = |c: &[f64]| {
+            c.iter()
+                .map(|v| format!("{v:.2}"))
+                .collect::<Vec<_>>()
+                .join("/")
+        };
         if let Some(c) = &last_probe {
-            let each: Vec<String> = c.iter().map(|v| format!("{v:.2}")).collect();
-            shown.push("sg cos", each.join("/"));
+            shown.push("sg cos", each(c));
+        }
+        if let Some(c) = &last_update {
+            shown.push("update cos", each(c));
         }
         progress.update(step, &shown);
         if let Some(e) = record.test_error {
@@ -361,6 +379,7 @@ pub fn train_with(
         gpu_waits: totals.gpu_waits,
         sg_staleness: totals.mean_sg_staleness(),
         final_probe_cosine: last_probe,
+        final_probe_update_cosine: last_update,
         adapter: gpu.adapter().to_string(),
     })
 }

@@ -258,7 +258,7 @@ fn table(steps: u64, layers: &[usize], rows: &[&str], errors: &[(&str, usize, f6
     s
 }
 
-/// Per depth: test error over steps per run, and the mean probe cosine over the interfaces.
+/// Per depth: test error over steps per run, and the probe's update cosine (mean over the blocks).
 fn charts(
     dir: &Path,
     layers: &[usize],
@@ -301,7 +301,7 @@ fn charts(
             }],
         )?);
         let probes = series(&|v| {
-            let c: Vec<f64> = v["probe_cosine"]
+            let c: Vec<f64> = v["probe_update_cosine"]
                 .as_array()?
                 .iter()
                 .filter_map(|x| x.as_f64())
@@ -314,10 +314,10 @@ fn charts(
                 &format!("probe-L{l}"),
                 &[Panel {
                     title: format!(
-                        "MNIST FCN, {l} layers: cosine of the delivered and the true gradient (mean over interfaces)"
+                        "MNIST FCN, {l} layers: cosine of each block's update and backprop's (mean over blocks)"
                     ),
                     x_desc: "steps".into(),
-                    y_desc: "probe cosine".into(),
+                    y_desc: "update cosine".into(),
                     series: probes,
                     legend_left: false,
                 }],
