@@ -240,8 +240,7 @@ impl FfNet {
         // Each hidden block's backward again, from the gradient its interface delivers; its
         // parameter gradients are left in the blocks' (scratch) gradient buffers.
         let inv_b = 1.0 / batch as f32;
-        for i in 0..n - 1 {
-            let block = &self.blocks[i];
+        for (i, (block, slot)) in self.blocks[..n - 1].iter().zip(&slots).enumerate() {
             let iface = block
                 .out_iface
                 .as_ref()
@@ -250,7 +249,7 @@ impl FfNet {
                 .as_ref()
                 .ok_or_else(|| Error::Internal("probe gradient buffer".into()))?;
             let lambda = iface.lambda;
-            match slots[i].as_ref().filter(|_| iface.apply_sg) {
+            match slot.as_ref().filter(|_| iface.apply_sg) {
                 Some(slot) => axpby(
                     &mut enc,
                     lambda,
