@@ -142,6 +142,7 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &MnistSweepOptions) -> an
     std::fs::create_dir_all(&curves_dir)
         .with_context(|| format!("cannot create {}", curves_dir.display()))?;
 
+    let started = std::time::Instant::now();
     let mut results: Vec<(String, usize, u64, MnistOutcome, Vec<serde_json::Value>)> = Vec::new();
     let total = cells.len();
     for (k, (cfg, row, layers)) in cells.iter().enumerate() {
@@ -187,7 +188,9 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &MnistSweepOptions) -> an
         .map(|(r, l, _, o, _)| (r.as_str(), *l, o.final_test_error))
         .collect();
     let table = table(m.steps, &opts.layers, &labels, &errors);
+    let wall = started.elapsed().as_secs_f64();
     println!("{table}");
+    eprintln!("sweep: {} runs in {:.1} min", results.len(), wall / 60.0);
     std::fs::write(run_dir.file("table.md"), &table)
         .with_context(|| format!("cannot write {}", run_dir.file("table.md").display()))?;
     let charts = charts(run_dir.path(), &opts.layers, &results)?;
@@ -217,6 +220,7 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &MnistSweepOptions) -> an
         "hidden": m.hidden,
         "batch": m.batch,
         "table": table,
+        "wall_clock_s": wall,
         "runs": runs,
     }))?;
     Ok(())
