@@ -134,3 +134,21 @@ fn single_thread_schedule_learns_too() {
     assert_learnt("cDNI single-thread", &o, 0.25);
     assert_eq!(o.stats.submissions, 150);
 }
+
+/// Unconditioned DNI (a linear SG of `h` alone, no label) must carry signal: the layers it trains
+/// end far better than the same layers left at their initial weights (no backprop). The SG learns
+/// at 5x the layers' rate, as docs/FEEDFORWARD.md found necessary.
+#[test]
+fn unconditioned_dni_beats_no_backprop_clearly() {
+    let mut spec = small_spec().dni(SgSpec::linear(false));
+    spec.sg_optim = Some(OptimConfig::adam(1e-2));
+    let dni = train(spec, 300, Schedule::SingleThread);
+    assert_learnt("DNI (linear SG, no label)", &dni, 0.4);
+    let nobp = train(small_spec().no_backprop(), 300, Schedule::SingleThread);
+    assert!(
+        dni.trained + 0.1 < nobp.trained,
+        "unconditioned DNI {} vs no backprop {}",
+        dni.trained,
+        nobp.trained
+    );
+}
