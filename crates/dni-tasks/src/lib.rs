@@ -2,6 +2,7 @@
 //!
 //! - [`mnist`]: the MNIST IDX reader (gzipped or not), batching and epoch shuffling;
 //! - [`copy`]: the Copy and Repeat Copy tasks as endless streams with their curriculum;
+//! - [`digits`]: the two-timescale task's endless MNIST digit stream (paper 3.2);
 //! - [`text`]: character-level corpora and the streams a language model trains and evaluates on;
 //! - [`rng`]: the project's small deterministic RNG (no `rand` dependency).
 //!
@@ -9,6 +10,7 @@
 //! the fix.
 
 pub mod copy;
+pub mod digits;
 pub mod error;
 pub mod mnist;
 pub mod rng;
@@ -18,6 +20,7 @@ pub use copy::{
     bits_error, CopyKind, Curriculum, CurriculumConfig, Level, Observed, PredScale, TaskStream,
     Window,
 };
+pub use digits::{DigitBlock, DigitStream};
 pub use error::DataError;
 pub use mnist::{EpochShuffler, Mnist, MnistSplit};
 pub use rng::Rng;

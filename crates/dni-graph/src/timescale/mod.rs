@@ -35,11 +35,11 @@
 mod config;
 
 mod metrics;
-mod stream;
 mod system;
 
 pub use crate::error::Result;
 pub use config::{Method, TimescaleConfig};
 pub use metrics::{Evaluation, Metrics, Scores};
-pub use stream::{input_width, DigitBlock, DigitStream};
+// The digit stream lives with the other tasks; re-exported here, where it is used.
+pub use dni_tasks::digits::{input_width, DigitBlock, DigitStream};
 pub use system::TwoTimescale;

@@ -33,13 +33,13 @@ use dni_tasks::Rng;
 
 use super::config::{Method, TimescaleConfig};
 use super::metrics::{Evaluation, Metrics, Scores};
-use super::stream::DigitBlock;
 use crate::error::{check_len, Error, Result};
 use crate::in_flight::InFlight;
 use crate::linear::Linear;
 use crate::recurrent::StateBuf;
 use crate::sg::model::{SgShape, Synthesizer};
 use crate::sg::SgConfig;
+use dni_tasks::DigitBlock;
 
 /// LSTM weights; gate order i, f, g, o.
 struct Core {

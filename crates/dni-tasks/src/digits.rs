@@ -1,10 +1,11 @@
 //! The data of paper 3.2: an endless stream of MNIST digits, one per step and lane, cut into blocks
 //! of `T²` steps with A's targets (odd digits in each window of `T` steps) and B's target (threes in
-//! the block).
+//! the block). Used by `dni_graph::timescale`.
 
-use dni_tasks::{EpochShuffler, MnistSplit};
+use crate::error::DataError;
+use crate::mnist::{EpochShuffler, MnistSplit};
 
-use crate::error::{config_err, Result};
+type Result<T> = std::result::Result<T, DataError>;
 
 /// Features per step for digits of `pixels` pixels: the pixels in [0, 1], then a flag that is 1 on
 /// the first step of each window of `T`. The flag is A's clock: its state runs on across windows,
@@ -54,7 +55,11 @@ impl<'a> DigitStream<'a> {
     /// A stream over `split` for windows of `t` steps and `batch` lanes; `seed` fixes the order.
     pub fn new(split: &'a MnistSplit, t: usize, batch: usize, seed: u64) -> Result<Self> {
         if t < 2 {
-            return config_err("T", t, "must be at least 2");
+            return Err(DataError::invalid(
+                "T",
+                t,
+                "the digit stream needs windows of at least 2 steps",
+            ));
         }
         Ok(Self {
             split,
