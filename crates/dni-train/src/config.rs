@@ -56,17 +56,8 @@ impl Task {
     }
 }
 
-/// GPU backend selection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    #[default]
-    Auto,
-    Vulkan,
-    Metal,
-    Dx12,
-    Gl,
-}
+/// GPU backend selection: the kernel library's own choice (`run.backend`, `--backend`).
+pub use dni_kernels::BackendChoice as Backend;
 
 /// Recurrent training method (paper 2.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -44,7 +44,7 @@ struct Cli {
     #[arg(long, value_name = "DIR", global = true)]
     out: Option<PathBuf>,
     /// GPU backend (overrides run.backend).
-    #[arg(long, value_enum, global = true)]
+    #[arg(long, global = true, value_parser = backend_parser())]
     backend: Option<Backend>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -148,6 +148,12 @@ fn reject_unused(cli: &Cli) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--backend`: one of the kernel library's backend names (listed in `--help`).
+fn backend_parser() -> impl clap::builder::TypedValueParser<Value = Backend> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Backend::NAMES).try_map(|s| s.parse::<Backend>())
 }
 
 fn main() -> ExitCode {

@@ -6,7 +6,13 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 
 /// Which graphics API to run on. `Auto` honours `WGPU_BACKEND` and otherwise tries them all.
+/// Written in configs as `auto`, `vulkan`, `metal`, `dx12`, `gl` (the `serde` feature).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum BackendChoice {
     #[default]
     Auto,
@@ -31,6 +37,9 @@ impl std::str::FromStr for BackendChoice {
 }
 
 impl BackendChoice {
+    /// Every choice, by its config name.
+    pub const NAMES: [&'static str; 5] = ["auto", "vulkan", "metal", "dx12", "gl"];
+
     pub(super) fn backends(self) -> wgpu::Backends {
         match self {
             Self::Auto => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),

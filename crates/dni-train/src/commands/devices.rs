@@ -4,7 +4,7 @@ use crate::config::Backend;
 
 pub fn run(backend: Backend) -> anyhow::Result<()> {
     super::check_choice(backend)?;
-    let choice = super::backend_choice(backend);
+    let choice = backend;
     let adapters = dni_kernels::list_adapters(choice);
     if adapters.is_empty() {
         return Err(super::no_adapter(

@@ -7,20 +7,9 @@ pub mod bench_rows;
 pub mod devices;
 
 use anyhow::Context;
-use dni_kernels::{BackendChoice, Gpu, GpuOptions};
+use dni_kernels::{Gpu, GpuOptions};
 
 use crate::config::Backend;
-
-/// Maps the CLI/config backend onto the kernel library's choice.
-pub fn backend_choice(b: Backend) -> BackendChoice {
-    match b {
-        Backend::Auto => BackendChoice::Auto,
-        Backend::Vulkan => BackendChoice::Vulkan,
-        Backend::Metal => BackendChoice::Metal,
-        Backend::Dx12 => BackendChoice::Dx12,
-        Backend::Gl => BackendChoice::Gl,
-    }
-}
 
 /// Opens the GPU for a command, with the adapter named in the error when it fails. When the
 /// backend was chosen by `--backend` / `run.backend` or by `WGPU_BACKEND`, the error names that
@@ -28,7 +17,7 @@ pub fn backend_choice(b: Backend) -> BackendChoice {
 pub fn open_gpu(b: Backend) -> anyhow::Result<Gpu> {
     check_choice(b)?;
     match Gpu::new(&GpuOptions {
-        backend: backend_choice(b),
+        backend: b,
         ..Default::default()
     }) {
         Ok(gpu) => Ok(gpu),
