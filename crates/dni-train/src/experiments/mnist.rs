@@ -15,16 +15,17 @@ use dni_tasks::{mnist::CLASSES, EpochShuffler, Mnist};
 use serde::Serialize;
 
 use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
-use crate::config::{Config, MnistConfig, MnistMethod, OptimizerKind, SgModel};
+use crate::config::{Config, MnistConfig, MnistMethod, OptimizerKind};
 use crate::progress::{Metrics as Shown, Progress};
 use crate::run_dir::RunDir;
 
 /// The network and training algorithm `[mnist]` describes, for `input` features.
 pub fn spec(m: &MnistConfig, input: usize, seed: u64) -> FfSpec {
-    let optim = |lr: f64| match m.optimizer {
+    let optim_of = |kind: OptimizerKind, lr: f64| match kind {
         OptimizerKind::Adam => OptimConfig::adam(lr as f32),
         OptimizerKind::Sgd => OptimConfig::sgd(lr as f32, m.momentum as f32),
     };
+    let optim = |lr: f64| optim_of(m.optimizer, lr);
     let mut spec = FfSpec::backprop(
         input,
         vec![m.hidden; m.layers],
@@ -33,10 +34,14 @@ pub fn spec(m: &MnistConfig, input: usize, seed: u64) -> FfSpec {
         optim(m.lr),
     );
     spec.seed = seed;
-    spec.sg_optim = m.sg_lr.map(optim);
-    let sg = |conditioned: bool| match m.sg_model() {
-        Some(SgModel::Mlp) => SgSpec::mlp(vec![m.sg_hidden; m.sg_layers], conditioned),
-        _ => SgSpec::linear(conditioned),
+    // One rule for SG defaults: the network's own optimiser and rate unless set.
+    spec.sg_optim = match (m.sg_optimizer, m.sg_lr) {
+        (None, None) => None,
+        (kind, lr) => Some(optim_of(kind.unwrap_or(m.optimizer), lr.unwrap_or(m.lr))),
+    };
+    let sg = |conditioned: bool| match m.sg_is_mlp() {
+        true => SgSpec::mlp(vec![m.sg_hidden; m.sg_layers], conditioned),
+        false => SgSpec::linear(conditioned),
     };
     // BP(λ) applies to the SG methods (the config rejects a λ on the others).
     let with_lambda = |iface: InterfaceSpec| InterfaceSpec {
@@ -350,9 +355,9 @@ pub fn train_with(
         layers: m.layers,
         hidden: m.hidden,
         batch: m.batch,
-        sg_model: m.sg_model().map(|s| match s {
-            SgModel::Linear => "linear",
-            SgModel::Mlp => "mlp",
+        sg_model: m.method.uses_sg().then_some(match m.sg_is_mlp() {
+            true => "mlp",
+            false => "linear",
         }),
         p_update: m.p_update,
         unlock: m.unlock,

@@ -28,7 +28,7 @@ const TEST_SEED: u64 = 0x7E57;
 
 /// The system's configuration from `[timescale]`.
 pub(crate) fn system_config(ts: &TimescaleSection, input: usize, seed: u64) -> TimescaleConfig {
-    let sg_lr = ts.sg_lr.unwrap_or(ts.lr / 100.0);
+    let sg_lr = ts.sg_lr.unwrap_or(ts.lr);
     TimescaleConfig {
         t: ts.t,
         input,
@@ -418,6 +418,7 @@ mod tests {
         );
         assert_eq!(s.sg_optim.lr(), 0.5);
         let s = system_config(config(&[]).unwrap().timescale.as_ref().unwrap(), 785, 3);
+        // The config sets lr / 100 (the default is lr, the one rule for SG defaults).
         assert_eq!(s.sg_optim.lr(), (ts.lr / 100.0) as f32);
         assert_eq!(cfg.run_label(), format!("two_timescale-nodni-T{}", ts.t));
         let msg = format!("{:#}", config(&["timescale.method=bptt"]).unwrap_err());
