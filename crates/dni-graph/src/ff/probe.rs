@@ -121,6 +121,30 @@ fn reads_before_params(hidden: &[super::block::Block]) -> usize {
     hidden.iter().map(|b| 1 + b.sg.is_some() as usize).sum()
 }
 
+impl ProbeBuffers {
+    /// Block `i`'s backward pass of the probe's forward, from `dout`.
+    fn backward(
+        &self,
+        enc: &mut dni_kernels::Encoder,
+        stack: &crate::layers::Stack,
+        i: usize,
+        input: &Tensor,
+        dout: &Tensor,
+        dx: Option<&Tensor>,
+    ) -> Result<()> {
+        stack.backward(
+            enc,
+            &self.acts[i],
+            &self.grads[i],
+            input,
+            None,
+            &self.out[i],
+            dout,
+            dx,
+        )
+    }
+}
+
 /// Every batch-norm running statistic of the blocks and of their SG models, in a fixed order.
 fn running_stats(net: &FfNet) -> Vec<&Tensor> {
     let mut v = Vec::new();
@@ -221,16 +245,7 @@ impl FfNet {
                     .ok_or_else(|| Error::Internal("probe gradient buffer".into()))?
             };
             let stack = &self.blocks[i].stack;
-            stack.backward(
-                &mut enc,
-                &pb.acts[i],
-                &pb.grads[i],
-                input,
-                None,
-                &pb.out[i],
-                dout,
-                pb.dx[i].as_ref(),
-            )?;
+            pb.backward(&mut enc, stack, i, input, dout, pb.dx[i].as_ref())?;
             if let Some(saved) = pb.true_param_grads.get(i) {
                 for (p, t) in stack.params().into_iter().zip(saved) {
                     enc.copy(&p.grad, t)?;
@@ -261,16 +276,7 @@ impl FfNet {
                 None => axpby(&mut enc, lambda, truth, 0.0, truth, &pb.delivered[i])?,
             }
             let input = if i == 0 { &pb.data.x } else { &pb.out[i - 1] };
-            block.stack.backward(
-                &mut enc,
-                &pb.acts[i],
-                &pb.grads[i],
-                input,
-                None,
-                &pb.out[i],
-                &pb.delivered[i],
-                None,
-            )?;
+            pb.backward(&mut enc, &block.stack, i, input, &pb.delivered[i], None)?;
         }
         for (t, save) in running_stats(self).into_iter().zip(&pb.saved) {
             enc.copy(save, t)?;
