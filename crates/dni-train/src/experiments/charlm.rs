@@ -11,10 +11,10 @@ use dni_tasks::{CharStream, Corpus, EvalStream, TextFile};
 use serde::Serialize;
 
 use super::copy::recurrent_config;
+use super::Experiment;
 use crate::checkpoint::{self, Poll, RunControl};
 use crate::config::Config;
 use crate::progress::{Metrics as Shown, Progress};
-use crate::run_dir::RunDir;
 
 /// One `metrics.jsonl` record: training metrics every `log_every` steps, plus validation (and test,
 /// at a new best) after an evaluation.
@@ -66,18 +66,37 @@ pub struct CharLmOutcome {
     pub adapter: String,
 }
 
-/// Trains per `cfg` and calls `on_log` with every record.
-#[cfg_attr(not(test), allow(dead_code))]
-pub fn train(
-    gpu: &Gpu,
-    cfg: &Config,
-    progress: &mut Progress,
-    on_log: impl FnMut(&CharLmRecord) -> anyhow::Result<()>,
-) -> anyhow::Result<CharLmOutcome> {
-    train_with(gpu, cfg, progress, &mut RunControl::none(), on_log)
+/// This task as an [`Experiment`].
+pub struct CharLmExperiment;
+
+impl Experiment for CharLmExperiment {
+    type Record = CharLmRecord;
+    type Outcome = CharLmOutcome;
+
+    fn train_with(
+        gpu: &Gpu,
+        cfg: &Config,
+        progress: &mut Progress,
+        control: &mut RunControl,
+        on_log: &mut dyn FnMut(&CharLmRecord) -> anyhow::Result<()>,
+    ) -> anyhow::Result<CharLmOutcome> {
+        train_with(gpu, cfg, progress, control, on_log)
+    }
+
+    fn summary_line(outcome: &CharLmOutcome) -> String {
+        format!(
+            "test {} bpc at the best validation {} bpc (step {}); {} steps, {:.0} s, stopped by {}",
+            fmt_opt(outcome.test_bpc_at_best),
+            fmt_opt(outcome.best_valid_bpc),
+            outcome.best_step.unwrap_or(0),
+            outcome.steps,
+            outcome.wall_clock_s,
+            outcome.stopped_by
+        )
+    }
 }
 
-/// [`train`] with checkpoints, resume, interrupts and divergence checks per `control`.
+/// Trains per `cfg` and calls `on_log` with every record, with checkpoints, resume, interrupts and divergence checks per `control`.
 pub fn train_with(
     gpu: &Gpu,
     cfg: &Config,
@@ -301,27 +320,6 @@ pub fn train_with(
     })
 }
 
-/// `dni-train --config configs/charlm.toml`: one run with its run directory.
-pub fn run(
-    gpu: &Gpu,
-    cfg: &Config,
-    run_dir: &mut RunDir,
-    progress: &mut Progress,
-    control: &mut RunControl,
-) -> anyhow::Result<serde_json::Value> {
-    let outcome = train_with(gpu, cfg, progress, control, |rec| run_dir.log(rec))?;
-    progress.println(&format!(
-        "test {} bpc at the best validation {} bpc (step {}); {} steps, {:.0} s, stopped by {}",
-        fmt_opt(outcome.test_bpc_at_best),
-        fmt_opt(outcome.best_valid_bpc),
-        outcome.best_step.unwrap_or(0),
-        outcome.steps,
-        outcome.wall_clock_s,
-        outcome.stopped_by
-    ));
-    serde_json::to_value(&outcome).context("serialising the summary")
-}
-
 /// The character LM's host state in a checkpoint.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct LmHost {
@@ -368,7 +366,7 @@ mod tests {
         let cfg = Config::load_with_base(&root.join("configs/charlm.toml"), &o, &root).unwrap();
         let mut progress = Progress::with_mode("test", 300, Mode::Quiet);
         let mut records = Vec::new();
-        let out = train(&gpu, &cfg, &mut progress, |r| {
+        let out = CharLmExperiment::train(&gpu, &cfg, &mut progress, &mut |r| {
             records.push((r.step, r.train_bpc, r.valid_bpc, r.test_bpc));
             Ok(())
         })

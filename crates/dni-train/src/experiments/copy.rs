@@ -12,10 +12,10 @@ use dni_kernels::Gpu;
 use dni_tasks::{copy::WIDTH, Observed, TaskStream, Window};
 use serde::Serialize;
 
+use super::Experiment;
 use crate::checkpoint::{self, Poll, RunControl};
 use crate::config::{Config, OptimizerKind, RnnConfig, RnnMethod};
 use crate::progress::{Metrics as Shown, Progress};
-use crate::run_dir::RunDir;
 
 /// The trainer's configuration from `[rnn]`.
 pub(crate) fn recurrent_config(
@@ -123,6 +123,28 @@ pub struct CopyOutcome {
     pub adapter: String,
 }
 
+/// The Copy and Repeat Copy tasks as an [`Experiment`].
+pub struct CopyExperiment;
+
+impl Experiment for CopyExperiment {
+    type Record = CopyRecord;
+    type Outcome = CopyOutcome;
+
+    fn train_with(
+        gpu: &Gpu,
+        cfg: &Config,
+        progress: &mut Progress,
+        control: &mut RunControl,
+        on_log: &mut dyn FnMut(&CopyRecord) -> anyhow::Result<()>,
+    ) -> anyhow::Result<CopyOutcome> {
+        train_with(gpu, cfg, progress, control, on_log)
+    }
+
+    fn summary_line(outcome: &CopyOutcome) -> String {
+        outcome.summary_line()
+    }
+}
+
 impl CopyOutcome {
     /// One line for the terminal: the largest length solved, the final level and error, the time.
     pub fn summary_line(&self) -> String {
@@ -138,19 +160,8 @@ impl CopyOutcome {
     }
 }
 
-/// Trains on Copy / Repeat Copy per `cfg` and calls `on_log` with every record; `progress` shows
-/// them.
-#[cfg_attr(not(test), allow(dead_code))]
-pub fn train(
-    gpu: &Gpu,
-    cfg: &Config,
-    progress: &mut Progress,
-    on_log: impl FnMut(&CopyRecord) -> anyhow::Result<()>,
-) -> anyhow::Result<CopyOutcome> {
-    train_with(gpu, cfg, progress, &mut RunControl::none(), on_log)
-}
-
-/// [`train`] with checkpoints, resume, interrupts and divergence checks per `control`.
+/// Trains on Copy / Repeat Copy per `cfg` and calls `on_log` with every record, with checkpoints,
+/// resume, interrupts and divergence checks per `control`.
 pub fn train_with(
     gpu: &Gpu,
     cfg: &Config,
@@ -467,19 +478,6 @@ fn observe(run: &mut RunState, m: &Metrics, step: u64, started: Instant) -> Copy
     }
 }
 
-/// `dni-train --config configs/copy.toml`: one run with its run directory.
-pub fn run(
-    gpu: &Gpu,
-    cfg: &Config,
-    run_dir: &mut RunDir,
-    progress: &mut Progress,
-    control: &mut RunControl,
-) -> anyhow::Result<serde_json::Value> {
-    let outcome = train_with(gpu, cfg, progress, control, |rec| run_dir.log(rec))?;
-    progress.println(&outcome.summary_line());
-    serde_json::to_value(&outcome).context("serialising the summary")
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -572,7 +570,7 @@ mod tests {
         ]);
         let mut progress = Progress::with_mode("test", 600, Mode::Quiet);
         let mut records = Vec::new();
-        let out = train(&gpu, &cfg, &mut progress, |r| {
+        let out = CopyExperiment::train(&gpu, &cfg, &mut progress, &mut |r| {
             records.push((r.step, r.bits_per_char.unwrap_or(f64::NAN), r.sg_loss));
             Ok(())
         })

@@ -14,10 +14,10 @@ use dni_kernels::Gpu;
 use dni_tasks::{mnist::CLASSES, EpochShuffler, Mnist};
 use serde::Serialize;
 
+use super::Experiment;
 use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
 use crate::config::{Config, MnistConfig, MnistMethod, OptimizerKind};
 use crate::progress::{Metrics as Shown, Progress};
-use crate::run_dir::RunDir;
 
 /// The network and training algorithm `[mnist]` describes, for `input` features.
 pub fn spec(m: &MnistConfig, input: usize, seed: u64) -> FfSpec {
@@ -135,6 +135,36 @@ fn method_name(m: MnistMethod) -> &'static str {
         MnistMethod::Bp => "bp",
         MnistMethod::Dni => "dni",
         MnistMethod::Cdni => "cdni",
+    }
+}
+
+/// This task as an [`Experiment`].
+pub struct MnistExperiment;
+
+impl Experiment for MnistExperiment {
+    type Record = MnistRecord;
+    type Outcome = MnistOutcome;
+
+    fn train_with(
+        gpu: &Gpu,
+        cfg: &Config,
+        progress: &mut Progress,
+        control: &mut RunControl,
+        on_log: &mut dyn FnMut(&MnistRecord) -> anyhow::Result<()>,
+    ) -> anyhow::Result<MnistOutcome> {
+        train_with(gpu, cfg, progress, control, on_log)
+    }
+
+    fn summary_line(outcome: &MnistOutcome) -> String {
+        format!(
+        "test error {:.2}% after {} steps (best {:.2}%, untrained {:.2}%), {:.0} s, {:.1} ms/step",
+        100.0 * outcome.final_test_error,
+        outcome.steps,
+        100.0 * outcome.best_test_error,
+        100.0 * outcome.initial_test_error,
+        outcome.wall_clock_s,
+        outcome.ms_per_step
+    )
     }
 }
 
@@ -458,25 +488,4 @@ fn params_sha256(net: &FfNet) -> anyhow::Result<String> {
         }
     }
     Ok(checkpoint::sha256_named(params))
-}
-
-/// `dni-train --config configs/mnist_*.toml`: one run with its run directory.
-pub fn run(
-    gpu: &Gpu,
-    cfg: &Config,
-    run_dir: &mut RunDir,
-    progress: &mut Progress,
-    control: &mut RunControl,
-) -> anyhow::Result<serde_json::Value> {
-    let outcome = train_with(gpu, cfg, progress, control, |rec| run_dir.log(rec))?;
-    progress.println(&format!(
-        "test error {:.2}% after {} steps (best {:.2}%, untrained {:.2}%), {:.0} s, {:.1} ms/step",
-        100.0 * outcome.final_test_error,
-        outcome.steps,
-        100.0 * outcome.best_test_error,
-        100.0 * outcome.initial_test_error,
-        outcome.wall_clock_s,
-        outcome.ms_per_step
-    ));
-    serde_json::to_value(&outcome).context("serialising the summary")
 }

@@ -9,8 +9,8 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use super::mnist::{self, MnistOutcome};
-use crate::checkpoint::RunControl;
+use super::mnist::{MnistExperiment, MnistOutcome};
+use super::Experiment;
 use crate::config::{Config, Overrides};
 use crate::plot::{Panel, Series};
 use crate::progress::Progress;
@@ -159,7 +159,7 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &MnistSweepOptions) -> an
                 .with_context(|| format!("cannot create {}", path.display()))?,
         );
         let mut records = Vec::new();
-        let outcome = mnist::train_with(&gpu, cfg, &mut progress, &mut RunControl::none(), |rec| {
+        let outcome = MnistExperiment::train(&gpu, cfg, &mut progress, &mut |rec| {
             serde_json::to_writer(&mut w, rec)
                 .map_err(std::io::Error::from)
                 .and_then(|()| w.write_all(b"\n"))

@@ -15,10 +15,10 @@ use dni_kernels::Gpu;
 use dni_tasks::Mnist;
 use serde::Serialize;
 
+use super::Experiment;
 use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
 use crate::config::{Config, OptimizerKind, TimescaleMethod, TimescaleSection};
 use crate::progress::{Metrics as Shown, Progress};
-use crate::run_dir::RunDir;
 
 /// Test accuracies whose first crossing the summary reports, as `steps to reach`.
 const MILESTONES: [f64; 6] = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
@@ -98,18 +98,41 @@ pub struct TimescaleOutcome {
     pub adapter: String,
 }
 
-/// Trains per `cfg` on the MNIST stream and calls `on_log` with every record.
-#[cfg_attr(not(test), allow(dead_code))]
-pub fn train(
-    gpu: &Gpu,
-    cfg: &Config,
-    progress: &mut Progress,
-    on_log: impl FnMut(&TimescaleRecord) -> anyhow::Result<()>,
-) -> anyhow::Result<TimescaleOutcome> {
-    train_with(gpu, cfg, progress, &mut RunControl::none(), on_log)
+/// This task as an [`Experiment`].
+pub struct TimescaleExperiment;
+
+impl Experiment for TimescaleExperiment {
+    type Record = TimescaleRecord;
+    type Outcome = TimescaleOutcome;
+
+    fn train_with(
+        gpu: &Gpu,
+        cfg: &Config,
+        progress: &mut Progress,
+        control: &mut RunControl,
+        on_log: &mut dyn FnMut(&TimescaleRecord) -> anyhow::Result<()>,
+    ) -> anyhow::Result<TimescaleOutcome> {
+        train_with(gpu, cfg, progress, control, on_log)
+    }
+
+    fn summary_line(o: &TimescaleOutcome) -> String {
+        format!(
+            "{} T={}: test accuracy A {:.3} (chance {:.3}), B {:.3} (chance {:.3}) after {} steps \
+         ({} updates of A), {:.0} s",
+            o.method,
+            o.t,
+            o.final_a_accuracy.unwrap_or(f64::NAN),
+            o.a_majority_accuracy,
+            o.final_b_accuracy.unwrap_or(f64::NAN),
+            o.b_majority_accuracy,
+            o.steps,
+            o.a_updates,
+            o.wall_clock_s
+        )
+    }
 }
 
-/// [`train`] with checkpoints (every `run.checkpoint_every` steps, rounded to whole blocks of T²
+/// Trains per `cfg` and calls `on_log` with every record, with checkpoints (every `run.checkpoint_every` steps, rounded to whole blocks of T²
 /// steps, at the end and on an interrupt), resume, interrupts (checked before every block) and
 /// divergence checks per `control`. The schedule is deterministic, so a resumed run is bit-exact.
 pub fn train_with(
@@ -364,31 +387,6 @@ fn majority_accuracy(
     Ok((best(&a), best(&b)))
 }
 
-/// `dni-train --config configs/two_timescale.toml`: one run with its run directory.
-pub fn run(
-    gpu: &Gpu,
-    cfg: &Config,
-    run_dir: &mut RunDir,
-    progress: &mut Progress,
-    control: &mut RunControl,
-) -> anyhow::Result<serde_json::Value> {
-    let o = train_with(gpu, cfg, progress, control, |rec| run_dir.log(rec))?;
-    progress.println(&format!(
-        "{} T={}: test accuracy A {:.3} (chance {:.3}), B {:.3} (chance {:.3}) after {} steps \
-         ({} updates of A), {:.0} s",
-        o.method,
-        o.t,
-        o.final_a_accuracy.unwrap_or(f64::NAN),
-        o.a_majority_accuracy,
-        o.final_b_accuracy.unwrap_or(f64::NAN),
-        o.b_majority_accuracy,
-        o.steps,
-        o.a_updates,
-        o.wall_clock_s
-    ));
-    serde_json::to_value(&o).context("serialising the summary")
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -452,7 +450,7 @@ mod tests {
         .unwrap();
         let mut progress = Progress::with_mode("t", cfg.steps(), Mode::Quiet);
         let mut recs = Vec::new();
-        let o = train(&gpu, &cfg, &mut progress, |r| {
+        let o = TimescaleExperiment::train(&gpu, &cfg, &mut progress, &mut |r| {
             recs.push((r.step, r.split));
             Ok(())
         })
