@@ -17,6 +17,7 @@ pub mod ff;
 mod in_flight;
 pub mod layers;
 mod linear;
+mod lstm;
 pub mod recurrent;
 pub mod sg;
 mod state;

@@ -32,14 +32,8 @@ use super::init::InitRng;
 use super::metrics::{EvalResult, Metrics};
 use crate::in_flight::InFlight;
 use crate::linear::Linear;
+use crate::lstm::LstmCore;
 use crate::sg::model::{SgShape, Synthesizer};
-
-/// The LSTM core's parameters; gate order i, f, g, o.
-struct Core {
-    w_x: Param,
-    w_h: Param,
-    bias: Param,
-}
 
 /// What the bootstrap's discount needs when it differs from what was injected: a second backward
 /// pass of `Jᵀ·M(s_last)` alone (zero loss gradients, parameter gradients into scratch).
@@ -69,7 +63,7 @@ pub(crate) struct PerStepTrainer {
     gpu: Gpu,
     cfg: RecurrentConfig,
     lstm: LstmWindow,
-    core: Core,
+    core: LstmCore,
     readout: Linear,
     /// The SG model, with its own optimiser (which also updates the aux head: a separate instance
     /// even with the core's settings, so that skipped SG updates do not advance the core's Adam
@@ -120,19 +114,7 @@ impl PerStepTrainer {
         let (i, h, o, b, t) = (cfg.input, cfg.hidden, cfg.output, cfg.batch, cfg.t);
         let mut rng = InitRng::new(cfg.seed);
         let bound = 1.0 / (h as f32).sqrt();
-        let mut bias = vec![0.0; 4 * h];
-        bias[h..2 * h].fill(1.0);
-        let core = Core {
-            w_x: Param::new(
-                gpu,
-                Tensor::from_slice(gpu, &[i, 4 * h], &rng.uniform(i * 4 * h, bound))?,
-            )?,
-            w_h: Param::new(
-                gpu,
-                Tensor::from_slice(gpu, &[h, 4 * h], &rng.uniform(h * 4 * h, bound))?,
-            )?,
-            bias: Param::new(gpu, Tensor::from_slice(gpu, &[4 * h], &bias)?)?,
-        };
+        let core = LstmCore::new(gpu, i, h, &mut |n, bound| rng.uniform(n, bound))?;
         let readout = Linear::new(gpu, h, o, &rng.uniform(h * o, bound))?;
         let sg = match cfg.method.has_sg() {
             true => Some(Synthesizer::new(
@@ -445,11 +427,7 @@ impl PerStepTrainer {
     }
 
     fn lstm_params(&self) -> LstmParams<'_> {
-        LstmParams {
-            w_x: &self.core.w_x.value,
-            w_h: &self.core.w_h.value,
-            bias: &self.core.bias.value,
-        }
+        self.core.params()
     }
 
     /// The window's hidden states viewed as `[T·B, H]` rows.
@@ -547,11 +525,7 @@ impl PerStepTrainer {
         }
 
         // 5. Backward through the window.
-        let grads = LstmGrads {
-            dw_x: &self.core.w_x.grad,
-            dw_h: &self.core.w_h.grad,
-            dbias: &self.core.bias.grad,
-        };
+        let grads = self.core.grads();
         self.lstm.backward(
             &mut enc,
             p,
@@ -567,13 +541,8 @@ impl PerStepTrainer {
         // 6. Train M(s0) on the bootstrapped gradient that reached s0 (not on the first window: no
         //    window before it used M there). With a discount of its own, the bootstrap's share is
         //    corrected by a second pass of Jᵀ·M(s_last) alone: ds0 += ((γ − applied scale)/B)·Jᵀ·M.
-        let params: Vec<&Param> = vec![
-            &self.core.w_x,
-            &self.core.w_h,
-            &self.core.bias,
-            &self.readout.w,
-            &self.readout.b,
-        ];
+        let [w_x, w_h, bias] = self.core.param_list();
+        let params: Vec<&Param> = vec![w_x, w_h, bias, &self.readout.w, &self.readout.b];
         let sg_trained = self.train_sg && self.windows_total > 0;
         if let (Some(m), true) = (&self.sg, sg_trained) {
             if let Some(d) = &self.discount {

@@ -25,7 +25,7 @@
 
 use dni_kernels::ops::elementwise::axpy;
 use dni_kernels::ops::loss::softmax_xent;
-use dni_kernels::ops::lstm::{LstmGrads, LstmParams, LstmWindow};
+use dni_kernels::ops::lstm::LstmWindow;
 use dni_kernels::ops::matmul::{matmul, Matmul};
 use dni_kernels::ops::optim::{Optimizer, Param};
 use dni_kernels::{Encoder, Gpu, Tensor};
@@ -36,54 +36,15 @@ use super::metrics::{Evaluation, Metrics, Scores};
 use crate::error::{check_len, Error, Result};
 use crate::in_flight::InFlight;
 use crate::linear::Linear;
+use crate::lstm::LstmCore;
 use crate::recurrent::StateBuf;
 use crate::sg::model::{SgShape, Synthesizer};
 use crate::sg::SgConfig;
 use dni_tasks::DigitBlock;
 
-/// LSTM weights; gate order i, f, g, o.
-struct Core {
-    w_x: Param,
-    w_h: Param,
-    bias: Param,
-}
-
-impl Core {
-    /// Uniform in `±1/√hidden`, forget-gate bias 1.
-    fn new(gpu: &Gpu, rng: &mut Rng, input: usize, hidden: usize) -> Result<Self> {
-        let bound = 1.0 / (hidden as f32).sqrt();
-        let mut uniform =
-            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform_range(-bound, bound)).collect() };
-        let (w_x, w_h) = (uniform(input * 4 * hidden), uniform(hidden * 4 * hidden));
-        let mut bias = vec![0.0; 4 * hidden];
-        bias[hidden..2 * hidden].fill(1.0);
-        Ok(Self {
-            w_x: Param::new(gpu, Tensor::from_slice(gpu, &[input, 4 * hidden], &w_x)?)?,
-            w_h: Param::new(gpu, Tensor::from_slice(gpu, &[hidden, 4 * hidden], &w_h)?)?,
-            bias: Param::new(gpu, Tensor::from_slice(gpu, &[4 * hidden], &bias)?)?,
-        })
-    }
-
-    fn params(&self) -> LstmParams<'_> {
-        LstmParams {
-            w_x: &self.w_x.value,
-            w_h: &self.w_h.value,
-            bias: &self.bias.value,
-        }
-    }
-
-    fn grads(&self) -> LstmGrads<'_> {
-        LstmGrads {
-            dw_x: &self.w_x.grad,
-            dw_h: &self.w_h.grad,
-            dbias: &self.bias.grad,
-        }
-    }
-}
-
 /// One LSTM with its readout, optimiser and the buffers of a window.
 struct Net {
-    core: Core,
+    core: LstmCore,
     readout: Linear,
     window: LstmWindow,
     optimizer: Optimizer,
@@ -115,7 +76,9 @@ impl Net {
     ) -> Result<Self> {
         let b = cfg.batch;
         Ok(Self {
-            core: Core::new(gpu, rng, input, hidden)?,
+            core: LstmCore::new(gpu, input, hidden, &mut |n, bound| {
+                (0..n).map(|_| rng.uniform_range(-bound, bound)).collect()
+            })?,
             readout: Linear::uniform(gpu, rng, hidden, classes)?,
             window: LstmWindow::new(gpu, input, hidden, b, steps)?,
             optimizer: Optimizer::new(gpu, cfg.optim)?,
@@ -217,7 +180,8 @@ impl Net {
 
     fn all_params(&self) -> Vec<&Param> {
         let [w, b] = self.readout.params();
-        vec![&self.core.w_x, &self.core.w_h, &self.core.bias, w, b]
+        let [w_x, w_h, bias] = self.core.param_list();
+        vec![w_x, w_h, bias, w, b]
     }
 }
 
