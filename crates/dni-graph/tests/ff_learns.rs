@@ -145,6 +145,7 @@ fn unconditioned_dni_beats_no_backprop_clearly() {
     let dni = train(spec, 300, Schedule::SingleThread);
     assert_learnt("DNI (linear SG, no label)", &dni, 0.4);
     let nobp = train(small_spec().no_backprop(), 300, Schedule::SingleThread);
+    eprintln!("no backprop: {:.3}", nobp.trained);
     assert!(
         dni.trained + 0.1 < nobp.trained,
         "unconditioned DNI {} vs no backprop {}",
