@@ -354,6 +354,9 @@ pub fn replot_sweep(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let task = summary["task"]
         .as_str()
         .with_context(|| format!("{}: no \"task\"", path.display()))?;
+    if task == "mnist" {
+        return crate::experiments::mnist_sweep::replot(dir, &summary);
+    }
     let listed = summary["runs"]
         .as_array()
         .with_context(|| format!("{}: no \"runs\" list", path.display()))?;

@@ -193,7 +193,16 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &MnistSweepOptions) -> an
     eprintln!("sweep: {} runs in {:.1} min", results.len(), wall / 60.0);
     std::fs::write(run_dir.file("table.md"), &table)
         .with_context(|| format!("cannot write {}", run_dir.file("table.md").display()))?;
-    let charts = charts(run_dir.path(), &opts.layers, &results)?;
+    let chart_runs: Vec<ChartRun> = results
+        .iter()
+        .map(|(row, layers, seed, _, records)| ChartRun {
+            row: row.clone(),
+            layers: *layers,
+            seed: *seed,
+            records: records.clone(),
+        })
+        .collect();
+    let charts = charts(run_dir.path(), &opts.layers, &chart_runs)?;
     eprintln!(
         "charts: {}",
         charts
@@ -262,21 +271,66 @@ fn table(steps: u64, layers: &[usize], rows: &[&str], errors: &[(&str, usize, f6
     s
 }
 
+/// One run of an MNIST sweep, for its charts.
+pub struct ChartRun {
+    pub row: String,
+    pub layers: usize,
+    pub seed: u64,
+    /// Its `metrics.jsonl`-style records.
+    pub records: Vec<serde_json::Value>,
+}
+
+/// Redraws an MNIST sweep's charts in `dir` from its `summary.json` (`runs`) and `curves/`.
+pub fn replot(dir: &Path, summary: &serde_json::Value) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let path = dir.join("summary.json");
+    let listed = summary["runs"]
+        .as_array()
+        .with_context(|| format!("{}: no \"runs\" list", path.display()))?;
+    let mut runs = Vec::with_capacity(listed.len());
+    for r in listed {
+        let bad = || anyhow::anyhow!("{}: a run without row, layers or seed: {r}", path.display());
+        let row = r["row"].as_str().ok_or_else(bad)?.to_string();
+        let layers = r["layers"].as_u64().ok_or_else(bad)? as usize;
+        let seed = r["seed"].as_u64().ok_or_else(bad)?;
+        let curve = dir.join("curves").join(curve_name(&row, layers, seed));
+        let text = std::fs::read_to_string(&curve)
+            .with_context(|| format!("cannot read {}", curve.display()))?;
+        let records = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}: not JSON", curve.display(), i + 1))
+            })
+            .collect::<anyhow::Result<Vec<serde_json::Value>>>()?;
+        runs.push(ChartRun {
+            row,
+            layers,
+            seed,
+            records,
+        });
+    }
+    let mut layers: Vec<usize> = runs.iter().map(|r| r.layers).collect();
+    layers.sort();
+    layers.dedup();
+    charts(dir, &layers, &runs)
+}
+
 /// Per depth: test error over steps per run, and the probe's update cosine (mean over the blocks).
 fn charts(
     dir: &Path,
     layers: &[usize],
-    results: &[(String, usize, u64, MnistOutcome, Vec<serde_json::Value>)],
+    results: &[ChartRun],
 ) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let mut written = Vec::new();
     for &l in layers {
-        let runs: Vec<_> = results.iter().filter(|r| r.1 == l).collect();
-        let multi_seed = runs.iter().any(|r| r.2 != runs[0].2);
-        let label = |r: &(String, usize, u64, MnistOutcome, Vec<serde_json::Value>)| {
+        let runs: Vec<&ChartRun> = results.iter().filter(|r| r.layers == l).collect();
+        let multi_seed = runs.iter().any(|r| r.seed != runs[0].seed);
+        let label = |r: &ChartRun| {
             if multi_seed {
-                format!("{} seed {}", r.0, r.2)
+                format!("{} seed {}", r.row, r.seed)
             } else {
-                r.0.clone()
+                r.row.clone()
             }
         };
         let series = |f: &dyn Fn(&serde_json::Value) -> Option<f64>| -> Vec<Series> {
@@ -284,7 +338,7 @@ fn charts(
                 .map(|r| Series {
                     label: label(r),
                     points: r
-                        .4
+                        .records
                         .iter()
                         .filter_map(|v| Some((v["step"].as_f64()?, f(v)?)))
                         .collect(),
@@ -371,5 +425,41 @@ mod tests {
         assert!(t.contains("| bp | 2.00 | 1.80 |\n"), "{t}");
         assert!(t.contains("| dni | 6.00 (5.00–7.00) |  |\n"), "{t}");
         assert!(t.contains("after 100 steps"), "{t}");
+    }
+
+    #[test]
+    fn a_sweep_directory_is_redrawn_from_its_curves() {
+        let dir = std::env::temp_dir().join(format!("dni-mnist-replot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("curves")).unwrap();
+        let runs = serde_json::json!([
+            {"row": "bp", "layers": 3, "seed": 1},
+            {"row": "cdni+p_update=0.2", "layers": 3, "seed": 1},
+        ]);
+        let summary = serde_json::json!({"task": "mnist", "runs": runs});
+        std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+        for row in ["bp", "cdni+p_update=0.2"] {
+            let lines: String = (1..=3)
+                .map(|k| {
+                    format!(
+                        "{{\"step\": {}, \"test_error\": 0.{k}, \"probe_update_cosine\": [0.5, 0.{k}]}}\n",
+                        k * 100
+                    )
+                })
+                .collect();
+            std::fs::write(dir.join("curves").join(curve_name(row, 3, 1)), lines).unwrap();
+        }
+        assert!(crate::plot::is_sweep_dir(&dir));
+        let files = crate::plot::replot_sweep(&dir).unwrap();
+        for stem in ["test-error-L3", "probe-L3"] {
+            assert!(
+                files.iter().any(|f| f.ends_with(format!("{stem}.svg"))),
+                "{stem}: {files:?}"
+            );
+        }
+        std::fs::remove_file(dir.join("curves").join(curve_name("bp", 3, 1))).unwrap();
+        let err = format!("{:#}", crate::plot::replot_sweep(&dir).unwrap_err());
+        assert!(err.contains("cannot read"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
