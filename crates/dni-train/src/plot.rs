@@ -367,17 +367,7 @@ pub fn replot_sweep(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let row = r["row"].as_str().unwrap_or(method).to_string();
         let t = r["T"].as_u64().ok_or_else(bad)? as usize;
         let seed = r["seed"].as_u64().ok_or_else(bad)?;
-        let curve = dir.join("curves").join(sweep_curve_name(&row, t, seed));
-        let text = std::fs::read_to_string(&curve)
-            .with_context(|| format!("cannot read {}", curve.display()))?;
-        let records = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .with_context(|| format!("{} line {}: not JSON", curve.display(), i + 1))
-            })
-            .collect::<anyhow::Result<Vec<serde_json::Value>>>()?;
+        let records = read_curve(&dir.join("curves").join(sweep_curve_name(&row, t, seed)))?;
         runs.push(SweepRun {
             method: row,
             t,
@@ -387,6 +377,19 @@ pub fn replot_sweep(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         });
     }
     sweep_charts(dir, task, &runs)
+}
+
+/// One run's curve file of a sweep (`curves/*.jsonl`): a JSON record per line.
+pub fn read_curve(curve: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(curve)
+        .with_context(|| format!("cannot read {}", curve.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{} line {}: not JSON", curve.display(), i + 1))
+        })
+        .collect()
 }
 
 /// One cell of a sweep, for its charts.

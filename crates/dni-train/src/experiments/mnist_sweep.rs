@@ -292,17 +292,8 @@ pub fn replot(dir: &Path, summary: &serde_json::Value) -> anyhow::Result<Vec<std
         let row = r["row"].as_str().ok_or_else(bad)?.to_string();
         let layers = r["layers"].as_u64().ok_or_else(bad)? as usize;
         let seed = r["seed"].as_u64().ok_or_else(bad)?;
-        let curve = dir.join("curves").join(curve_name(&row, layers, seed));
-        let text = std::fs::read_to_string(&curve)
-            .with_context(|| format!("cannot read {}", curve.display()))?;
-        let records = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .with_context(|| format!("{} line {}: not JSON", curve.display(), i + 1))
-            })
-            .collect::<anyhow::Result<Vec<serde_json::Value>>>()?;
+        let records =
+            crate::plot::read_curve(&dir.join("curves").join(curve_name(&row, layers, seed)))?;
         runs.push(ChartRun {
             row,
             layers,
