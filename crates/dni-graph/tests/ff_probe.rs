@@ -172,4 +172,11 @@ fn wrong_batch_sizes_are_errors() {
     assert!(err.contains("probe_sg"), "{err}");
     let err = net.probe_sg(&x, &y[1..]).unwrap_err().to_string();
     assert!(err.contains("labels"), "{err}");
+    let mut bad = y.clone();
+    bad[3] = CLASSES as u32;
+    let err = net.probe_sg(&x, &bad).unwrap_err().to_string();
+    assert!(
+        err.contains("probe_sg") && err.contains("not below"),
+        "{err}"
+    );
 }

@@ -602,6 +602,16 @@ fn set_key(
     Ok(())
 }
 
+/// What replaces a key that earlier versions of the config had, for the error that rejects it.
+fn removed_key_hint(msg: &str) -> &'static str {
+    if msg.contains("unknown field `sg_model`") {
+        "; mnist.sg_model was replaced by sg_hidden: 0 (the default) is a linear SG model, N > 0 an \
+         MLP of sg_layers hidden layers of N units"
+    } else {
+        ""
+    }
+}
+
 impl Config {
     /// Reads `path`, applies `overrides`, and validates; relative data paths are checked from the current
     /// directory.
@@ -680,9 +690,10 @@ impl Config {
         if let Some(e) = &file_err {
             if e.message() == all_err.message() || sets.is_empty() {
                 bail!(
-                    "{file}{}: {}",
+                    "{file}{}: {}{}",
                     key_at(text, e.span()),
-                    e.to_string().trim_end()
+                    e.to_string().trim_end(),
+                    removed_key_hint(e.message())
                 );
             }
         }
@@ -698,14 +709,19 @@ impl Config {
                 .map(|e| e.message().to_string());
             if let Some(msg) = &now {
                 if now != previous {
-                    bail!("{label}: {} (in {file})", msg.trim_end());
+                    bail!(
+                        "{label}: {} (in {file}){}",
+                        msg.trim_end(),
+                        removed_key_hint(msg)
+                    );
                 }
             }
             previous = now;
         }
         bail!(
-            "{file} (with the --set overrides): {}",
-            all_err.message().trim_end()
+            "{file} (with the --set overrides): {}{}",
+            all_err.message().trim_end(),
+            removed_key_hint(all_err.message())
         )
     }
 
@@ -1462,6 +1478,29 @@ method = "cdni"
         )
         .unwrap();
         assert!(c.mnist.unwrap().sg_is_mlp());
+    }
+
+    #[test]
+    fn the_removed_sg_model_key_says_what_replaced_it() {
+        let mnist = r#"
+task = "mnist"
+[mnist]
+steps = 10
+lr = 3e-4
+method = "dni"
+sg_model = "mlp"
+"#;
+        for (text, sets) in [
+            (mnist, vec![]),
+            (
+                &*mnist.replace("sg_model = \"mlp\"\n", ""),
+                vec!["mnist.sg_model=\"linear\""],
+            ),
+        ] {
+            let msg = err("removed-sg-model", text, &sets);
+            assert!(msg.contains("sg_model"), "{msg}");
+            assert!(msg.contains("replaced by sg_hidden"), "{msg}");
+        }
     }
 
     #[test]

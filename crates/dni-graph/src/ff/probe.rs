@@ -181,6 +181,12 @@ impl FfNet {
                 got: labels.len(),
             });
         }
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= self.spec.classes) {
+            return Err(Error::shape(
+                "FfNet::probe_sg",
+                format!("label {bad} is not below {} classes", self.spec.classes),
+            ));
+        }
         if self.probe.is_none() {
             self.probe = Some(ProbeBuffers::new(self)?);
         }

@@ -95,6 +95,17 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &MnistSweepOptions) -> an
     if opts.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
+    // A repeated value would train the same cells twice and write over their curves.
+    for (i, l) in opts.layers.iter().enumerate() {
+        if opts.layers[..i].contains(l) {
+            bail!("--layers lists {l} twice; give each depth once");
+        }
+    }
+    for (i, r) in opts.rows.iter().enumerate() {
+        if opts.rows[..i].iter().any(|q| q.label == r.label) {
+            bail!("--methods lists {} twice; give each method once", r.label);
+        }
+    }
     let base = Config::load(config, overrides)?;
     // Every cell's config loads (and validates) before the first one trains.
     let mut cells: Vec<(Config, &RowSpec, usize)> = Vec::new();
@@ -143,7 +154,7 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &MnistSweepOptions) -> an
         .with_context(|| format!("cannot create {}", curves_dir.display()))?;
 
     let started = std::time::Instant::now();
-    let mut results: Vec<(String, usize, u64, MnistOutcome, Vec<serde_json::Value>)> = Vec::new();
+    let mut results: Vec<(ChartRun, MnistOutcome)> = Vec::new();
     let total = cells.len();
     for (k, (cfg, row, layers)) in cells.iter().enumerate() {
         let title = format!(
@@ -179,13 +190,19 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &MnistSweepOptions) -> an
             seed: cfg.seed,
             outcome: &outcome,
         })?;
-        results.push((row.label.clone(), *layers, cfg.seed, outcome, records));
+        let run = ChartRun {
+            row: row.label.clone(),
+            layers: *layers,
+            seed: cfg.seed,
+            records,
+        };
+        results.push((run, outcome));
     }
 
     let labels: Vec<&str> = opts.rows.iter().map(|r| r.label.as_str()).collect();
     let errors: Vec<(&str, usize, f64)> = results
         .iter()
-        .map(|(r, l, _, o, _)| (r.as_str(), *l, o.final_test_error))
+        .map(|(r, o)| (r.row.as_str(), r.layers, o.final_test_error))
         .collect();
     let table = table(m.steps, &opts.layers, &labels, &errors);
     let wall = started.elapsed().as_secs_f64();
@@ -193,15 +210,7 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &MnistSweepOptions) -> an
     eprintln!("sweep: {} runs in {:.1} min", results.len(), wall / 60.0);
     std::fs::write(run_dir.file("table.md"), &table)
         .with_context(|| format!("cannot write {}", run_dir.file("table.md").display()))?;
-    let chart_runs: Vec<ChartRun> = results
-        .iter()
-        .map(|(row, layers, seed, _, records)| ChartRun {
-            row: row.clone(),
-            layers: *layers,
-            seed: *seed,
-            records: records.clone(),
-        })
-        .collect();
+    let (chart_runs, outcomes): (Vec<ChartRun>, Vec<MnistOutcome>) = results.into_iter().unzip();
     let charts = charts(run_dir.path(), &opts.layers, &chart_runs)?;
     eprintln!(
         "charts: {}",
@@ -211,12 +220,13 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &MnistSweepOptions) -> an
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let runs: Vec<serde_json::Value> = results
+    let runs: Vec<serde_json::Value> = chart_runs
         .iter()
-        .map(|(row, _, seed, o, _)| {
+        .zip(&outcomes)
+        .map(|(r, o)| {
             serde_json::to_value(Cell {
-                row,
-                seed: *seed,
+                row: &r.row,
+                seed: r.seed,
                 outcome: o,
             })
         })
