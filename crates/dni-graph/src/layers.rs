@@ -135,6 +135,18 @@ pub struct Grads {
 impl Stack {
     /// Allocates and initialises the parameters; `rng` draws the initial weights.
     pub fn new(gpu: &Gpu, spec: &StackSpec, rng: &mut Rng) -> Result<Self> {
+        Self::with_init(gpu, spec, &mut |n, bound| {
+            (0..n).map(|_| rng.uniform_range(-bound, bound)).collect()
+        })
+    }
+
+    /// [`Stack::new`] with the initial weights drawn by `uniform(n, bound)` (`n` values uniform in
+    /// `±bound`), for a caller with a generator of its own.
+    pub fn with_init(
+        gpu: &Gpu,
+        spec: &StackSpec,
+        uniform: &mut dyn FnMut(usize, f32) -> Vec<f32>,
+    ) -> Result<Self> {
         if spec.input == 0 {
             return Err(Error::config(
                 "stack input",
@@ -167,7 +179,7 @@ impl Stack {
                     }
                     let ctx = if i == 0 { spec.context } else { 0 };
                     layers.push(Layer::Linear(Linear::layer(
-                        gpu, rng, f, ctx, out, bias, zero_init,
+                        gpu, uniform, f, ctx, out, bias, zero_init,
                     )?));
                     f = out;
                 }

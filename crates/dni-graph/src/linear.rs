@@ -76,7 +76,7 @@ impl Linear<Option<Param>> {
     /// model's output layer).
     pub fn layer(
         gpu: &Gpu,
-        rng: &mut Rng,
+        uniform: &mut dyn FnMut(usize, f32) -> Vec<f32>,
         inputs: usize,
         context: usize,
         outputs: usize,
@@ -89,7 +89,7 @@ impl Linear<Option<Param>> {
             let v: Vec<f32> = if zero_init {
                 vec![0.0; n]
             } else {
-                (0..n).map(|_| rng.uniform_range(-bound, bound)).collect()
+                uniform(n, bound)
             };
             Param::new(gpu, Tensor::from_slice(gpu, shape, &v)?)
         };

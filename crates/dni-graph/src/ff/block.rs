@@ -3,7 +3,7 @@
 //! (driven by the receiving block). Both schedulers call these same recording functions.
 
 use dni_kernels::ops::elementwise::axpby;
-use dni_kernels::ops::loss::{sg_l2, softmax_xent};
+use dni_kernels::ops::loss::softmax_xent;
 use dni_kernels::ops::optim::{OptimConfig, Optimizer};
 use dni_kernels::{Encoder, Gpu, Tensor};
 use dni_tasks::Rng;
@@ -11,6 +11,8 @@ use dni_tasks::Rng;
 use super::spec::{FfSpec, InterfaceSpec, SgSpec, SynthInputSpec};
 use crate::error::{Error, Result};
 use crate::layers::{Acts, Grads, Stack, StackSpec};
+use crate::sg::model::{SgPass, Synthesizer};
+use crate::sg::SgInput;
 
 /// One training batch on the GPU: inputs, labels as f32 class ids, and their one-hot rows.
 #[derive(Clone)]
@@ -79,23 +81,16 @@ pub(crate) struct HostScratch {
     onehot: Vec<f32>,
 }
 
-/// The activations of one SG or synthetic-input prediction, kept until its target arrives.
-#[derive(Clone)]
-pub(crate) struct PredSlot {
-    acts: Acts,
-    pub(crate) pred: Tensor,
-}
+/// One SG or synthetic-input prediction's workspace, kept until its target arrives.
+pub(crate) type PredSlot = SgPass;
 
-/// A model trained by L2 regression on targets that arrive later: the synthetic-gradient model
-/// (input `h`, optional one-hot context, target `batch·δ`) or the synthetic-input model (input `x`,
-/// target `h`). Owns its optimiser and a ring of prediction workspaces.
+/// An interface's model trained by L2 regression on targets that arrive later: the
+/// synthetic-gradient model (input `h`, optional one-hot context, target `batch·δ`: one example's
+/// own gradient) or the synthetic-input model (input `x`, target `h`). The model, its optimiser and
+/// its regression are the shared [`Synthesizer`]; this adds the ring of prediction workspaces that
+/// the threaded schedule keeps in flight, and the loss sum the metrics read.
 pub(crate) struct Regressor {
-    model: Stack,
-    opt: Optimizer,
-    grads: Grads,
-    dpred: Tensor,
-    /// `batch·δ` for the SG model (it predicts per-example gradients, O(1) rather than O(1/batch)).
-    scaled_target: Option<Tensor>,
+    model: Synthesizer,
     /// Σ ½‖pred − target‖² over the trained steps, on the GPU.
     pub(crate) loss: Tensor,
     pub(crate) trained: u64,
@@ -104,6 +99,8 @@ pub(crate) struct Regressor {
     pub(crate) free: Vec<PredSlot>,
     conditioned: bool,
     batch: usize,
+    /// What a target is multiplied by to reach the model's units (`batch` for the SG model).
+    units: f32,
 }
 
 impl Regressor {
@@ -116,30 +113,28 @@ impl Regressor {
         sg: bool,
         rng: &mut Rng,
     ) -> Result<Self> {
-        let model = Stack::new(gpu, spec, rng)?;
+        let model = Synthesizer::from_stack(
+            gpu,
+            spec,
+            SgInput::State,
+            1.0,
+            batch,
+            Optimizer::new(gpu, optim)?,
+            &mut |n, bound| (0..n).map(|_| rng.uniform_range(-bound, bound)).collect(),
+        )?;
         let mut free = Vec::with_capacity(ring);
         for _ in 0..ring {
-            free.push(PredSlot {
-                acts: model.acts(gpu, batch)?,
-                pred: Tensor::zeros(gpu, &[batch, model.output()])?,
-            });
+            free.push(model.pass(gpu, batch)?);
         }
         Ok(Self {
-            grads: model.grads(gpu, batch)?,
-            dpred: Tensor::zeros(gpu, &[batch, model.output()])?,
-            scaled_target: if sg {
-                Some(Tensor::zeros(gpu, &[batch, model.output()])?)
-            } else {
-                None
-            },
             loss: Tensor::zeros(gpu, &[1])?,
             trained: 0,
             ring: free.clone(),
             free,
             conditioned: spec.context > 0,
-            opt: Optimizer::new(gpu, optim)?,
             model,
             batch,
+            units: if sg { batch as f32 } else { 1.0 },
         })
     }
 
@@ -185,11 +180,11 @@ impl Regressor {
     }
 
     pub(crate) fn stack(&self) -> &Stack {
-        &self.model
+        self.model.stack()
     }
 
     pub(crate) fn optimizer(&self) -> &Optimizer {
-        &self.opt
+        self.model.optimizer()
     }
 
     /// Marks every workspace free again (between two `train` calls nothing is in flight).
@@ -208,7 +203,7 @@ impl Regressor {
         self.conditioned.then_some(&data.onehot)
     }
 
-    /// Records `slot.pred = model(input[, onehot])` (training-mode batch norm; statistics kept).
+    /// Records `slot.out = model(input[, onehot])` (training-mode batch norm; statistics kept).
     pub(crate) fn predict(
         &self,
         enc: &mut Encoder,
@@ -216,11 +211,11 @@ impl Regressor {
         data: &DataSlot,
         slot: &PredSlot,
     ) -> Result<()> {
-        self.model
-            .forward(enc, &slot.acts, input, self.ctx(data), &slot.pred, true)
+        self.model.evaluate(enc, slot, input, self.ctx(data))
     }
 
-    /// Records one regression step of the prediction in `slot` towards `target` and the update.
+    /// Records one regression step of the prediction in `slot` towards `target` (averaged over the
+    /// rows) and the update.
     pub(crate) fn train(
         &mut self,
         enc: &mut Encoder,
@@ -230,32 +225,18 @@ impl Regressor {
         target: &Tensor,
     ) -> Result<()> {
         let inv_b = 1.0 / self.batch as f32;
-        let target = match &self.scaled_target {
-            Some(st) => {
-                axpby(enc, self.batch as f32, target, 0.0, target, st)?;
-                st
-            }
-            None => target,
-        };
-        sg_l2(
+        self.model.regress(
             enc,
-            &slot.pred,
-            target,
-            &self.dpred,
-            inv_b,
-            Some(&self.loss),
-        )?;
-        self.model.backward(
-            enc,
-            &slot.acts,
-            &self.grads,
+            slot,
             input,
             self.ctx(data),
-            &slot.pred,
-            &self.dpred,
+            target,
+            self.units,
+            inv_b,
+            &self.loss,
             None,
         )?;
-        self.opt.step(enc, &self.model.params())?;
+        self.model.step(enc, true, &[])?;
         self.trained += 1;
         Ok(())
     }
@@ -568,7 +549,7 @@ mod tests {
             }
         }
         assert_close(
-            &gpu.read(&slot.pred).unwrap(),
+            &gpu.read(&slot.out).unwrap(),
             &pred,
             1e-5,
             1e-5,

@@ -276,7 +276,7 @@ impl FfNet {
                     lambda,
                     truth,
                     (1.0 - lambda) * inv_b,
-                    &slot.pred,
+                    &slot.out,
                     &pb.delivered[i],
                 )?,
                 None => axpby(&mut enc, lambda, truth, 0.0, truth, &pb.delivered[i])?,
@@ -297,7 +297,7 @@ impl FfNet {
                     .ok_or_else(|| Error::Internal("probe gradient buffer".into()))?,
             );
             if let Some(slot) = slot {
-                reads.push(&slot.pred);
+                reads.push(&slot.out);
             }
         }
         // Then per hidden block its parameter gradients: from the truth, from the delivered one.

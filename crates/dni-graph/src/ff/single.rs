@@ -62,7 +62,7 @@ pub(crate) fn run(net: &mut FfNet, steps: u64, source: &mut dyn BatchSource) -> 
             } else if let Some(synth) = block.synth.as_mut() {
                 let slot = synth.take_slot()?;
                 synth.predict(&mut enc, &data.x, &data, &slot)?;
-                let pred = slot.pred.clone();
+                let pred = slot.out.clone();
                 in_slots[i] = Some(slot);
                 pred
             } else {
@@ -107,7 +107,7 @@ pub(crate) fn run(net: &mut FfNet, steps: u64, source: &mut dyn BatchSource) -> 
             } else {
                 None
             };
-            let pred = sg_slots[i].as_ref().map(|s| s.pred.clone());
+            let pred = sg_slots[i].as_ref().map(|s| s.out.clone());
             // The previous block wants this gradient if it waits for it to update, or if its SG
             // model made a prediction to regress on it (with complete unlock: whenever it ran).
             let wanted = i > 0

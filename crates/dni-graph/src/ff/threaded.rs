@@ -440,7 +440,7 @@ impl Worker<'_> {
             _ => None,
         };
         let input = match (&synth_slot, &h_in) {
-            (Some(slot), _) => slot.pred.clone(),
+            (Some(slot), _) => slot.out.clone(),
             (None, Some(h)) => h.item.clone(),
             (None, None) => data.item.x.clone(),
         };
@@ -472,7 +472,7 @@ impl Worker<'_> {
         } else {
             None
         };
-        let pred = sg_slot.as_ref().map(|s| &s.pred);
+        let pred = sg_slot.as_ref().map(|s| &s.out);
         let trains = self.block.trains_sg();
 
         if !(active && self.block.waits()) {

@@ -513,7 +513,7 @@ impl PerStepTrainer {
             sg_l2(
                 &mut enc,
                 &ab.pred,
-                m.prediction(),
+                m.prediction()?,
                 &ab.dpred,
                 ab.weight * inv_b,
                 Some(&self.aux_loss),
@@ -553,7 +553,7 @@ impl PerStepTrainer {
                 };
                 let extra = self.cfg.sg.discount_or(applied) - applied;
                 if extra != 0.0 {
-                    enc.copy(m.prediction(), &d.inj)?;
+                    enc.copy(m.prediction()?, &d.inj)?;
                     scale(&mut enc, extra * inv_b, &d.inj)?;
                     let scratch = LstmGrads {
                         dw_x: &d.dw_x,

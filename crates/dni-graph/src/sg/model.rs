@@ -1,24 +1,33 @@
-//! The synthetic-gradient model on the GPU: `M`, what it reads, how its output is injected and how
-//! its bootstrapped target is discounted, its optimiser and its switches.
+//! The synthetic-gradient model on the GPU, the crate's only one: `M`, what it reads, how its output
+//! is injected and how its bootstrapped target is discounted, its optimiser and its switches.
 //!
-//! [`SgConfig`] is the part a user chooses; [`Synthesizer`] owns the parameters and buffers of one
-//! model for a batch of `B` lanes and records its three jobs into an encoder:
+//! [`SgConfig`] is the part a recurrent user chooses; [`Synthesizer`] owns the parameters (a
+//! [`Stack`]: linear, or hidden layers with optional batch norm and a cDNI context) and records its
+//! jobs into an encoder:
 //!
-//! - [`predict`](Synthesizer::predict): `M(s)` at the state where the gradient is needed;
+//! - [`evaluate`](Synthesizer::evaluate) / [`predict`](Synthesizer::predict): `M(s)` at the state
+//!   where the gradient is needed;
 //! - [`inject`](Synthesizer::inject): the gradient to use there, `(scale / B)·M(s)`;
-//! - [`fit`](Synthesizer::fit): one regression step of `M(s)` onto a target (the bootstrapped
-//!   gradient), with the zero-predictor baseline behind `sg_explained` accumulated beside its loss.
+//! - [`regress`](Synthesizer::regress) / [`fit`](Synthesizer::fit): one regression step of `M(s)`
+//!   onto a target that arrived later, with the zero-predictor baseline behind `sg_explained`
+//!   accumulated beside its loss;
+//! - [`step`](Synthesizer::step): its optimiser's update.
 //!
-//! The model works in per-lane units: the task loss is a batch mean, so a lane's own gradient is
-//! `B` times the gradient that reaches it, and `M` predicts the former.
+//! Its users: the recurrent core (`[h | c]` → `[dh | dc]`, two passes), the two-timescale link (a
+//! message → its gradient), and each feed-forward interface (`h` → `δ`, a ring of passes in
+//! flight; `ff::block::Regressor`), which also trains complete unlock's synthetic-input model
+//! with it.
+//!
+//! The model works in per-example units: the task loss is a batch mean, so an example's own
+//! gradient is `B` times the gradient that reaches it, and `M` predicts the former.
 
-use dni_kernels::ops::elementwise::{activate, activate_backward, scale, Activation};
+use dni_kernels::ops::elementwise::{axpby, scale};
 use dni_kernels::ops::loss::sg_l2;
 use dni_kernels::ops::lstm::state_split;
 use dni_kernels::ops::optim::{Optimizer, Param};
 use dni_kernels::{Encoder, Gpu, Tensor};
 
-use crate::linear::Linear;
+use crate::layers::{Acts, Grads, Stack, StackSpec};
 use crate::recurrent::{RecurrentError, Result};
 
 /// What the SG model reads of a recurrent state `[h | c]`.
@@ -104,19 +113,19 @@ impl SgConfig {
     }
 }
 
-/// Buffers of one evaluation of `M` over some rows: its input (when it is a slice of the state),
-/// hidden layer and output.
-struct Pass {
-    /// `h` and `c` of the state, `[rows, width/2]` each (only for `SgInput::Hidden`).
-    x: Option<Tensor>,
-    c: Option<Tensor>,
-    /// The MLP's hidden layer `[B, hidden]` before and after the ReLU.
-    pre: Option<Tensor>,
-    act: Option<Tensor>,
-    out: Tensor,
+/// The buffers of one evaluation of `M` over some rows: the slices of a state it reads (only for
+/// [`SgInput::Hidden`]), its model's activations and its output. A caller keeps as many as it has
+/// predictions in flight (the recurrent core two, a feed-forward interface a ring).
+#[derive(Clone)]
+pub(crate) struct SgPass {
+    /// `h` and `c` of a state `[rows, width]`, `[rows, width/2]` each.
+    split: Option<(Tensor, Tensor)>,
+    acts: Acts,
+    /// `M`'s output, `[rows, out]`, in per-example units.
+    pub(crate) out: Tensor,
 }
 
-/// The sizes a [`Synthesizer`] works at.
+/// The sizes a recurrent [`Synthesizer`] works at.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SgShape {
     /// Width of the rows `M` is given: `2H` for a recurrent state `[h | c]`, or a message's width.
@@ -128,38 +137,76 @@ pub(crate) struct SgShape {
     pub fit_rows: usize,
 }
 
-/// One synthetic-gradient model: the recurrent core's (rows = lanes, `[h | c]` → `[dh | dc]`) or
-/// the two-timescale link's (a message → its gradient).
+/// The one synthetic-gradient model of the crate (and, with a non-zero last layer, the
+/// synthetic-input model of complete unlock, which is trained the same way): a [`Stack`] with its
+/// optimiser, the regression onto targets that arrive later with the zero-predictor baseline
+/// beside its loss, and the injection scale. Every user — the recurrent core, the two-timescale
+/// link and each feed-forward interface — records its jobs through these functions.
+///
+/// Units: `M` predicts one example's own gradient. Where the task loss is a batch mean over `B`
+/// rows, that is `B` times the gradient that reaches the row; [`fit`](Self::fit) takes the factor
+/// that converts a target to those units, and [`inject`](Self::inject) the one back.
 pub(crate) struct Synthesizer {
-    /// `[in → hidden]` of an MLP; `None` for a linear model.
-    first: Option<Linear>,
-    /// The output layer, zero-initialised.
-    last: Linear,
+    model: Stack,
+    input: SgInput,
     scale: f32,
-    at_end: Pass,
-    at_start: Pass,
-    /// `(scale·factor)·M(s)` at the predicted rows.
-    injected: Tensor,
+    /// Backward scratch, the output gradient and the target in model units, at `fit_rows`.
+    grads: Grads,
     d_out: Tensor,
-    d_act: Option<Tensor>,
-    d_pre: Option<Tensor>,
+    units_target: Tensor,
     /// A zero predictor and a sink for its unused gradient: the baseline loss of `sg_explained`.
     zeros: Tensor,
     sink: Tensor,
     optimizer: Optimizer,
+    /// The recurrent users' two passes: at the state where the gradient is needed (`predict_rows`)
+    /// and at the state whose target has arrived (`fit_rows`).
+    at_end: Option<SgPass>,
+    at_start: Option<SgPass>,
+    injected: Option<Tensor>,
 }
 
 impl Synthesizer {
-    /// A model with a zero last layer, updated by `optimizer` (which it owns from here on); an
-    /// MLP's first layer is uniform in `±1/√inputs` drawn by `uniform(n, bound)`.
+    /// A model of `spec` (the caller zero-initialises its last layer where the first SG must be
+    /// exactly 0) reading `input` of its rows, fitted `fit_rows` rows at a time and updated by
+    /// `optimizer` (which it owns from here on). `uniform(n, bound)` draws the initial weights.
+    pub(crate) fn from_stack(
+        gpu: &Gpu,
+        spec: &StackSpec,
+        input: SgInput,
+        scale: f32,
+        fit_rows: usize,
+        optimizer: Optimizer,
+        uniform: &mut dyn FnMut(usize, f32) -> Vec<f32>,
+    ) -> Result<Self> {
+        let model = Stack::with_init(gpu, spec, uniform)?;
+        let out = model.output();
+        Ok(Synthesizer {
+            grads: model.grads(gpu, fit_rows)?,
+            d_out: Tensor::zeros(gpu, &[fit_rows, out])?,
+            units_target: Tensor::zeros(gpu, &[fit_rows, out])?,
+            zeros: Tensor::zeros(gpu, &[fit_rows, out])?,
+            sink: Tensor::zeros(gpu, &[fit_rows, out])?,
+            model,
+            input,
+            scale,
+            optimizer,
+            at_end: None,
+            at_start: None,
+            injected: None,
+        })
+    }
+
+    /// The recurrent core's or the two-timescale link's model (rows = lanes, `[h | c]` →
+    /// `[dh | dc]`, or a message → its gradient): linear or one hidden ReLU layer, the last layer
+    /// at zero, with its two passes and its injection buffer.
     pub(crate) fn new(
         gpu: &Gpu,
         cfg: SgConfig,
-        scale_: f32,
+        scale: f32,
         shape: SgShape,
         optimizer: Optimizer,
         uniform: &mut dyn FnMut(usize, f32) -> Vec<f32>,
-    ) -> dni_kernels::Result<Self> {
+    ) -> Result<Self> {
         let SgShape {
             width,
             out,
@@ -170,108 +217,144 @@ impl Synthesizer {
             SgInput::State => width,
             SgInput::Hidden if width % 2 == 0 => width / 2,
             SgInput::Hidden => {
-                return Err(dni_kernels::Error::InvalidArgument {
-                    op: "Synthesizer::new",
-                    detail: format!(
-                        "sg_input = hidden reads the first half of a state [h | c], not a row of \
-                         {width}; use `state`"
-                    ),
+                return Err(RecurrentError::Config {
+                    field: "sg_input",
+                    value: "hidden".into(),
+                    reason: "reads the first half of a state [h | c], and this row is of odd \
+                             width; use `state`",
                 })
             }
         };
-        let first = match cfg.hidden {
-            0 => None,
-            n => Some(Linear::new(
-                gpu,
-                inputs,
-                n,
-                &uniform(inputs * n, 1.0 / (inputs as f32).sqrt()),
-            )?),
+        let hidden: Vec<usize> = (cfg.hidden > 0).then_some(cfg.hidden).into_iter().collect();
+        let spec = StackSpec::mlp(inputs, 0, &hidden, false, out, true);
+        let mut m = Self::from_stack(gpu, &spec, cfg.input, scale, fit_rows, optimizer, uniform)?;
+        m.at_end = Some(m.pass(gpu, predict_rows)?);
+        m.at_start = Some(m.pass(gpu, fit_rows)?);
+        m.injected = Some(Tensor::zeros(gpu, &[predict_rows, out])?);
+        Ok(m)
+    }
+
+    /// Buffers for one evaluation over `rows` rows.
+    pub(crate) fn pass(&self, gpu: &Gpu, rows: usize) -> Result<SgPass> {
+        let split = match self.input {
+            SgInput::Hidden => {
+                let half = self.model.input();
+                Some((
+                    Tensor::zeros(gpu, &[rows, half])?,
+                    Tensor::zeros(gpu, &[rows, half])?,
+                ))
+            }
+            SgInput::State => None,
         };
-        let last_in = if cfg.hidden == 0 { inputs } else { cfg.hidden };
-        let split = cfg.input == SgInput::Hidden;
-        let pass = |rows: usize| -> dni_kernels::Result<Pass> {
-            let buf = |on: bool, cols: usize| -> dni_kernels::Result<Option<Tensor>> {
-                Ok(match on {
-                    true => Some(Tensor::zeros(gpu, &[rows, cols])?),
-                    false => None,
-                })
-            };
-            Ok(Pass {
-                x: buf(split, inputs)?,
-                c: buf(split, inputs)?,
-                pre: buf(cfg.hidden > 0, cfg.hidden)?,
-                act: buf(cfg.hidden > 0, cfg.hidden)?,
-                out: Tensor::zeros(gpu, &[rows, out])?,
-            })
-        };
-        let (p, f) = (predict_rows, fit_rows);
-        Ok(Synthesizer {
-            first,
-            last: Linear::zeros(gpu, last_in, out)?,
-            scale: scale_,
-            at_end: pass(p)?,
-            at_start: pass(f)?,
-            injected: Tensor::zeros(gpu, &[p, out])?,
-            d_out: Tensor::zeros(gpu, &[f, out])?,
-            d_act: match cfg.hidden {
-                0 => None,
-                n => Some(Tensor::zeros(gpu, &[f, n])?),
-            },
-            d_pre: match cfg.hidden {
-                0 => None,
-                n => Some(Tensor::zeros(gpu, &[f, n])?),
-            },
-            zeros: Tensor::zeros(gpu, &[f, out])?,
-            sink: Tensor::zeros(gpu, &[f, out])?,
-            optimizer,
+        Ok(SgPass {
+            split,
+            acts: self.model.acts(gpu, rows)?,
+            out: Tensor::zeros(gpu, &[rows, self.model.output()])?,
         })
     }
 
-    /// Records `M(state)` into `pass.out`.
-    fn run(&self, enc: &mut Encoder, state: &Tensor, at_end: bool) -> dni_kernels::Result<()> {
-        let pass = if at_end { &self.at_end } else { &self.at_start };
-        let x = match (&pass.x, &pass.c) {
-            (Some(x), Some(c)) => {
-                state_split(enc, state, x, c)?;
-                x
+    /// What the model reads of `s`: `s` itself, or the `h` half split off into the pass.
+    fn model_input<'a>(
+        &self,
+        enc: &mut Encoder,
+        pass: &'a SgPass,
+        s: &'a Tensor,
+    ) -> Result<&'a Tensor> {
+        match &pass.split {
+            Some((h, c)) => {
+                state_split(enc, s, h, c)?;
+                Ok(h)
             }
-            _ => state,
-        };
-        match (&self.first, &pass.pre, &pass.act) {
-            (Some(first), Some(pre), Some(act)) => {
-                first.forward(enc, x, pre)?;
-                activate(enc, Activation::Relu, pre, act)?;
-                self.last.forward(enc, act, &pass.out)?;
-            }
-            _ => self.last.forward(enc, x, &pass.out)?,
+            None => Ok(s),
         }
-        Ok(())
+    }
+
+    /// Records `pass.out = M(s[, ctx])` (batch norm, if any, in training mode).
+    pub(crate) fn evaluate(
+        &self,
+        enc: &mut Encoder,
+        pass: &SgPass,
+        s: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<()> {
+        let x = self.model_input(enc, pass, s)?;
+        self.model.forward(enc, &pass.acts, x, ctx, &pass.out, true)
+    }
+
+    /// Records one regression step of `pass.out` (from [`evaluate`](Self::evaluate) of the same
+    /// `s`) onto `units·target`, a constant: the loss `0.5·‖M(s) − units·target‖²` is added to
+    /// `loss` and the zero predictor's to `zero_loss` when given (`[1]` sums, the two halves of
+    /// `sg_explained`), and the parameter gradients, scaled by `factor`, are written. The optimiser
+    /// step is separate ([`step`](Self::step)), so that other heads can share it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn regress(
+        &self,
+        enc: &mut Encoder,
+        pass: &SgPass,
+        s: &Tensor,
+        ctx: Option<&Tensor>,
+        target: &Tensor,
+        units: f32,
+        factor: f32,
+        loss: &Tensor,
+        zero_loss: Option<&Tensor>,
+    ) -> Result<()> {
+        let target = match units {
+            1.0 => target,
+            u => {
+                axpby(enc, u, target, 0.0, target, &self.units_target)?;
+                &self.units_target
+            }
+        };
+        sg_l2(enc, &pass.out, target, &self.d_out, factor, Some(loss))?;
+        if let Some(zero_loss) = zero_loss {
+            sg_l2(enc, &self.zeros, target, &self.sink, 0.0, Some(zero_loss))?;
+        }
+        let x = match &pass.split {
+            Some((h, _)) => h,
+            None => s,
+        };
+        self.model.backward(
+            enc,
+            &pass.acts,
+            &self.grads,
+            x,
+            ctx,
+            &pass.out,
+            &self.d_out,
+            None,
+        )
+    }
+
+    fn recurrent_pass(pass: &Option<SgPass>) -> Result<&SgPass> {
+        pass.as_ref().ok_or_else(|| {
+            RecurrentError::Internal("a feed-forward SG model has no recurrent passes".into())
+        })
     }
 
     /// Records `M(s)` at the state where the gradient is needed (the window's last state).
-    pub(crate) fn predict(&self, enc: &mut Encoder, s: &Tensor) -> dni_kernels::Result<()> {
-        self.run(enc, s, true)
+    pub(crate) fn predict(&self, enc: &mut Encoder, s: &Tensor) -> Result<()> {
+        self.evaluate(enc, Self::recurrent_pass(&self.at_end)?, s, None)
     }
 
     /// `M(s)` from the last [`predict`](Self::predict), per-lane units.
-    pub(crate) fn prediction(&self) -> &Tensor {
-        &self.at_end.out
+    pub(crate) fn prediction(&self) -> Result<&Tensor> {
+        Ok(&Self::recurrent_pass(&self.at_end)?.out)
     }
 
     /// Records `(scale·factor)·M(s)` from the last [`predict`](Self::predict) into the injection
     /// buffer and returns it (`factor` is `1/B` where the task loss is a batch mean).
-    pub(crate) fn inject(&self, enc: &mut Encoder, factor: f32) -> dni_kernels::Result<&Tensor> {
-        enc.copy(&self.at_end.out, &self.injected)?;
-        scale(enc, self.scale * factor, &self.injected)?;
-        Ok(&self.injected)
+    pub(crate) fn inject(&self, enc: &mut Encoder, factor: f32) -> Result<&Tensor> {
+        let injected = self.injected.as_ref().ok_or_else(|| {
+            RecurrentError::Internal("a feed-forward SG model has no injection buffer".into())
+        })?;
+        enc.copy(self.prediction()?, injected)?;
+        scale(enc, self.scale * factor, injected)?;
+        Ok(injected)
     }
 
-    /// Records one regression step of `M(s)` onto `target` (per-lane units; a constant): the
-    /// loss `0.5·‖M(s) − target‖²` and the zero predictor's are added to `loss` and `zero_loss`
-    /// (`[1]` sums, the two halves of `sg_explained`), and the
-    /// parameter gradients (scaled by `factor`) are written. The optimiser step is separate
-    /// ([`step`](Self::step)), so that other heads can share it.
+    /// Records `M(s)` at the state whose target has arrived and one regression step onto `target`
+    /// (per-lane units), as [`regress`](Self::regress).
     pub(crate) fn fit(
         &self,
         enc: &mut Encoder,
@@ -280,46 +363,32 @@ impl Synthesizer {
         factor: f32,
         loss: &Tensor,
         zero_loss: &Tensor,
-    ) -> dni_kernels::Result<()> {
-        self.run(enc, s, false)?;
-        let pass = &self.at_start;
-        sg_l2(enc, &pass.out, target, &self.d_out, factor, Some(loss))?;
-        sg_l2(enc, &self.zeros, target, &self.sink, 0.0, Some(zero_loss))?;
-        let x = pass.x.as_ref().unwrap_or(s);
-        match (&self.first, &pass.act, &self.d_act, &self.d_pre) {
-            (Some(first), Some(act), Some(d_act), Some(d_pre)) => {
-                self.last.backward_params(enc, act, &self.d_out)?;
-                self.last.backward_input(enc, &self.d_out, d_act, false)?;
-                activate_backward(enc, Activation::Relu, act, d_act, d_pre, false)?;
-                first.backward_params(enc, x, d_pre)?;
-            }
-            _ => self.last.backward_params(enc, x, &self.d_out)?,
-        }
-        Ok(())
+    ) -> Result<()> {
+        let pass = Self::recurrent_pass(&self.at_start)?;
+        self.evaluate(enc, pass, s, None)?;
+        self.regress(enc, pass, s, None, target, 1.0, factor, loss, Some(zero_loss))
+    }
+
+    /// The model's layers, for feed-forward checkpoints and the probe.
+    pub(crate) fn stack(&self) -> &Stack {
+        &self.model
     }
 
     /// The parameters by name: `sg.w_in`, `sg.b_in` (an MLP's first layer), `sg.w`, `sg.b`.
     pub(crate) fn params(&self) -> Vec<(&'static str, &Param)> {
-        let mut v = Vec::new();
-        if let Some(f) = &self.first {
-            v.push(("sg.w_in", &f.w));
-            v.push(("sg.b_in", &f.b));
-        }
-        v.push(("sg.w", &self.last.w));
-        v.push(("sg.b", &self.last.b));
-        v
+        let ps = self.model.params();
+        let names: &[&'static str] = match ps.len() {
+            4 => &["sg.w_in", "sg.b_in", "sg.w", "sg.b"],
+            _ => &["sg.w", "sg.b"],
+        };
+        names.iter().copied().zip(ps).collect()
     }
 
     /// One optimiser step over the model's parameters and `extra` (e.g. the aux head).
-    pub(crate) fn step(
-        &self,
-        enc: &mut Encoder,
-        with_model: bool,
-        extra: &[&Param],
-    ) -> dni_kernels::Result<()> {
+    pub(crate) fn step(&self, enc: &mut Encoder, with_model: bool, extra: &[&Param]) -> Result<()> {
         let mut ps: Vec<&Param> = Vec::new();
         if with_model {
-            ps.extend(self.params().into_iter().map(|(_, p)| p));
+            ps.extend(self.model.params());
         }
         ps.extend_from_slice(extra);
         if !ps.is_empty() {
