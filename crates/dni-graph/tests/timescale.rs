@@ -366,6 +366,82 @@ fn sg_regression_loss_falls_on_stationary_gradients() {
         "the SG did not learn B's message gradient: explains {f:.3} -> {l:.3}"
     );
     assert!(last.sg_loss_per_block().unwrap() < 0.8 * first.sg_loss_per_block().unwrap());
+    // What A would be given points along B's gradient (explaining 0.3+ means a cosine near 0.6).
+    let probe = sys.probe_sg().unwrap().unwrap();
+    eprintln!("probe cosine {:.3}", probe.cosine);
+    assert!(probe.cosine > 0.4, "probe: {probe:?}");
+}
+
+/// The link's probe scores exactly the SGs A was given in the last block (`M` before its update at
+/// the block's end) against the gradients B then sent back for those messages, and says nothing where
+/// there is nothing to score.
+#[test]
+fn the_probe_scores_the_sgs_a_was_given_against_bs_gradients() {
+    let gpu = gpu();
+    let (t, b) = (2, 8);
+    let mut cfg = config(t, 5, 6, 5, b, Method::Dni);
+    cfg.sg_optim = OptimConfig::adam(1e-2);
+    let mut sys = TwoTimescale::new(&gpu, cfg.clone()).unwrap();
+    assert!(sys.probe_sg().unwrap().is_none(), "no block trained yet");
+    let mut rng = Lcg::new(11);
+    for _ in 0..6 {
+        let (x, o, z) = symbol_block(&mut rng, t, b);
+        sys.train_block(&x, &o, &z).unwrap();
+    }
+    // The SG A is given in the next block is M with the parameters as they are now.
+    let ps = read_params(&sys);
+    let (x, o, z) = symbol_block(&mut rng, t, b);
+    sys.train_block(&x, &o, &z).unwrap();
+    let (msgs, dmsgs) = sys.debug_link();
+    let wide = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
+    let (msgs, dmsgs) = (
+        wide(gpu.read(msgs).unwrap()),
+        wide(gpu.read(dmsgs).unwrap()),
+    );
+    let ha = cfg.hidden_a;
+    let sg = linear(&msgs, get(&ps, "sg.w"), get(&ps, "sg.b"), t * b, ha, ha);
+    let want = dni_graph::sg::fidelity(&sg, &dmsgs);
+    let got = sys
+        .probe_sg()
+        .unwrap()
+        .expect("a DNI block that trained the SG");
+    eprintln!(
+        "probe: cosine {:.4}, explained {:.4}",
+        got.cosine, got.explained
+    );
+    assert!(
+        want.cosine.abs() > 0.05 && want.sg_rms > 0.0,
+        "degenerate check: the SG is ~0 or orthogonal to δ ({want:?})"
+    );
+    assert!(
+        (got.cosine - want.cosine).abs() < 1e-4,
+        "{got:?} vs {want:?}"
+    );
+    assert!(
+        (got.explained - want.explained).abs() < 1e-3,
+        "{got:?} vs {want:?}"
+    );
+    assert!((got.sg_rms - want.sg_rms).abs() < 1e-4 * want.sg_rms.max(1.0));
+
+    // Nothing to score: the SG not trained in the last block, a restored system, or no DNI.
+    sys.set_sg_train(false);
+    sys.train_block(&x, &o, &z).unwrap();
+    assert!(
+        sys.probe_sg().unwrap().is_none(),
+        "the last block did not train the SG"
+    );
+    sys.set_sg_train(true);
+    sys.train_block(&x, &o, &z).unwrap();
+    assert!(sys.probe_sg().unwrap().is_some());
+    let state = sys.export_state().unwrap();
+    sys.import_state(&state).unwrap();
+    assert!(
+        sys.probe_sg().unwrap().is_none(),
+        "predictions are not restored"
+    );
+    let mut nodni = TwoTimescale::new(&gpu, config(t, 5, 6, 5, b, Method::NoDni)).unwrap();
+    nodni.train_block(&x, &o, &z).unwrap();
+    assert!(nodni.probe_sg().unwrap().is_none());
 }
 
 fn mnist() -> Mnist {

@@ -353,6 +353,12 @@ impl Synthesizer {
         Ok(injected)
     }
 
+    /// `M(s)` from the last [`fit`](Self::fit), per-lane units: what the model predicted for the
+    /// rows whose targets it was then fitted to.
+    pub(crate) fn fitted(&self) -> Result<&Tensor> {
+        Ok(&Self::recurrent_pass(&self.at_start)?.out)
+    }
+
     /// Records `M(s)` at the state whose target has arrived and one regression step onto `target`
     /// (per-lane units), as [`regress`](Self::regress).
     pub(crate) fn fit(
@@ -366,7 +372,17 @@ impl Synthesizer {
     ) -> Result<()> {
         let pass = Self::recurrent_pass(&self.at_start)?;
         self.evaluate(enc, pass, s, None)?;
-        self.regress(enc, pass, s, None, target, 1.0, factor, loss, Some(zero_loss))
+        self.regress(
+            enc,
+            pass,
+            s,
+            None,
+            target,
+            1.0,
+            factor,
+            loss,
+            Some(zero_loss),
+        )
     }
 
     /// The model's layers, for feed-forward checkpoints and the probe.

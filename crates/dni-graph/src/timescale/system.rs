@@ -39,7 +39,7 @@ use crate::linear::Linear;
 use crate::lstm::LstmCore;
 use crate::recurrent::StateBuf;
 use crate::sg::model::{SgShape, Synthesizer};
-use crate::sg::SgConfig;
+use crate::sg::{fidelity, Fidelity, SgConfig};
 use dni_tasks::DigitBlock;
 
 /// One LSTM with its readout, optimiser and the buffers of a window.
@@ -234,6 +234,9 @@ pub struct TwoTimescale {
     blocks_unread: u64,
     sg_blocks_unread: u64,
     blocks_total: u64,
+    /// Whether the last block trained the SG, so that its predictions and B's gradients for that
+    /// block's messages are both on the GPU for [`probe_sg`](TwoTimescale::probe_sg).
+    probe_ready: bool,
     in_flight: InFlight,
 }
 
@@ -310,6 +313,7 @@ impl TwoTimescale {
             blocks_unread: 0,
             sg_blocks_unread: 0,
             blocks_total: 0,
+            probe_ready: false,
             in_flight: InFlight::default(),
             a,
             b: b_net,
@@ -466,7 +470,25 @@ impl TwoTimescale {
         }
         self.gpu.sync()?;
         self.in_flight.clear();
+        // The last block's predictions are not part of a checkpoint.
+        self.probe_ready = false;
         Ok(())
+    }
+
+    /// The link's fidelity probe: how well A's synthetic gradients of the last block predicted the
+    /// gradients B then sent back for the same messages — the cosine and the explained fraction
+    /// between `M(m)` (the SG before its update at the block's end, so exactly what A was given,
+    /// up to `sg_scale`) and B's true `δ`, over the block's `T·B` messages, in one lane's units.
+    /// `None` without DNI, or when the last block did not train the SG (none yet, SG training
+    /// off, or just after [`import_state`](Self::import_state)). Blocking: one read-back.
+    pub fn probe_sg(&self) -> Result<Option<Fidelity>> {
+        let sg = match (&self.sg, self.probe_ready) {
+            (Some(sg), true) => sg,
+            _ => return Ok(None),
+        };
+        let vals = self.gpu.read_many(&[sg.model.fitted()?, &self.dmsgs])?;
+        let wide = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        Ok(Some(fidelity(&wide(&vals[0]), &wide(&vals[1]))))
     }
 
     /// The block's messages `[T, B, H_A]` and B's gradient for them (one lane's units with DNI,
@@ -500,6 +522,7 @@ impl TwoTimescale {
         }
         let submission = self.gpu.submit(enc);
         let sg_trained = self.sg.is_some() && self.train_sg;
+        self.probe_ready = sg_trained;
         self.blocks_total += 1;
         self.blocks_unread += 1;
         self.sg_blocks_unread += u64::from(sg_trained);

@@ -69,6 +69,10 @@ pub struct TimescaleRecord {
     /// SG regression loss per block and the fraction of B's message gradient it explains (dni).
     pub sg_loss: Option<f64>,
     pub sg_explained: Option<f64>,
+    /// The link's probe on the last block before the record (dni): the cosine between the SGs A
+    /// was given and B's true gradients for the same messages, and the fraction of them explained.
+    pub probe_cosine: Option<f64>,
+    pub probe_explained: Option<f64>,
 }
 
 /// How a run ended.
@@ -94,6 +98,8 @@ pub struct TimescaleOutcome {
     /// Accuracy of always answering the most frequent count on the test digits: what chance is.
     pub a_majority_accuracy: f64,
     pub b_majority_accuracy: f64,
+    /// The link probe's cosine at the last training record (dni; see [`TimescaleRecord`]).
+    pub final_probe_cosine: Option<f64>,
     pub wall_clock_s: f64,
     pub adapter: String,
 }
@@ -116,9 +122,13 @@ impl Experiment for TimescaleExperiment {
     }
 
     fn summary_line(o: &TimescaleOutcome) -> String {
+        let probe = o
+            .final_probe_cosine
+            .map(|c| format!(", SG·δ cosine {c:.3}"))
+            .unwrap_or_default();
         format!(
             "{} T={}: test accuracy A {:.3} (chance {:.3}), B {:.3} (chance {:.3}) after {} steps \
-         ({} updates of A), {:.0} s",
+         ({} updates of A){probe}, {:.0} s",
             o.method,
             o.t,
             o.final_a_accuracy.unwrap_or(f64::NAN),
@@ -160,6 +170,7 @@ pub fn train_with(
     let mut curve = Vec::new();
     let (mut a_to, mut b_to) = (BTreeMap::new(), BTreeMap::new());
     let mut last_eval = None;
+    let mut final_probe_cosine: Option<f64> = None;
     let mut done = 0u64;
     if let Some(ck) = control.take_resume() {
         done = restore(
@@ -191,6 +202,7 @@ pub fn train_with(
         let end = k == blocks;
         if crossed(cfg.run.log_every) || end {
             let m = sys.read_metrics().context("reading the metrics back")?;
+            let probe = sys.probe_sg().context("probing the synthetic gradient")?;
             let rec = TimescaleRecord {
                 step,
                 split: "train",
@@ -202,7 +214,12 @@ pub fn train_with(
                 b_loss: m.b.loss(),
                 sg_loss: m.sg_loss_per_block(),
                 sg_explained: m.sg_explained(),
+                probe_cosine: probe.map(|p| p.cosine),
+                probe_explained: probe.map(|p| p.explained),
             };
+            if rec.probe_cosine.is_some() {
+                final_probe_cosine = rec.probe_cosine;
+            }
             let mut shown = Shown::new();
             if let (Some(a), Some(b)) = (rec.a_accuracy, rec.b_accuracy) {
                 shown.push("train A", format!("{a:.3}"));
@@ -210,6 +227,9 @@ pub fn train_with(
             }
             if let Some(e) = rec.sg_explained {
                 shown.push("sg R²", format!("{e:.2}"));
+            }
+            if let Some(c) = rec.probe_cosine {
+                shown.push("sg cos", format!("{c:.2}"));
             }
             if let Some(ev) = &last_eval {
                 let ev: &Evaluation = ev;
@@ -254,6 +274,8 @@ pub fn train_with(
                 b_loss: ev.b.loss(),
                 sg_loss: None,
                 sg_explained: None,
+                probe_cosine: None,
+                probe_explained: None,
             })?;
             last_eval = Some(ev);
         }
@@ -288,6 +310,7 @@ pub fn train_with(
         test_curve: curve,
         a_majority_accuracy: a_major,
         b_majority_accuracy: b_major,
+        final_probe_cosine,
         wall_clock_s: started.elapsed().as_secs_f64(),
         adapter: gpu.adapter().to_string(),
     })
@@ -451,15 +474,21 @@ mod tests {
         let mut progress = Progress::with_mode("t", cfg.steps(), Mode::Quiet);
         let mut recs = Vec::new();
         let o = TimescaleExperiment::train(&gpu, &cfg, &mut progress, &mut |r| {
-            recs.push((r.step, r.split));
+            recs.push((r.step, r.split, r.probe_cosine));
             Ok(())
         })
         .unwrap();
         assert_eq!((o.steps, o.b_updates, o.a_updates), (40, 10, 20));
         let tests: Vec<u64> = recs.iter().filter(|r| r.1 == "test").map(|r| r.0).collect();
         assert_eq!(tests, vec![20, 40]);
-        let trains = recs.iter().filter(|r| r.1 == "train").count();
-        assert_eq!(trains, 5);
+        let trains: Vec<_> = recs.iter().filter(|r| r.1 == "train").collect();
+        assert_eq!(trains.len(), 5);
+        // dni (the config's method): every training record carries the link probe.
+        assert!(
+            trains.iter().all(|r| r.2.is_some_and(f64::is_finite)),
+            "{trains:?}"
+        );
+        assert_eq!(o.final_probe_cosine, trains[4].2);
         assert_eq!(o.test_curve.len(), 2);
         assert!(o.a_majority_accuracy > 0.0 && o.b_majority_accuracy > 0.0);
     }
