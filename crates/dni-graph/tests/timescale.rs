@@ -34,6 +34,7 @@ fn config(
         optim: OptimConfig::adam(1e-3),
         sg_optim: OptimConfig::adam(1e-3),
         sg_scale: 1.0,
+        sg_conditioned: false,
         seed: 7,
     }
 }
@@ -314,6 +315,49 @@ fn zero_sg_changes_nothing_until_b_has_trained_it() {
 /// A stream of random symbols `0..4` (one-hot, plus the window-start flag): A counts the symbols
 /// `>= 2` in each window; B counts the windows that end on a 0 — what A's message says most directly,
 /// so B's message gradient is predictable from the message and a linear SG can learn it.
+/// `sg_conditioned`: M also reads B's answer for the block, one-hot, on every message row of the
+/// lane; its first context gradient is `−onehot(y)ᵀ·δ / B`. Without DNI the key is refused.
+#[test]
+fn the_conditioned_sg_reads_bs_answer() {
+    let gpu = gpu();
+    let mut cfg = config(2, 3, 3, 2, 2, Method::Dni);
+    cfg.sg_conditioned = true;
+    let (t, b, ha, c) = (cfg.t, cfg.batch, cfg.hidden_a, cfg.classes_b());
+    let mut sys = TwoTimescale::new(&gpu, cfg.clone()).unwrap();
+    let mut rng = Lcg::new(6);
+    let x = rng.vec(t * t * b * cfg.input);
+    let threes = [4, 1];
+    sys.train_block(&x, &[1, 2, 0, 1], &threes).unwrap();
+    let dmsgs = gpu.read(sys.debug_link().1).unwrap();
+    assert!(
+        dmsgs.iter().any(|v| v.abs() > 1e-4),
+        "degenerate check: δ ~0"
+    );
+    let mut want = vec![0.0f32; c * ha];
+    for r in 0..t * b {
+        let y = threes[r % b] as usize;
+        for j in 0..ha {
+            want[y * ha + j] -= dmsgs[r * ha + j] / b as f32;
+        }
+    }
+    let params = sys.params();
+    let wc = params.iter().find(|p| p.0 == "sg.wc").expect("sg.wc");
+    assert_close(
+        &gpu.read(&wc.1.grad).unwrap(),
+        &want,
+        1e-4,
+        1e-6,
+        "sg.wc gradient",
+    );
+    assert!(sys.probe_sg().unwrap().is_some());
+    let state = sys.export_state().unwrap();
+    assert!(state.iter().any(|(n, _)| n.starts_with("sg.wc")));
+    sys.import_state(&state).unwrap();
+    cfg.method = Method::EndToEnd;
+    let err = TwoTimescale::new(&gpu, cfg).err().expect("refused");
+    assert!(err.to_string().contains("sg_conditioned"), "{err}");
+}
+
 fn symbol_block(rng: &mut Lcg, t: usize, b: usize) -> (Vec<f32>, Vec<u32>, Vec<u32>) {
     let mut x = Vec::with_capacity(t * t * b * 5);
     let (mut odd, mut zeros) = (vec![0u32; t * b], vec![0u32; b]);

@@ -451,6 +451,9 @@ pub struct TimescaleSection {
     /// Factor on the synthetic gradient when A receives it.
     #[serde(default = "default_one")]
     pub sg_scale: f64,
+    /// Condition the SG on B's answer for the block, one-hot (cDNI on the link; method dni).
+    #[serde(default)]
+    pub sg_conditioned: bool,
     /// Steps between test-split evaluations.
     #[serde(default = "default_timescale_eval_every")]
     pub eval_every: u64,

@@ -124,6 +124,7 @@ impl PerStepTrainer {
                 SgShape {
                     width: 2 * h,
                     out: 2 * h,
+                    context: 0,
                     predict_rows: b,
                     fit_rows: b,
                 },
@@ -499,7 +500,7 @@ impl PerStepTrainer {
         let mut injected = None;
         if let Some(m) = &self.sg {
             if self.apply_sg || aux_on || self.discount.is_some() {
-                m.predict(&mut enc, self.lstm.s_last())?;
+                m.predict(&mut enc, self.lstm.s_last(), None)?;
             }
             if self.apply_sg {
                 injected = Some(m.inject(&mut enc, inv_b)?);
@@ -578,6 +579,7 @@ impl PerStepTrainer {
             m.fit(
                 &mut enc,
                 &self.s0,
+                None,
                 &self.ds0,
                 inv_b,
                 &self.sg_loss,

@@ -132,6 +132,8 @@ pub(crate) struct SgShape {
     pub width: usize,
     /// Width of the gradient `M` predicts.
     pub out: usize,
+    /// Width of a context `M` also reads (a one-hot label; 0: none).
+    pub context: usize,
     /// Rows of [`Synthesizer::predict`] (the lanes) and of [`Synthesizer::fit`].
     pub predict_rows: usize,
     pub fit_rows: usize,
@@ -210,6 +212,7 @@ impl Synthesizer {
         let SgShape {
             width,
             out,
+            context,
             predict_rows,
             fit_rows,
         } = shape;
@@ -226,7 +229,7 @@ impl Synthesizer {
             }
         };
         let hidden: Vec<usize> = (cfg.hidden > 0).then_some(cfg.hidden).into_iter().collect();
-        let spec = StackSpec::mlp(inputs, 0, &hidden, false, out, true);
+        let spec = StackSpec::mlp(inputs, context, &hidden, false, out, true);
         let mut m = Self::from_stack(gpu, &spec, cfg.input, scale, fit_rows, optimizer, uniform)?;
         m.at_end = Some(m.pass(gpu, predict_rows)?);
         m.at_start = Some(m.pass(gpu, fit_rows)?);
@@ -332,9 +335,14 @@ impl Synthesizer {
         })
     }
 
-    /// Records `M(s)` at the state where the gradient is needed (the window's last state).
-    pub(crate) fn predict(&self, enc: &mut Encoder, s: &Tensor) -> Result<()> {
-        self.evaluate(enc, Self::recurrent_pass(&self.at_end)?, s, None)
+    /// Records `M(s[, ctx])` at the state where the gradient is needed (the window's last state).
+    pub(crate) fn predict(
+        &self,
+        enc: &mut Encoder,
+        s: &Tensor,
+        ctx: Option<&Tensor>,
+    ) -> Result<()> {
+        self.evaluate(enc, Self::recurrent_pass(&self.at_end)?, s, ctx)
     }
 
     /// `M(s)` from the last [`predict`](Self::predict), per-lane units.
@@ -361,22 +369,24 @@ impl Synthesizer {
 
     /// Records `M(s)` at the state whose target has arrived and one regression step onto `target`
     /// (per-lane units), as [`regress`](Self::regress).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn fit(
         &self,
         enc: &mut Encoder,
         s: &Tensor,
+        ctx: Option<&Tensor>,
         target: &Tensor,
         factor: f32,
         loss: &Tensor,
         zero_loss: &Tensor,
     ) -> Result<()> {
         let pass = Self::recurrent_pass(&self.at_start)?;
-        self.evaluate(enc, pass, s, None)?;
+        self.evaluate(enc, pass, s, ctx)?;
         self.regress(
             enc,
             pass,
             s,
-            None,
+            ctx,
             target,
             1.0,
             factor,
@@ -390,14 +400,33 @@ impl Synthesizer {
         &self.model
     }
 
-    /// The parameters by name: `sg.w_in`, `sg.b_in` (an MLP's first layer), `sg.w`, `sg.b`.
+    /// The parameters by name: `sg.w_in`, `sg.b_in` (an MLP's hidden layer), `sg.w`, `sg.wc` (a
+    /// conditioned model's context weight), `sg.b` (the output layer). A model of
+    /// [`new`](Self::new) has no other layers.
     pub(crate) fn params(&self) -> Vec<(&'static str, &Param)> {
-        let ps = self.model.params();
-        let names: &[&'static str] = match ps.len() {
-            4 => &["sg.w_in", "sg.b_in", "sg.w", "sg.b"],
-            _ => &["sg.w", "sg.b"],
-        };
-        names.iter().copied().zip(ps).collect()
+        let names = self.model.param_names();
+        let last_layer = names
+            .last()
+            .and_then(|n| n.split_once('.'))
+            .map(|(layer, _)| layer.to_string());
+        names
+            .iter()
+            .zip(self.model.params())
+            .map(|(n, p)| {
+                let (layer, suffix) = n.split_once('.').unwrap_or((n, ""));
+                let out = Some(layer) == last_layer.as_deref();
+                let name = match (suffix, out) {
+                    ("w", true) => "sg.w",
+                    ("wc", true) => "sg.wc",
+                    ("b", true) => "sg.b",
+                    ("w", false) => "sg.w_in",
+                    ("wc", false) => "sg.wc_in",
+                    ("b", false) => "sg.b_in",
+                    _ => "sg.other",
+                };
+                (name, p)
+            })
+            .collect()
     }
 
     /// One optimiser step over the model's parameters and `extra` (e.g. the aux head).

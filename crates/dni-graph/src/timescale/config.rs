@@ -63,6 +63,10 @@ pub struct TimescaleConfig {
     pub sg_optim: OptimConfig,
     /// Factor on the synthetic gradient when it is injected into A (1 = B's own units).
     pub sg_scale: f32,
+    /// The SG also reads B's answer for the block (the count of threes, one-hot): `M(m, y)`, as cDNI
+    /// conditions on the label (DNI only). The answer covers the whole block, so the SG that A gets
+    /// in a window knows the threes of windows A has not yet read.
+    pub sg_conditioned: bool,
     /// Seed of the initial weights.
     pub seed: u64,
 }
@@ -100,6 +104,13 @@ impl TimescaleConfig {
         }
         if !(self.sg_scale.is_finite() && self.sg_scale >= 0.0) {
             return config_err("sg_scale", self.sg_scale, "must be a number >= 0");
+        }
+        if self.sg_conditioned && self.method != super::Method::Dni {
+            return config_err(
+                "sg_conditioned",
+                true,
+                "conditions the synthetic gradient, which only method dni has",
+            );
         }
         for (field, o) in [("optim", self.optim), ("sg_optim", self.sg_optim)] {
             let lr = o.lr();

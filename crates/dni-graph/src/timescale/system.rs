@@ -191,6 +191,9 @@ struct Sg {
     model: Synthesizer,
     /// `[B, H_A]`: one window's message.
     msg: Tensor,
+    /// With `sg_conditioned`: B's answer for the block one-hot, for one window's message `[B, T²+1]`
+    /// and for all the block's `[T·B, T²+1]` (tick-major, as the messages' rows).
+    labels: Option<(Tensor, Tensor)>,
     loss: Tensor,
     zero_loss: Tensor,
 }
@@ -267,6 +270,11 @@ impl TwoTimescale {
                     SgShape {
                         width: ha,
                         out: ha,
+                        context: if cfg.sg_conditioned {
+                            cfg.classes_b()
+                        } else {
+                            0
+                        },
                         predict_rows: b,
                         fit_rows: t * b,
                     },
@@ -275,6 +283,13 @@ impl TwoTimescale {
                     &mut |n, _| vec![0.0; n],
                 )?,
                 msg: Tensor::zeros(gpu, &[b, ha])?,
+                labels: match cfg.sg_conditioned {
+                    true => Some((
+                        Tensor::zeros(gpu, &[b, cfg.classes_b()])?,
+                        Tensor::zeros(gpu, &[t * b, cfg.classes_b()])?,
+                    )),
+                    false => None,
+                },
                 loss: Tensor::zeros(gpu, &[1])?,
                 zero_loss: Tensor::zeros(gpu, &[1])?,
             })
@@ -614,7 +629,8 @@ impl TwoTimescale {
             if let (Some(sg), true) = (&self.sg, self.apply_sg) {
                 // δ̂ = M(message) at once, as the gradient of the window's last h.
                 enc.copy_region(&self.msgs, k * row, &sg.msg, 0, row)?;
-                sg.model.predict(enc, &sg.msg)?;
+                let labels = sg.labels.as_ref().map(|(window, _)| window);
+                sg.model.predict(enc, &sg.msg, labels)?;
                 let injected = sg.model.inject(enc, inv_b)?;
                 enc.copy_region(injected, 0, &self.dm, (t - 1) * row, row)?;
                 axpy(enc, 1.0, &self.dm, &self.a.dh)?;
@@ -630,8 +646,15 @@ impl TwoTimescale {
             // M(messages) regresses onto B's true gradients (one lane's units), a constant target.
             let msgs = self.msgs.reshape(&[t * b, ha])?;
             let target = self.dmsgs.reshape(&[t * b, ha])?;
-            sg.model
-                .fit(enc, &msgs, &target, inv_b, &sg.loss, &sg.zero_loss)?;
+            sg.model.fit(
+                enc,
+                &msgs,
+                sg.labels.as_ref().map(|(_, block)| block),
+                &target,
+                inv_b,
+                &sg.loss,
+                &sg.zero_loss,
+            )?;
             sg.model.step(enc, true, &[])?;
         }
         self.b.optimizer.step(enc, &self.b.all_params())?;
@@ -753,6 +776,19 @@ impl TwoTimescale {
             *dst = v as f32;
         }
         self.lb.write(&self.gpu, &self.host_lb)?;
+        if let Some((window, block)) = self.sg.as_ref().and_then(|sg| sg.labels.as_ref()) {
+            // Every tick's rows hold the lanes' one answer; reuse the x buffer (written above).
+            let c = self.cfg.classes_b();
+            self.host_x.clear();
+            self.host_x.resize(t * b * c, 0.0);
+            for tick in 0..t {
+                for (lane, &y) in threes.iter().enumerate() {
+                    self.host_x[(tick * b + lane) * c + y as usize] = 1.0;
+                }
+            }
+            window.write(&self.gpu, &self.host_x[..b * c])?;
+            block.write(&self.gpu, &self.host_x)?;
+        }
         Ok(())
     }
 }

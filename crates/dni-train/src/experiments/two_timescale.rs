@@ -46,6 +46,7 @@ pub(crate) fn system_config(ts: &TimescaleSection, input: usize, seed: u64) -> T
             OptimizerKind::Sgd => OptimConfig::sgd(sg_lr as f32, 0.9),
         },
         sg_scale: ts.sg_scale as f32,
+        sg_conditioned: ts.sg_conditioned,
         seed,
     }
 }
