@@ -35,6 +35,7 @@ fn config(
         sg_optim: OptimConfig::adam(1e-3),
         sg_scale: 1.0,
         sg_conditioned: false,
+        sg_hidden: 0,
         seed: 7,
     }
 }
@@ -353,6 +354,24 @@ fn the_conditioned_sg_reads_bs_answer() {
     let state = sys.export_state().unwrap();
     assert!(state.iter().any(|(n, _)| n.starts_with("sg.wc")));
     sys.import_state(&state).unwrap();
+    // An MLP SG reads the label in its hidden layer, and starts at exactly 0 like the linear one.
+    let mut mlp_cfg = cfg.clone();
+    mlp_cfg.sg_hidden = 4;
+    let mut mlp = TwoTimescale::new(&gpu, mlp_cfg).unwrap();
+    let names: Vec<&str> = mlp.params().iter().map(|p| p.0).collect();
+    assert!(
+        names.ends_with(&["sg.w_in", "sg.wc_in", "sg.b_in", "sg.w", "sg.b"]),
+        "{names:?}"
+    );
+    mlp.train_block(&x, &[1, 2, 0, 1], &threes).unwrap();
+    let first = mlp.probe_sg().unwrap().unwrap();
+    assert_eq!(first.sg_rms, 0.0, "the first SG is not exactly 0");
+    mlp.train_block(&x, &[1, 2, 0, 1], &threes).unwrap();
+    let second = mlp.probe_sg().unwrap().unwrap();
+    assert!(
+        second.sg_rms > 0.0 && second.cosine.is_finite(),
+        "{second:?}"
+    );
     cfg.method = Method::EndToEnd;
     let err = TwoTimescale::new(&gpu, cfg).err().expect("refused");
     assert!(err.to_string().contains("sg_conditioned"), "{err}");

@@ -454,6 +454,9 @@ pub struct TimescaleSection {
     /// Condition the SG on B's answer for the block, one-hot (cDNI on the link; method dni).
     #[serde(default)]
     pub sg_conditioned: bool,
+    /// Units of the SG model's hidden ReLU layer; 0 (the default): linear.
+    #[serde(default)]
+    pub sg_hidden: usize,
     /// Steps between test-split evaluations.
     #[serde(default = "default_timescale_eval_every")]
     pub eval_every: u64,
@@ -1272,6 +1275,19 @@ impl Validator<'_> {
             "timescale.sg_scale",
             ts.sg_scale,
             "must be a number >= 0",
+        );
+        self.check(
+            ts.sg_hidden <= 1 << 16,
+            "timescale.sg_hidden",
+            ts.sg_hidden,
+            "the SG model's hidden layer has at most 65536 units (0: linear)",
+        );
+        self.check(
+            !ts.sg_conditioned || ts.method == TimescaleMethod::Dni,
+            "timescale.sg_conditioned",
+            ts.sg_conditioned,
+            "conditions the synthetic gradient, which only method = \"dni\" has (remove it, or set \
+             timescale.method = \"dni\")",
         );
     }
 

@@ -67,6 +67,8 @@ pub struct TimescaleConfig {
     /// conditions on the label (DNI only). The answer covers the whole block, so the SG that A gets
     /// in a window knows the threes of windows A has not yet read.
     pub sg_conditioned: bool,
+    /// Width of the SG model's hidden ReLU layer; 0 (the default) for the paper's linear model.
+    pub sg_hidden: usize,
     /// Seed of the initial weights.
     pub seed: u64,
 }
@@ -105,6 +107,11 @@ impl TimescaleConfig {
         if !(self.sg_scale.is_finite() && self.sg_scale >= 0.0) {
             return config_err("sg_scale", self.sg_scale, "must be a number >= 0");
         }
+        crate::sg::SgConfig {
+            hidden: self.sg_hidden,
+            ..Default::default()
+        }
+        .validate()?;
         if self.sg_conditioned && self.method != super::Method::Dni {
             return config_err(
                 "sg_conditioned",

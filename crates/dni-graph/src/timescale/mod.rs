@@ -20,7 +20,7 @@
 //! let mut sys = TwoTimescale::new(&gpu, TimescaleConfig {
 //!     t, input: stream.input_width(), hidden_a: 64, hidden_b: 64, batch,
 //!     method: Method::Dni, optim: OptimConfig::adam(1e-3), sg_optim: OptimConfig::adam(1e-3),
-//!     sg_scale: 1.0, sg_conditioned: false, seed: 1,
+//!     sg_scale: 1.0, sg_conditioned: false, sg_hidden: 0, seed: 1,
 //! })?;
 //! let mut block = DigitBlock::default();
 //! for _ in 0..100 {

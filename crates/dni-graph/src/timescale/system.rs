@@ -265,7 +265,10 @@ impl TwoTimescale {
             Some(Sg {
                 model: Synthesizer::new(
                     gpu,
-                    SgConfig::default(),
+                    SgConfig {
+                        hidden: cfg.sg_hidden,
+                        ..SgConfig::default()
+                    },
                     cfg.sg_scale,
                     SgShape {
                         width: ha,
@@ -279,8 +282,9 @@ impl TwoTimescale {
                         fit_rows: t * b,
                     },
                     Optimizer::new(gpu, cfg.sg_optim)?,
-                    // A linear model draws no initial weights.
-                    &mut |n, _| vec![0.0; n],
+                    // After both networks, so that the SG's draws (an MLP's; a linear model has
+                    // none) leave their weights as they were.
+                    &mut |n, bound| (0..n).map(|_| rng.uniform_range(-bound, bound)).collect(),
                 )?,
                 msg: Tensor::zeros(gpu, &[b, ha])?,
                 labels: match cfg.sg_conditioned {

@@ -47,6 +47,7 @@ pub(crate) fn system_config(ts: &TimescaleSection, input: usize, seed: u64) -> T
         },
         sg_scale: ts.sg_scale as f32,
         sg_conditioned: ts.sg_conditioned,
+        sg_hidden: ts.sg_hidden,
         seed,
     }
 }
@@ -454,6 +455,27 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("timescale.lr = 0"), "{msg}");
+        let msg = format!(
+            "{:#}",
+            config(&[
+                "timescale.method=e2e",
+                "timescale.sg_conditioned=true",
+                "timescale.sg_hidden=70000"
+            ])
+            .unwrap_err()
+        );
+        assert!(msg.contains("timescale.sg_conditioned = true"), "{msg}");
+        assert!(msg.contains("timescale.sg_hidden = 70000"), "{msg}");
+        let s = system_config(
+            config(&["timescale.sg_conditioned=true", "timescale.sg_hidden=32"])
+                .unwrap()
+                .timescale
+                .as_ref()
+                .unwrap(),
+            785,
+            3,
+        );
+        assert!(s.sg_conditioned && s.sg_hidden == 32);
     }
 
     #[test]
