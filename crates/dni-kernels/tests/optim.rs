@@ -247,6 +247,8 @@ fn bad_configs_and_mismatched_params_are_errors() {
         },
         OptimConfig::sgd(f32::NAN, 0.9),
         OptimConfig::sgd(0.1, 1.5),
+        // 1 never forgets: the CLI and the library refuse it alike.
+        OptimConfig::sgd(0.1, 1.0),
     ];
     for cfg in bad {
         assert!(Optimizer::new(&gpu, cfg).is_err(), "{cfg:?} accepted");

@@ -1327,10 +1327,10 @@ impl Validator<'_> {
             "hidden must be at least 1",
         );
         self.check(
-            m.batch >= 1,
+            m.batch >= 2,
             "mnist.batch",
             m.batch,
-            "batch must be at least 1",
+            "batch must be at least 2 (batch norm and the SG regression need 2 or more rows)",
         );
         self.check(
             m.steps >= 1,
@@ -1636,6 +1636,15 @@ sg_model = "mlp"
             "{msg}"
         );
         assert!(msg.contains("rnn.lr = -1"), "{msg}");
+        // The CLI's limits are the library's: an MNIST batch of 1 (batch norm needs 2 rows) and a
+        // momentum of 1 (never forgets) are refused here, naming the key.
+        let mnist = std::fs::read_to_string(repo_root().join("configs/mnist_dni.toml")).unwrap();
+        let msg = err("mnist1", &mnist, &["mnist.batch=1", "mnist.momentum=1"]);
+        assert!(
+            msg.contains("mnist.batch = 1: batch must be at least 2"),
+            "{msg}"
+        );
+        assert!(msg.contains("mnist.momentum = 1"), "{msg}");
     }
 
     #[test]

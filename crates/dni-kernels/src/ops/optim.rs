@@ -113,8 +113,9 @@ impl OptimConfig {
             return bad(format!("learning rate {} is not finite", self.lr()));
         }
         match *self {
-            Self::Sgd { momentum, .. } if !(0.0..=1.0).contains(&momentum) => {
-                bad(format!("momentum {momentum} must be in [0, 1]"))
+            // 1 would never forget a gradient: the velocity grows without bound.
+            Self::Sgd { momentum, .. } if !(0.0..1.0).contains(&momentum) => {
+                bad(format!("momentum {momentum} must be in [0, 1)"))
             }
             Self::Adam {
                 beta1, beta2, eps, ..
