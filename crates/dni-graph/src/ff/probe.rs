@@ -163,7 +163,7 @@ fn running_stats(net: &FfNet) -> Vec<&Tensor> {
 impl FfNet {
     /// Scores the gradient each interface delivers to its sender against backprop's true gradient
     /// on one batch (`batch × input` features and `batch` labels): one entry per interface, between
-    /// blocks `i` and `i + 1`. See the [module docs](self). Blocking (one read-back); call it
+    /// blocks `i` and `i + 1`. See the module docs of `ff::probe`. Blocking (one read-back); call it
     /// between calls of [`train`](Self::train).
     pub fn probe_sg(&mut self, x: &[f32], labels: &[u32]) -> Result<Vec<InterfaceProbe>> {
         let (batch, input) = (self.spec.batch, self.spec.input);

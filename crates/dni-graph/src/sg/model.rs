@@ -1,22 +1,21 @@
 //! The synthetic-gradient model on the GPU, the crate's only one: `M`, what it reads, how its output
 //! is injected and how its bootstrapped target is discounted, its optimiser and its switches.
 //!
-//! [`SgConfig`] is the part a recurrent user chooses; [`Synthesizer`] owns the parameters (a
-//! [`Stack`]: linear, or hidden layers with optional batch norm and a cDNI context) and records its
-//! jobs into an encoder:
+//! [`SgConfig`] is the part a recurrent user chooses; `Synthesizer` (crate-private;
+//! [`SgInterface`](super::SgInterface) is its public face) owns the parameters (a [`Stack`]:
+//! linear, or hidden layers with optional batch norm and a cDNI context) and records its jobs into
+//! an encoder:
 //!
-//! - [`evaluate`](Synthesizer::evaluate) / [`predict`](Synthesizer::predict): `M(s)` at the state
-//!   where the gradient is needed;
-//! - [`inject`](Synthesizer::inject): the gradient to use there, `(scale / B)·M(s)`;
-//! - [`regress`](Synthesizer::regress) / [`fit`](Synthesizer::fit): one regression step of `M(s)`
-//!   onto a target that arrived later, with the zero-predictor baseline behind `sg_explained`
-//!   accumulated beside its loss;
-//! - [`step`](Synthesizer::step): its optimiser's update.
+//! - `evaluate` / `predict`: `M(s)` at the state where the gradient is needed;
+//! - `inject`: the gradient to use there, `(scale / B)·M(s)`;
+//! - `regress` / `fit`: one regression step of `M(s)` onto a target that arrived later, with the
+//!   zero-predictor baseline behind `sg_explained` accumulated beside its loss;
+//! - `step`: its optimiser's update.
 //!
 //! Its users: the recurrent core (`[h | c]` → `[dh | dc]`, two passes), the two-timescale link (a
 //! message → its gradient), and each feed-forward interface (`h` → `δ`, a ring of passes in
 //! flight; `ff::block::Regressor`), which also trains complete unlock's synthetic-input model
-//! with it.
+//! with it, and [`SgInterface`](super::SgInterface), an SG for a tensor of the user's own model.
 //!
 //! The model works in per-example units: the task loss is a batch mean, so an example's own
 //! gradient is `B` times the gradient that reaches it, and `M` predicts the former.
