@@ -202,6 +202,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 },
                 hidden: a.sg_hidden,
                 discount: (a.sg_discount >= 0.0).then_some(a.sg_discount),
+                normalise: false,
             },
             seed: a.seed,
         },

@@ -34,10 +34,12 @@
 //           7..8 core Adam bias corrections, 9..10 SG ones, 11 run has an SG model, 12 run has the
 //           aux head, 13..14 this window's gradient factors min(1, clip / ‖g‖) of the core and of
 //           the SG side (SG model and aux head), read only when 15, the global-norm clip
-//           threshold, is above 0.
-//           Entries 5..10 and 13..14 are written by the kernels, the rest by the host.
-//   clip   - grid (1, K), only when a run clips: the two global gradient norms of each run, as the
-//            factors the update applies.
+//           threshold, is above 0; 16 normalise the SG's targets (0/1), 17..18 the running mean
+//           square of its targets and that average's bias correction, 19 sigma, the scale of M's
+//           output (1 unless normalising: M predicts target / sigma and sigma·M is used).
+//           Entries 5..10, 13..14 and 17..19 are written by the kernels, the rest by the host.
+//   clip   - grid (1, K), only when a run clips or normalises its SG's targets: the two global
+//            gradient norms of each run, as the factors the update applies, and sigma.
 //   metrics: 8 floats per (run, lane): nats, errors, scored rows, SG loss, SG zero-predictor
 //           loss, aux loss (the loss sums are 0.5·Σ squares, in per-lane units).
 
@@ -98,7 +100,7 @@ override WGS: u32 = 64u;
 override SG: u32 = 8u;
 override HID: u32 = 64u;
 override H4: u32 = 4u * HID;
-const CTL: u32 = 16u;
+const CTL: u32 = 20u;
 const METRICS: u32 = 8u;
 // Batch lanes per workgroup.
 const L: u32 = 8u;
@@ -422,6 +424,8 @@ fn forward(
         let ws = pr + u.off_s;
         let wa = pr + u.off_a;
         let inject = ctl[cr] * u.inv_b;
+        // The SG in the true gradient's units: sigma·M (sigma = 1 unless normalising).
+        let sigma = ctl[cr + 19u];
         let aux_w = ctl[cr + 2u];
         let aux_on = u.has_aux == 1u && ctl[cr + 12u] > 0.0;
         var p_aux = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
@@ -432,8 +436,8 @@ fn forward(
             }
             let m = min(m0 + lid, h2 - 1u);
             let sgv = mv_work(params[ws + h2 * h2 + m], wr + u.w_state + src * h2, ws + m, h2, h2);
-            let lo = sgv.lo;
-            let hi = sgv.hi;
+            let lo = sigma * sgv.lo;
+            let hi = sigma * sgv.hi;
             if (m0 + lid < h2) {
                 let sg = Oct(lo, hi);
                 for (var i = 0u; i < L; i++) {
@@ -650,6 +654,8 @@ fn backward(
     // The gradient at s0 is [dh_rec | dc]; the SG model M(s0) regresses onto it in per-lane units
     // (B·ds0, since the task loss is a batch mean).
     let trained = ctl[cr + 6u] > 0.0;
+    // Normalising, M regresses onto target / sigma; the loss metrics stay in the true units.
+    let sigma = ctl[cr + 19u];
     var p_loss = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
     var p_zero = p_loss;
     if (u.has_sg == 1u) {
@@ -666,11 +672,12 @@ fn backward(
                     tgt = work[wr + u.w_dcr + b * hd + c - hd];
                 }
                 tgt *= fb;
-                let d = work[wr + u.w_at0 + b * h2 + c] - tgt;
+                let d = work[wr + u.w_at0 + b * h2 + c] - tgt / sigma;
                 var g = 0.0;
                 if (trained) {
                     g = u.inv_b * d;
-                    add_lane(&p_loss, i, 0.5 * d * d);
+                    let e = sigma * d;
+                    add_lane(&p_loss, i, 0.5 * e * e);
                     add_lane(&p_zero, i, 0.5 * tgt * tgt);
                 }
                 work[wr + u.w_dsg + b * h2 + c] = g;
@@ -838,7 +845,10 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>) {
 // ---- clip: each run's global gradient norms, core [0, off_s) and SG side [off_s, P) ----
 @group(0) @binding(1) var<storage, read> c_grads: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> c_ctl: array<f32>;
+@group(0) @binding(3) var<storage, read> c_work: array<f32>;
 var<workgroup> sh_clip: array<f32, 512>;
+// Horizon of the running mean square of the SG's targets (about 100 windows).
+const TARGET_DECAY: f32 = 0.99;
 
 @compute @workgroup_size(256)
 fn clip(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -877,6 +887,38 @@ fn clip(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         let b = sqrt(sh_clip[256]);
         c_ctl[cr + 13u] = select(1.0, c / a, c > 0.0 && a > c);
         c_ctl[cr + 14u] = select(1.0, c / b, c > 0.0 && b > c);
+    }
+    // Target normalisation: this window's targets were regressed as target / sigma, and M(s0)
+    // (at0) and the regression gradient inv_b·(M(s0) - target / sigma) (dsg) are still in
+    // `work`, so target / sigma = M(s0) - B·dsg. Their mean square updates sigma for the next
+    // window, as Adam's second moment does, with the same bias correction.
+    // (Summed on every window, normalising or not, so that the barriers stay in uniform control
+    // flow; it is B·2H loads.)
+    let n = u.batch * 2u * u.hidden;
+    let wr = r * u.w_run;
+    let fb = f32(u.batch);
+    var sq = 0.0;
+    for (var i = li; i < n; i += 256u) {
+        let t = c_work[wr + u.w_at0 + i] - fb * c_work[wr + u.w_dsg + i];
+        sq += t * t;
+    }
+    workgroupBarrier();
+    sh_clip[li] = sq;
+    workgroupBarrier();
+    for (var w = 128u; w > 0u; w = w / 2u) {
+        if (li < w) {
+            sh_clip[li] += sh_clip[li + w];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u && c_ctl[cr + 16u] > 0.0 && sg_live) {
+        let s = c_ctl[cr + 19u];
+        let ms = s * s * sh_clip[0] / f32(n);
+        let v = TARGET_DECAY * c_ctl[cr + 17u] + (1.0 - TARGET_DECAY) * ms;
+        let corr = TARGET_DECAY * c_ctl[cr + 18u] + (1.0 - TARGET_DECAY);
+        c_ctl[cr + 17u] = v;
+        c_ctl[cr + 18u] = corr;
+        c_ctl[cr + 19u] = sqrt(max(v / corr, 1e-20));
     }
 }
 
@@ -1202,6 +1244,8 @@ fn forward_c(
         let ws = pr + u.off_s;
         let wa = pr + u.off_a;
         let inject = ctl[cr] * u.inv_b;
+        // The SG in the true gradient's units: sigma·M (sigma = 1 unless normalising).
+        let sigma = ctl[cr + 19u];
         let aux_w = ctl[cr + 2u];
         let aux_on = u.has_aux == 1u && ctl[cr + 12u] > 0.0;
         var p_aux = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
@@ -1211,8 +1255,8 @@ fn forward_c(
         for (var w = 0u; w < h2 / 8u; w++) {
             let m = lane + 8u * w;
             let sgv = mv_priv(params[ws + h2 * h2 + m], &hv, ws + m, h2, h2);
-            let lo = sgv.lo;
-            let hi = sgv.hi;
+            let lo = sigma * sgv.lo;
+            let hi = sigma * sgv.hi;
             put8(wr + u.w_inj + b0 * h2 + m, h2, Oct(inject * lo, inject * hi), b0);
             if (aux_on) {
                 // A(h_1) regresses onto M(s_last) (a constant).
@@ -1349,6 +1393,8 @@ fn backward_c(
 
     // The gradient at s0 is [dh_rec | dc]; M(s0) regresses onto it in per-lane units (B·ds0).
     let trained = ctl[cr + 6u] > 0.0;
+    // Normalising, M regresses onto target / sigma; the loss metrics stay in the true units.
+    let sigma = ctl[cr + 19u];
     var p_loss = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
     var p_zero = p_loss;
     if (u.has_sg == 1u) {
@@ -1365,11 +1411,12 @@ fn backward_c(
                         }
                         tgt *= fb;
                         let k = hi * hd + j;
-                        let d = work[wr + u.w_at0 + b * h2 + k] - tgt;
+                        let d = work[wr + u.w_at0 + b * h2 + k] - tgt / sigma;
                         var g = 0.0;
                         if (trained) {
                             g = u.inv_b * d;
-                            add_lane(&p_loss, i, 0.5 * d * d);
+                            let e = sigma * d;
+                            add_lane(&p_loss, i, 0.5 * e * e);
                             add_lane(&p_zero, i, 0.5 * tgt * tgt);
                         }
                         work[wr + u.w_dsg + b * h2 + k] = g;

@@ -63,6 +63,8 @@ fn check(sg: SgConfig, method: Method, apply: bool, path: StepPath) {
         tr.train_window(&x, &y, &m).unwrap();
     }
     let pm = tr.group().probe_model(0).unwrap().unwrap();
+    // M predicts the target divided by σ (1 unless the run normalises its targets).
+    let sigma = tr.group().sg_target_scale(0).unwrap() as f64;
     let s0 = tr.read_state().unwrap();
     let (x, y, m) = window(7);
     tr.train_window(&x, &y, &m).unwrap();
@@ -112,7 +114,7 @@ fn check(sg: SgConfig, method: Method, apply: bool, path: StepPath) {
     let mut want_b = vec![0.0; s];
     for lane in 0..B {
         for j in 0..s {
-            let d = (pred[lane * s + j] - target[lane * s + j]) / B as f64;
+            let d = (pred[lane * s + j] - target[lane * s + j]) / (sigma * B as f64);
             want_b[j] += d;
             for k in 0..a {
                 want_w[k * s + j] += feats[lane][k] * d;
@@ -143,6 +145,102 @@ fn the_paper_linear_sg_follows_its_definition_on_both_paths() {
 }
 
 #[test]
+fn a_normalised_sg_regresses_onto_its_targets_over_their_rms() {
+    let sg = SgConfig {
+        normalise: true,
+        ..Default::default()
+    };
+    check(sg, Method::dni(), true, StepPath::Fused);
+    check(sg, Method::dni(), false, StepPath::Fused);
+}
+
+/// `σ` is the bias-corrected running mean square (decay 0.99) of the targets `M` was regressed
+/// onto, every window's target computed on the host from the model as it was before that window.
+/// On both fused variants (the cached one needs a hidden size that is a multiple of 8), so that
+/// each variant's injection `σ·M` and regression onto `target / σ` are checked.
+#[test]
+fn the_normalising_scale_is_the_running_rms_of_the_targets() {
+    for path in [StepPath::FusedStreaming, StepPath::FusedCached] {
+        normalising_scale_on(path);
+    }
+}
+
+fn normalising_scale_on(path: StepPath) {
+    let gpu = gpu();
+    let sg = SgConfig {
+        normalise: true,
+        ..Default::default()
+    };
+    // Injected unscaled and learnt fast, so that σ·M is a large part of each later target and a
+    // kernel that injected M alone would fail.
+    let cfg = RecurrentConfig {
+        hidden: 8,
+        sg_optim: Some(OptimConfig::adam(0.05)),
+        ..config(sg, Method::Dni { sg_scale: 1.0 })
+    };
+    let mut tr = RecurrentTrainer::with_path(&gpu, cfg, path).unwrap();
+    assert_eq!(tr.path(), path);
+    let (mut mean_sq, mut correction) = (0.0f64, 0.0f64);
+    let mut sigmas = Vec::new();
+    let mut bootstrap_share = 0.0f64;
+    for k in 0..8 {
+        let pm = tr.group().probe_model(0).unwrap().unwrap();
+        let s0 = tr.read_state().unwrap();
+        let (x, y, m) = window(k);
+        tr.train_window(&x, &y, &m).unwrap();
+        // Window 0 has no target yet (the state before it was not produced by a window).
+        if k > 0 {
+            let target = pm.bootstrap_target(
+                &s0,
+                &x,
+                FutureTargets::Bits {
+                    targets: &y,
+                    mask: &m,
+                },
+                T,
+                1.0,
+            );
+            let own = pm.bootstrap_target(
+                &s0,
+                &x,
+                FutureTargets::Bits {
+                    targets: &y,
+                    mask: &m,
+                },
+                T,
+                0.0,
+            );
+            let norm = |v: &[f64]| v.iter().map(|t| t * t).sum::<f64>().sqrt();
+            let diff: Vec<f64> = target.iter().zip(&own).map(|(a, b)| a - b).collect();
+            bootstrap_share = bootstrap_share.max(norm(&diff) / norm(&target));
+            let ms = target.iter().map(|t| t * t).sum::<f64>() / target.len() as f64;
+            mean_sq = 0.99 * mean_sq + 0.01 * ms;
+            correction = 0.99 * correction + 0.01;
+        }
+        let want = if k == 0 {
+            1.0
+        } else {
+            (mean_sq / correction).sqrt()
+        };
+        let got = tr.group().sg_target_scale(0).unwrap() as f64;
+        assert!(
+            (got - want).abs() < 2e-3 * want,
+            "{path:?}, window {k}: sigma {got}, want {want}"
+        );
+        sigmas.push(got);
+    }
+    // The targets are far from unit size, so σ = 1 would fail above.
+    assert!(
+        sigmas[1..].iter().all(|s| (s - 1.0).abs() > 0.05),
+        "{sigmas:?}"
+    );
+    assert!(
+        bootstrap_share > 0.1,
+        "σ·M is too small a part of the targets: {bootstrap_share}"
+    );
+}
+
+#[test]
 fn a_discount_of_its_own_changes_the_target_as_defined() {
     let sg = SgConfig {
         discount: Some(0.9),
@@ -159,6 +257,7 @@ fn an_mlp_on_h_alone_follows_its_definition() {
         input: SgInput::Hidden,
         hidden: 7,
         discount: Some(0.5),
+        normalise: false,
     };
     check(sg, Method::Dni { sg_scale: 0.3 }, true, StepPath::PerStep);
     check(
@@ -166,6 +265,7 @@ fn an_mlp_on_h_alone_follows_its_definition() {
             input: SgInput::State,
             hidden: 6,
             discount: None,
+            normalise: false,
         },
         // Not DNI + Aux: its aux loss sends a gradient to s0 as well, which the host target leaves out.
         Method::dni(),
@@ -185,6 +285,15 @@ fn the_fused_kernels_refuse_what_they_do_not_implement() {
         .err()
         .expect("the fused path has only the paper's linear SG");
     assert!(err.to_string().contains("per-step"), "{err}");
+    // And the per-step kernels refuse target normalisation, naming it.
+    let norm = SgConfig {
+        normalise: true,
+        ..Default::default()
+    };
+    let err = RecurrentTrainer::with_path(&gpu, config(norm, Method::dni()), StepPath::PerStep)
+        .err()
+        .expect("target normalisation is fused only");
+    assert!(err.to_string().contains("sg_normalise"), "{err}");
     // Auto falls back to the per-step kernels.
     let tr = RecurrentTrainer::with_path(&gpu, config(sg, Method::dni()), StepPath::Auto).unwrap();
     assert_eq!(tr.path(), StepPath::PerStep);

@@ -245,6 +245,12 @@ pub struct RnnConfig {
     /// kernels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sg_discount: Option<f64>,
+    /// Target normalisation: the SG model regresses onto its targets divided by their running RMS
+    /// `σ`, and `σ·M` is injected (Adam's steps are the same size whatever the targets' size, so
+    /// without it a fast SG overshoots small targets). Fused kernels only: the default SG, the
+    /// core's optimiser kind, an adapter with subgroups.
+    #[serde(default)]
+    pub sg_normalise: bool,
     /// Whether the synthetic gradient is injected (DNI methods). `false` trains the SG model without
     /// applying it: the core learns exactly as BPTT does, and the probe can score the SG it would get.
     #[serde(default = "default_true")]
@@ -974,6 +980,17 @@ impl Validator<'_> {
             r.sg_hidden,
             "the SG model's hidden layer has at most 65536 units (0: linear)",
         );
+        self.check(
+            !r.sg_normalise
+                || (r.sg_input == SgInput::State
+                    && r.sg_hidden == 0
+                    && r.sg_discount.is_none()
+                    && r.sg_optimizer.is_none_or(|k| k == r.optimizer)),
+            "rnn.sg_normalise",
+            r.sg_normalise,
+            "target normalisation runs on the fused kernels, which have the paper's SG only: \
+             remove sg_input, sg_hidden, sg_discount and sg_optimizer, or sg_normalise",
+        );
         if let Some(m) = r.sg_momentum {
             self.check(
                 (0.0..1.0).contains(&m),
@@ -1563,6 +1580,21 @@ sg_model = "mlp"
         ] {
             let msg = err("sgbad", COPY, &[set]);
             assert!(msg.contains(key), "{set}: {msg}");
+        }
+        // Target normalisation is on the fused kernels, which have the paper's SG only.
+        let r = load("norm", COPY, &["rnn.sg_normalise=true"])
+            .unwrap()
+            .rnn
+            .unwrap();
+        assert!(r.sg_normalise);
+        for other in [
+            "rnn.sg_hidden=16",
+            "rnn.sg_input=\"hidden\"",
+            "rnn.sg_discount=0.5",
+            "rnn.sg_optimizer=sgd",
+        ] {
+            let msg = err("normbad", COPY, &["rnn.sg_normalise=true", other]);
+            assert!(msg.contains("rnn.sg_normalise"), "{other}: {msg}");
         }
     }
 

@@ -90,7 +90,7 @@ pub fn fused_unavailable(gpu: &Gpu, cfgs: &[RecurrentConfig]) -> Option<String> 
     if let Err(why) = rule(first) {
         return Some(why);
     }
-    if cfgs.iter().any(|c| !c.sg.is_paper_linear()) {
+    if cfgs.iter().any(|c| !c.sg.is_fused()) {
         return Some(
             "the fused kernels implement the linear SG model on [h; c] with the bootstrap \
              discounted by the injection scale; another SG input, an MLP or a discount of its own \
@@ -137,7 +137,7 @@ impl FusedGroup {
         let rule = rule(first).map_err(Error::Group)?;
         let shape = shape_of(&cfgs);
         let mut step = RnnStep::with_variant(gpu, shape, rule, variant)?;
-        step.set_clipping(cfgs.iter().any(|c| c.clip.is_some()));
+        step.set_clipping(cfgs.iter().any(|c| c.clip.is_some() || c.sg.normalise));
         let lay = *step.layout();
         let (i, h, o) = (shape.input, shape.hidden, shape.output);
         let mut params = vec![0.0f32; lay.p_run * cfgs.len()];
@@ -160,6 +160,8 @@ impl FusedGroup {
             k[ctl::HAS_SG] = c.method.has_sg() as u8 as f32;
             k[ctl::HAS_AUX] = c.method.aux_weight().is_some() as u8 as f32;
             k[ctl::CLIP] = c.clip.unwrap_or(0.0);
+            k[ctl::NORMALISE] = c.sg.normalise as u8 as f32;
+            k[ctl::SG_TARGET_RMS] = 1.0;
         }
         step.write_params(gpu, &params)?;
         step.ctl.write(gpu, &control)?;
@@ -402,6 +404,14 @@ impl FusedGroup {
         let start = run * lay.w_run + lay.state();
         let all = self.gpu.read(&self.step.work)?;
         Ok(all[start..start + n].to_vec())
+    }
+
+    /// The scale `σ` of run `run`'s SG output: the running RMS of its targets when it normalises
+    /// them (`SgConfig::normalise`), else 1 (a read-back).
+    pub fn sg_target_scale(&self, run: usize) -> Result<f32> {
+        self.check_run(run)?;
+        let ctl = self.gpu.read(&self.step.ctl)?;
+        Ok(ctl[run * CTL + ctl::SG_TARGET_RMS])
     }
 
     /// Every parameter name a run has: `lstm.w_x`, `lstm.w_h`, `lstm.bias`, `readout.w`,

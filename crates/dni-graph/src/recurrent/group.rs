@@ -345,6 +345,16 @@ impl RunGroup {
         }
     }
 
+    /// The scale `σ` of run `run`'s SG output (`M` predicts the gradient divided by `σ`): the
+    /// running RMS of its targets when it normalises them ([`crate::sg::SgConfig::normalise`]),
+    /// else 1. A read-back.
+    pub fn sg_target_scale(&self, run: usize) -> Result<f32> {
+        match &self.engine {
+            Engine::Fused(g) => g.sg_target_scale(run),
+            Engine::PerStep(_) => self.per_step(run).map(|_| 1.0),
+        }
+    }
+
     /// A host copy of run `run`'s LSTM, readout and SG model for the fidelity probe
     /// ([`crate::sg::probe`]); `None` when the run has no SG model (BPTT). Reads the parameters back.
     pub fn probe_model(&self, run: usize) -> Result<Option<ProbeModel>> {
@@ -353,6 +363,11 @@ impl RunGroup {
             return Ok(None);
         }
         let read = |name: &str| self.read_param(run, name);
+        // `σ·M` is the SG in the gradient's units: fold σ into the output layer.
+        let sigma = self.sg_target_scale(run)?;
+        let scaled = |name: &str| -> Result<Vec<f32>> {
+            Ok(read(name)?.into_iter().map(|v| v * sigma).collect())
+        };
         Ok(Some(ProbeModel {
             input: c.input,
             hidden: c.hidden,
@@ -372,8 +387,8 @@ impl RunGroup {
                 0 => Vec::new(),
                 _ => read("sg.b_in")?,
             },
-            sg_w: read("sg.w")?,
-            sg_b: read("sg.b")?,
+            sg_w: scaled("sg.w")?,
+            sg_b: scaled("sg.b")?,
             sg_scale: c.method.sg_scale(),
         }))
     }

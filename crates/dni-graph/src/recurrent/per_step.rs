@@ -111,6 +111,16 @@ impl PerStepTrainer {
     /// and every buffer a step needs, so that steps allocate nothing.
     pub fn new(gpu: &Gpu, cfg: RecurrentConfig) -> Result<Self> {
         cfg.validate()?;
+        if cfg.sg.normalise && cfg.method.has_sg() {
+            return Err(crate::Error::Config {
+                field: "sg_normalise",
+                value: "true".into(),
+                reason: "target normalisation runs on the fused kernels only: they need \
+                         subgroups of 8 to 64 lanes (a Vulkan, Metal or DX12 adapter; see \
+                         `dni-train devices`) and the paper's linear SG on [h; c] with the default \
+                         discount",
+            });
+        }
         let (i, h, o, b, t) = (cfg.input, cfg.hidden, cfg.output, cfg.batch, cfg.t);
         let mut rng = InitRng::new(cfg.seed);
         let bound = 1.0 / (h as f32).sqrt();

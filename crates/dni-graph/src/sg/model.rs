@@ -67,6 +67,12 @@ pub struct SgConfig {
     /// window's loss plus `discount·Jᵀ·M(s_end)`. `None`: the injection scale (the paper's rule,
     /// where the target holds the SG exactly as it was injected).
     pub discount: Option<f32>,
+    /// Target normalisation: `M` regresses onto its targets divided by their running RMS `σ` (a
+    /// mean square over about 100 windows, bias-corrected like Adam's), and `σ·M` is what is
+    /// injected and what the aux head predicts. Adam moves each weight by about its learning rate
+    /// whatever the targets' size, so without it a rate fast enough to follow the core
+    /// overshoots targets that are small (early, and once the task is learnt). Fused kernels only.
+    pub normalise: bool,
 }
 
 impl Default for SgConfig {
@@ -75,6 +81,7 @@ impl Default for SgConfig {
             input: SgInput::State,
             hidden: 0,
             discount: None,
+            normalise: false,
         }
     }
 }
@@ -88,7 +95,20 @@ impl SgConfig {
     /// Whether this is the model the fused recurrent kernels implement: linear, on `[h; c]`, with
     /// the bootstrap discounted by the injection scale.
     pub fn is_paper_linear(&self) -> bool {
-        self.input == SgInput::State && self.hidden == 0 && self.discount.is_none()
+        self.input == SgInput::State
+            && self.hidden == 0
+            && self.discount.is_none()
+            && !self.normalise
+    }
+
+    /// Whether the fused recurrent kernels implement this model: the paper's linear one, with or
+    /// without target normalisation.
+    pub fn is_fused(&self) -> bool {
+        SgConfig {
+            normalise: false,
+            ..*self
+        }
+        .is_paper_linear()
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

@@ -62,7 +62,8 @@ pub struct ProbeModel {
     pub sg_w_in: Vec<f32>,
     pub sg_b_in: Vec<f32>,
     /// The SG model's output layer `M = a·W + b` on `a` (the first layer's output, or `x`):
-    /// `[a, 2H]`, `[2H]`.
+    /// `[a, 2H]`, `[2H]`, in the gradient's units (a run that normalises its targets has `σ`
+    /// folded in).
     pub sg_w: Vec<f32>,
     pub sg_b: Vec<f32>,
     /// Factor applied to `M(s)` where it is injected.

@@ -31,7 +31,7 @@ const MAX_OUTPUT: usize = 256;
 /// Bytes of workgroup memory the shader declares (`sh_l` and `sh_r`).
 const SHARED_BYTES: u32 = (2048 + 256) * 4;
 /// Floats of control state per run (`CTL` in the shader).
-pub const CTL: usize = 16;
+pub const CTL: usize = 20;
 /// Metric slots per (run, lane) (`METRICS` in the shader).
 pub const METRICS: usize = 8;
 
@@ -52,6 +52,11 @@ pub mod ctl {
     pub const SG_GRAD_FACTOR: usize = 14;
     /// The run's global-norm clip threshold (0: off).
     pub const CLIP: usize = 15;
+    /// 1: the SG model regresses onto its targets divided by their running RMS, `sigma`, and
+    /// `sigma·M` is injected; 0: `sigma` stays 1.
+    pub const NORMALISE: usize = 16;
+    /// `sigma`, written by the clip kernel when normalising; the host starts it at 1.
+    pub const SG_TARGET_RMS: usize = 19;
 }
 
 /// Metric slots per lane.
@@ -70,7 +75,7 @@ const W: Slot = Slot::ReadWrite;
 const S_WINDOW: &[Slot] = &[Slot::Uniform, R, R, W, W, W, R];
 const S_GRADS: &[Slot] = &[Slot::Uniform, R, W];
 const S_UPDATE: &[Slot] = &[Slot::Uniform, W, R, W, W, R, W];
-const S_CLIP: &[Slot] = &[Slot::Uniform, R, W];
+const S_CLIP: &[Slot] = &[Slot::Uniform, R, W, R];
 
 const fn entry(name: &'static str, slots: &'static [Slot]) -> Entry {
     Entry::new(Kernel::RnnStep, name, slots)
@@ -489,7 +494,8 @@ pub struct RnnStep {
     wgs: u32,
     subgroup: u32,
     cached: bool,
-    /// Whether a training step records the clip kernel (some run clips its gradients).
+    /// Whether a training step records the clip kernel (some run clips its gradients or
+    /// normalises its SG's targets).
     clipping: bool,
     /// `[K · P]` parameters, their gradients and the optimiser's two moments.
     pub params: Tensor,
@@ -622,8 +628,8 @@ impl RnnStep {
     /// Dispatches one [`record_train`](Self::record_train) makes without clipping (one more with).
     pub const TRAIN_DISPATCHES: usize = 4;
 
-    /// Whether training steps record the clip kernel before the update; the thresholds are each
-    /// run's `ctl[CLIP]` (0: that run does not clip).
+    /// Whether training steps record the clip kernel before the update: needed when a run clips
+    /// (its threshold is `ctl[CLIP]`, 0: off) or normalises its SG's targets (`ctl[NORMALISE]`).
     pub fn set_clipping(&mut self, on: bool) {
         self.clipping = on;
     }
@@ -750,7 +756,7 @@ impl RnnStep {
             _ => {
                 if self.clipping {
                     let pipe = gpu.pipeline_for(&CLIP, &o)?;
-                    let bind = gpu.bind(&pipe, ub, &[&self.grads, &self.ctl])?;
+                    let bind = gpu.bind(&pipe, ub, &[&self.grads, &self.ctl, &self.work])?;
                     enc.dispatch(&pipe, &bind, [1, self.shape.runs as u32, 1]);
                 }
                 let pipe = gpu.pipeline_for(&UPDATE, &o)?;

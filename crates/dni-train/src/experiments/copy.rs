@@ -58,6 +58,7 @@ pub(crate) fn recurrent_config(
             input: rnn.sg_input,
             hidden: rnn.sg_hidden,
             discount: rnn.sg_discount.map(|g| g as f32),
+            normalise: rnn.sg_normalise,
         },
         seed,
     }
