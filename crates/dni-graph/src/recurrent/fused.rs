@@ -339,9 +339,14 @@ impl FusedGroup {
         Ok(())
     }
 
-    /// Each run's metrics since the previous call, then clears them (one read-back).
+    /// Each run's metrics since the previous call, then clears them (one read-back; two when a
+    /// run normalises its SG's targets, whose scale is read too).
     pub fn read_metrics(&mut self) -> Result<Vec<Metrics>> {
         let all = self.gpu.read(&self.step.metrics)?;
+        let ctl_now = match self.cfgs.iter().any(|c| c.sg.normalise) {
+            true => Some(self.gpu.read(&self.step.ctl)?),
+            false => None,
+        };
         let c = &self.cfgs[0];
         let b = c.batch;
         let out = (0..self.cfgs.len())
@@ -365,6 +370,10 @@ impl FusedGroup {
                         0
                     },
                     aux_loss: lane_sum(metric::AUX_LOSS),
+                    sg_target_rms: ctl_now
+                        .as_ref()
+                        .filter(|_| self.cfgs[r].sg.normalise && self.cfgs[r].method.has_sg())
+                        .map(|k| k[r * CTL + ctl::SG_TARGET_RMS] as f64),
                 }
             })
             .collect();

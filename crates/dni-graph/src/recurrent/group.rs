@@ -582,7 +582,8 @@ impl RunGroup {
                 Some(StateBuf::F32(v)) if v.len() == *len => {}
                 Some(StateBuf::F32(v)) => {
                     return Err(Error::Checkpoint(format!(
-                        "{name} holds {} values, this model has {len}",
+                        "{name} holds {} values, this model has {len} (a checkpoint of another \
+                         model, or of an older dni)",
                         v.len()
                     )))
                 }

@@ -23,6 +23,9 @@ pub struct Metrics {
     pub aux_windows: u64,
     /// Aux loss `0.5‖A(h₁) − M(s_last)‖²` summed over those windows.
     pub aux_loss: f64,
+    /// The scale `σ` of the SG's output when the run normalises its targets
+    /// ([`crate::sg::SgConfig::normalise`]): their running RMS, per-lane units, at the read.
+    pub sg_target_rms: Option<f64>,
 }
 
 impl Metrics {

@@ -348,6 +348,7 @@ impl PerStepTrainer {
                 0
             },
             aux_loss: vals[3][0] as f64,
+            sg_target_rms: None,
         };
         let mut enc = self.gpu.encoder();
         for t in [

@@ -34,6 +34,9 @@ pub struct CharLmRecord {
     pub probe_cos: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe_explained: Option<f64>,
+    /// The SG targets' running RMS `σ` (`rnn.sg_normalise` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sg_target_rms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_bpc: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,6 +238,7 @@ pub fn train_with(
             aux_loss: m.aux_loss_per_window(),
             probe_cos: probed.map(|p| p.cosine),
             probe_explained: probed.map(|p| p.explained),
+            sg_target_rms: m.sg_target_rms,
             ..Default::default()
         };
         if eval_now {

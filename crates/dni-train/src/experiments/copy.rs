@@ -94,6 +94,9 @@ pub struct CopyRecord {
     pub probe_cos: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe_explained: Option<f64>,
+    /// The SG targets' running RMS `σ` (`rnn.sg_normalise` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sg_target_rms: Option<f64>,
 }
 
 /// How a Copy run ended.
@@ -476,6 +479,7 @@ fn observe(run: &mut RunState, m: &Metrics, step: u64, started: Instant) -> Copy
         aux_loss: m.aux_loss_per_window(),
         probe_cos: probe.map(|p| p.cosine),
         probe_explained: probe.map(|p| p.explained),
+        sg_target_rms: m.sg_target_rms,
     }
 }
 
