@@ -302,6 +302,45 @@ fn a_diverging_run_stops_with_the_step_and_the_metric() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// In a sweep's run group a run that diverges is frozen where it was and marked; the others train
+/// to the end of the budget.
+#[test]
+fn a_sweep_keeps_training_the_runs_of_a_group_when_one_diverges() {
+    let out = scratch("sweep-diverge");
+    let res = bin()
+        .args([
+            "sweep",
+            "--config",
+            "configs/copy.toml",
+            "--t",
+            "3",
+            "--methods",
+            "dni",
+            "--vary",
+            "rnn.lr=1e-3,1e30",
+            "--steps",
+            "100",
+            "--out",
+        ])
+        .arg(&out)
+        .args(["--set", "rnn.optimizer=\"sgd\""])
+        .args(&TINY[..6])
+        .args(["--set", "run.log_every=20"])
+        .output()
+        .unwrap();
+    check_ok(&res);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("is not finite at step 20"), "{err}");
+    let s = summary(&out.join("sweep-copy"));
+    let runs = s["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{s}");
+    assert!(runs[0].get("diverged_at_step").is_none(), "{s}");
+    assert_eq!(runs[0]["steps"], 100, "{s}");
+    assert_eq!(runs[1]["diverged_at_step"], 20, "{s}");
+    assert!(s["table"].as_str().unwrap().contains('†'), "{s}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 #[test]
 fn plot_draws_several_runs_on_one_chart() {
     let out = scratch("plot");

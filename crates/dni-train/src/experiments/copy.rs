@@ -121,6 +121,10 @@ pub struct CopyOutcome {
     pub final_bits_per_char: Option<f64>,
     pub steps: u64,
     pub step_budget: u64,
+    /// In a sweep's run group: the step at which this run's loss or SG loss became NaN or
+    /// infinite; its result is what it had reached there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diverged_at_step: Option<u64>,
     /// True when the curriculum passed `copy.max_n` and the run stopped early.
     pub reached_max_n: bool,
     pub wall_clock_s: f64,
@@ -153,13 +157,15 @@ impl CopyOutcome {
     /// One line for the terminal: the largest length solved, the final level and error, the time.
     pub fn summary_line(&self) -> String {
         format!(
-            "largest episode length solved: {} (level {} at the end, {:.3} bits/char, {} steps, {:.0} s)",
+            "largest episode length solved: {} (level {} at the end, {:.3} bits/char, {} steps, {:.0} s){}",
             self.largest_solved
                 .map_or("none".to_string(), |s| s.to_string()),
             self.final_level,
             self.final_bits_per_char.unwrap_or(f64::NAN),
             self.steps,
-            self.wall_clock_s
+            self.wall_clock_s,
+            self.diverged_at_step
+                .map_or(String::new(), |s| format!("; DIVERGED at step {s} (NaN or infinite loss)"))
         )
     }
 }
@@ -194,6 +200,11 @@ struct RunState {
     final_bits: Option<f64>,
     /// The step at which the curriculum passed `copy.max_n`, if it did.
     finished_at: Option<u64>,
+    /// In a group of several runs: the step at which this run's loss or SG loss stopped being
+    /// finite. Its result is frozen there and the others train on (a run alone stops with an
+    /// error instead, as any experiment does).
+    #[serde(default)]
+    diverged_at: Option<u64>,
     /// The last probe since the previous record (a diagnostic: not part of checkpoints).
     #[serde(skip)]
     probe: Option<Fidelity>,
@@ -261,6 +272,7 @@ pub fn train_group_with(
             first_unread: 0,
             final_bits: None,
             finished_at: None,
+            diverged_at: None,
             probe: None,
             futures: Vec::new(),
         });
@@ -281,7 +293,8 @@ pub fn train_group_with(
         progress.set_step(step);
     }
     control.bit_exact = Some(true);
-    while step < steps && runs.iter().any(|r| r.finished_at.is_none()) {
+    let live = |r: &RunState| r.finished_at.is_none() && r.diverged_at.is_none();
+    while step < steps && runs.iter().any(live) {
         if control.poll(step, || snapshot(&group, &runs))? == Poll::Stop {
             break;
         }
@@ -303,8 +316,8 @@ pub fn train_group_with(
         progress.set_step(step);
         if probe_every > 0 && step.is_multiple_of(probe_every) {
             for (k, r) in runs.iter_mut().enumerate() {
-                if !group.config(k)?.method.has_sg() {
-                    continue; // BPTT: no SG to probe
+                if !group.config(k)?.method.has_sg() || r.diverged_at.is_some() {
+                    continue; // BPTT: no SG to probe; a diverged run: nothing finite to score
                 }
                 // Futures the run could face from here: copies of its stream with the characters
                 // it has not read yet drawn afresh (seeded by the step, so runs are repeatable).
@@ -332,8 +345,9 @@ pub fn train_group_with(
         }
         // The read-back that drives the curricula (the only sync of the loop).
         let metrics = group.read_metrics().context("reading the metrics back")?;
+        let several = runs.len() > 1;
         for (k, (run, m)) in runs.iter_mut().zip(&metrics).enumerate() {
-            if run.finished_at.is_some() {
+            if !live(run) {
                 continue;
             }
             let record = observe(run, m, step, started);
@@ -368,8 +382,28 @@ pub fn train_group_with(
                 progress.update(step, &shown);
             }
             on_log(k, &record)?;
-            control.check_finite(step, "loss_per_char", record.loss_per_char)?;
-            control.check_finite(step, "sg_loss", record.sg_loss)?;
+            let not_finite = [
+                ("loss_per_char", record.loss_per_char),
+                ("sg_loss", record.sg_loss),
+            ]
+            .into_iter()
+            .find(|(_, v)| v.is_some_and(|v| !v.is_finite()));
+            match not_finite {
+                Some((metric, _)) if several => {
+                    run.diverged_at = Some(step);
+                    // Printed whatever the progress mode: a sweep's groups train quietly.
+                    let solved = record
+                        .largest_solved
+                        .map_or("none".into(), |s| s.to_string());
+                    eprintln!(
+                        "run {k} ({}): {metric} is not finite at step {step}; its result is \
+                         frozen there (largest solved {solved}) and the group trains on",
+                        methods[k]
+                    );
+                }
+                Some((metric, value)) => control.check_finite(step, metric, value)?,
+                None => {}
+            }
         }
     }
     control.save(step, || snapshot(&group, &runs))?;
@@ -395,8 +429,9 @@ pub fn train_group_with(
                 largest_solved: cur.largest_solved(),
                 final_level: cur.level_label(),
                 final_bits_per_char: run.final_bits,
-                steps: run.finished_at.unwrap_or(step),
+                steps: run.finished_at.or(run.diverged_at).unwrap_or(step),
                 step_budget: rnn.steps,
+                diverged_at_step: run.diverged_at,
                 reached_max_n: cur.finished(),
                 wall_clock_s: wall,
                 adapter: gpu.adapter().to_string(),

@@ -254,17 +254,30 @@ fn table(base: &Config, ts: &[usize], rows: &[String], results: &[CopyOutcome]) 
     for m in rows {
         s.push_str(&format!("| {m} |"));
         for &t in ts {
-            let solved: Vec<Option<usize>> = results
+            let runs: Vec<&CopyOutcome> = results
                 .iter()
                 .filter(|r| r.row.as_deref().unwrap_or(r.method) == m.as_str() && r.t == t)
-                .map(|r| r.largest_solved)
                 .collect();
-            s.push_str(&format!(" {} |", cell(&solved)));
+            let solved: Vec<Option<usize>> = runs.iter().map(|r| r.largest_solved).collect();
+            let mark = match runs.iter().any(|r| r.diverged_at_step.is_some()) {
+                true => DIVERGED_MARK,
+                false => "",
+            };
+            s.push_str(&format!(" {}{mark} |", cell(&solved)));
         }
         s.push('\n');
     }
+    if results.iter().any(|r| r.diverged_at_step.is_some()) {
+        s.push_str(&format!(
+            "\n{DIVERGED_MARK} a run of this cell diverged (NaN or infinite loss) before the budget \
+             ended; the cell holds what it had solved by then (`diverged_at_step` in summary.json)\n"
+        ));
+    }
     s
 }
+
+/// Marks a table cell with a diverged run.
+const DIVERGED_MARK: &str = "†";
 
 fn cell(solved: &[Option<usize>]) -> String {
     let values: Vec<usize> = solved.iter().map(|v| v.unwrap_or(0)).collect();
@@ -310,6 +323,7 @@ mod tests {
             final_bits_per_char: None,
             steps: 10,
             step_budget: 10,
+            diverged_at_step: None,
             reached_max_n: false,
             wall_clock_s: 0.0,
             adapter: "x".into(),
@@ -357,6 +371,19 @@ mod tests {
         let t = table(&base, &[5], &methods, &results);
         assert!(t.contains("mean (min–max) over 3 seeds"), "{t}");
         assert!(t.contains("| bptt | – |\n| dni | 5.0 (0–9) |\n"), "{t}");
+    }
+
+    #[test]
+    fn a_diverged_run_marks_its_cell_and_the_table_says_why() {
+        let base = copy_config();
+        let mut gone = outcome("dni", 2, Some(4));
+        gone.diverged_at_step = Some(1234);
+        let results = [outcome("bptt", 2, None), gone];
+        let methods = ["bptt".to_string(), "dni".to_string()];
+        let t = table(&base, &[2], &methods, &results);
+        assert!(t.contains("| bptt | – |\n| dni | 4† |\n"), "{t}");
+        assert!(t.contains("† a run of this cell diverged"), "{t}");
+        assert!(!table(&base, &[2], &methods, &results[..1]).contains('†'));
     }
 
     #[test]
