@@ -15,6 +15,7 @@ pub enum Mode {
     Bar,
     Lines,
     /// Nothing (tests).
+    #[cfg(test)]
     Quiet,
 }
 
@@ -89,6 +90,12 @@ impl Progress {
             last_line: None,
             line_interval: Duration::from_secs(2),
         }
+    }
+
+    /// Line mode: at most one line per `interval` (default 2 s), e.g. for hour-long sweeps.
+    pub fn every(mut self, interval: Duration) -> Progress {
+        self.line_interval = interval;
+        self
     }
 
     /// Moves the bar to `step` (cheap; call every step). Line mode waits for [`Progress::update`].

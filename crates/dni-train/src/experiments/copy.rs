@@ -346,15 +346,35 @@ pub fn train_group_with(
         // The read-back that drives the curricula (the only sync of the loop).
         let metrics = group.read_metrics().context("reading the metrics back")?;
         let several = runs.len() > 1;
+        // A group shows each run's level and largest length solved on one line.
+        let mut group_line = Shown::new();
         for (k, (run, m)) in runs.iter_mut().zip(&metrics).enumerate() {
             if !live(run) {
+                let cur = run.stream.curriculum();
+                let state = match run.diverged_at {
+                    Some(_) => "diverged",
+                    None => "finished",
+                };
+                group_line.push(
+                    &format!("#{k} {}", methods[k]),
+                    format!("{state}, solved {}", solved_text(cur.largest_solved())),
+                );
                 continue;
             }
             let record = observe(run, m, step, started);
             if run.stream.curriculum().finished() {
                 run.finished_at = Some(step);
             }
-            if k == 0 {
+            if several {
+                group_line.push(
+                    &format!("#{k} {}", methods[k]),
+                    format!(
+                        "{} solved {}",
+                        record.level,
+                        solved_text(record.largest_solved)
+                    ),
+                );
+            } else {
                 if record.curriculum == "advanced" {
                     progress.println(&format!(
                         "step {step}: solved episode length {} -> now {}",
@@ -367,12 +387,7 @@ pub fn train_group_with(
                 if let Some(b) = record.bits_per_char {
                     shown.push("bits/char", format!("{b:.3}"));
                 }
-                shown.push(
-                    "solved",
-                    record
-                        .largest_solved
-                        .map_or("-".to_string(), |s| s.to_string()),
-                );
+                shown.push("solved", solved_text(record.largest_solved));
                 if let Some(e) = record.sg_explained {
                     shown.push("sg R²", format!("{e:.2}"));
                 }
@@ -391,19 +406,19 @@ pub fn train_group_with(
             match not_finite {
                 Some((metric, _)) if several => {
                     run.diverged_at = Some(step);
-                    // Printed whatever the progress mode: a sweep's groups train quietly.
-                    let solved = record
-                        .largest_solved
-                        .map_or("none".into(), |s| s.to_string());
-                    eprintln!(
-                        "run {k} ({}): {metric} is not finite at step {step}; its result is \
-                         frozen there (largest solved {solved}) and the group trains on",
-                        methods[k]
-                    );
+                    progress.println(&format!(
+                        "run #{k} ({}): {metric} is not finite at step {step}; its result is \
+                         frozen there (largest solved {}) and the group trains on",
+                        methods[k],
+                        solved_text(record.largest_solved)
+                    ));
                 }
                 Some((metric, value)) => control.check_finite(step, metric, value)?,
                 None => {}
             }
+        }
+        if several {
+            progress.update(step, &group_line);
         }
     }
     control.save(step, || snapshot(&group, &runs))?;
@@ -438,6 +453,11 @@ pub fn train_group_with(
             }
         })
         .collect())
+}
+
+/// A largest solved length for the progress display (`-`: none yet).
+fn solved_text(solved: Option<usize>) -> String {
+    solved.map_or("-".to_string(), |s| s.to_string())
 }
 
 /// The host state of a group's runs and the group's buffers, for a checkpoint.

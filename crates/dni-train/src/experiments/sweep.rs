@@ -153,7 +153,9 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
     let mut curves: Vec<crate::plot::SweepRun> = Vec::new();
     for (t, cells) in &groups {
         let title = format!("T={t}: {} runs", cells.len());
-        let mut progress = Progress::with_mode(&title, base.steps(), Mode::Quiet);
+        // Each run's level and length solved: a bar on a terminal, else a line every 30 s.
+        let mut progress = Progress::with_mode(&title, base.steps(), Mode::Auto)
+            .every(std::time::Duration::from_secs(30));
         let cfgs: Vec<Config> = cells.iter().map(|(c, _)| c.clone()).collect();
         // Every run's learning curve: curves/<row>-T<t>-seed<s>.jsonl, one record per log interval
         // (written as it trains), and kept for the charts.
