@@ -1,5 +1,5 @@
 // C = alpha * op(A) * op(B) (+ bias[col]) (+ beta * C)
-// A is [M,K] row-major, or [K,M] when TRANS_A; B is [K,N], or [N,K] when TRANS_B.
+// A is [M,K] row-major, or [K,M] when TRANS_A; B is [K,N], or [N,K] when TRANS_B (override constants).
 // Two entry points share the maths:
 //   matmul_reg   - register blocking only (4x4 outputs per invocation, no workgroup memory).
 //                  For CPU adapters (llvmpipe) without 8-wide subgroups, where every barrier
@@ -13,13 +13,19 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    // bit 0: A transposed, bit 1: B transposed, bit 2: add bias, bit 3: accumulate beta * C
-    flags: u32,
     alpha: f32,
     beta: f32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
+
+// What the product does, fixed per pipeline by the launcher (ops/matmul.rs), so that no loop
+// tests a flag: op(A) = Aᵀ, op(B) = Bᵀ, add bias[col], add beta·C.
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override ADD_BIAS: bool = false;
+override ACCUMULATE: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -35,14 +41,14 @@ override WG_X: u32 = 4u;
 override WG_Y: u32 = 16u;
 
 fn a_at(row: u32, kk: u32) -> f32 {
-    if ((p.flags & 1u) != 0u) {
+    if (TRANS_A) {
         return a[kk * p.m + row];
     }
     return a[row * p.k + kk];
 }
 
 fn b_at(kk: u32, col: u32) -> f32 {
-    if ((p.flags & 2u) != 0u) {
+    if (TRANS_B) {
         return b[col * p.k + kk];
     }
     return b[kk * p.n + col];
@@ -60,11 +66,11 @@ fn store_block(row0: u32, col0: u32, acc: array<vec4<f32>, 4>) {
                 break;
             }
             var v = p.alpha * acc[i][j];
-            if ((p.flags & 4u) != 0u) {
+            if (ADD_BIAS) {
                 v += bias[col];
             }
             let idx = row * p.n + col;
-            if ((p.flags & 8u) != 0u) {
+            if (ACCUMULATE) {
                 v += p.beta * c[idx];
             }
             c[idx] = v;
@@ -93,13 +99,11 @@ fn matmul_reg(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    let ta = (p.flags & 1u) != 0u;
-    let tb = (p.flags & 2u) != 0u;
-    // Strides turn the transpose into index arithmetic hoisted out of the loop.
-    let a_rs = select(p.k, 1u, ta); // step between rows
-    let a_ks = select(1u, p.m, ta); // step along k
-    let b_cs = select(1u, p.k, tb); // step between columns
-    let b_ks = select(p.n, 1u, tb); // step along k
+    // Strides turn the transpose into index arithmetic outside the loop.
+    let a_rs = select(p.k, 1u, TRANS_A); // step between rows
+    let a_ks = select(1u, p.m, TRANS_A); // step along k
+    let b_cs = select(1u, p.k, TRANS_B); // step between columns
+    let b_ks = select(p.n, 1u, TRANS_B); // step along k
     var ai0 = r0 * a_rs;
     var ai1 = r1 * a_rs;
     var ai2 = r2 * a_rs;

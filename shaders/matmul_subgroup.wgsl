@@ -12,13 +12,19 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    // bit 0: A transposed, bit 1: B transposed, bit 2: add bias, bit 3: accumulate beta * C
-    flags: u32,
     alpha: f32,
     beta: f32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
+
+// What the product does, fixed per pipeline by the launcher (ops/matmul.rs), so that no loop
+// tests a flag: op(A) = Aᵀ, op(B) = Bᵀ, add bias[col], add beta·C.
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override ADD_BIAS: bool = false;
+override ACCUMULATE: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -31,11 +37,11 @@ fn store(row: u32, col: u32, acc: f32) {
         return;
     }
     var v = p.alpha * acc;
-    if ((p.flags & 4u) != 0u) {
+    if (ADD_BIAS) {
         v += bias[col];
     }
     let idx = row * p.n + col;
-    if ((p.flags & 8u) != 0u) {
+    if (ACCUMULATE) {
         v += p.beta * c[idx];
     }
     c[idx] = v;
@@ -52,12 +58,10 @@ fn matmul_sg8(
 ) {
     let row0 = wid.x * 8u;
     let col0 = wid.y * 128u + sg * 16u;
-    let ta = (p.flags & 1u) != 0u;
-    let tb = (p.flags & 2u) != 0u;
-    let a_rs = select(p.k, 1u, ta);
-    let a_ks = select(1u, p.m, ta);
-    let b_cs = select(1u, p.k, tb);
-    let b_ks = select(p.n, 1u, tb);
+    let a_rs = select(p.k, 1u, TRANS_A);
+    let a_ks = select(1u, p.m, TRANS_A);
+    let b_cs = select(1u, p.k, TRANS_B);
+    let b_ks = select(p.n, 1u, TRANS_B);
     // Clamped indices: rows/columns past the edge read valid memory and are never stored.
     var ai = min(row0 + lane, p.m - 1u) * a_rs;
     var bi0 = min(col0 + lane, p.n - 1u) * b_cs;

@@ -25,7 +25,6 @@ pub const ENTRIES: &[Entry] = &[REG, TILED, SUBGROUP8];
 /// a 4x4 block of C. Set as the shader's `WG_X`/`WG_Y` overrides from here, so the grid and the
 /// shader cannot disagree. 4 x 16 won a rough sweep on lavapipe (see shaders/matmul.wgsl).
 const REG_WG: [u32; 2] = [4, 16];
-const REG_OVERRIDES: &[(&str, f64)] = &[("WG_X", REG_WG[0] as f64), ("WG_Y", REG_WG[1] as f64)];
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -33,10 +32,9 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    flags: u32,
     alpha: f32,
     beta: f32,
-    _pad: [u32; 2],
+    _pad: [u32; 3],
 }
 
 /// Which kernel variant computes the product.
@@ -149,28 +147,22 @@ pub fn matmul(enc: &mut Encoder, a: &Tensor, b: &Tensor, c: &Tensor, o: Matmul<'
         MatmulVariant::Subgroup8 if !sg8 || m.div_ceil(8) > 65535 => MatmulVariant::Register,
         v => v,
     };
-    let mut flags = 0u32;
-    if o.trans_a {
-        flags |= 1;
-    }
-    if o.trans_b {
-        flags |= 2;
-    }
-    if o.bias.is_some() {
-        flags |= 4;
-    }
-    if o.beta.is_some() {
-        flags |= 8;
-    }
     let params = Params {
         m: m as u32,
         n: n as u32,
         k: ka as u32,
-        flags,
         alpha: o.alpha,
         beta: o.beta.unwrap_or(0.0),
-        _pad: [0; 2],
+        _pad: [0; 3],
     };
+    // The product's shape of computation is fixed per pipeline (the shaders' override constants).
+    let flag = |on: bool| on as u8 as f64;
+    let mut overrides = vec![
+        ("TRANS_A", flag(o.trans_a)),
+        ("TRANS_B", flag(o.trans_b)),
+        ("ADD_BIAS", flag(o.bias.is_some())),
+        ("ACCUMULATE", flag(o.beta.is_some())),
+    ];
     let dummy;
     let bias = match o.bias {
         Some(b) => b,
@@ -179,28 +171,26 @@ pub fn matmul(enc: &mut Encoder, a: &Tensor, b: &Tensor, c: &Tensor, o: Matmul<'
             &dummy
         }
     };
-    let (entry, overrides, groups) = match variant {
-        MatmulVariant::Tiled => (
-            &TILED,
-            &[][..],
-            [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1],
-        ),
+    let (entry, groups) = match variant {
+        MatmulVariant::Tiled => (&TILED, [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1]),
         MatmulVariant::Subgroup8 => (
             &SUBGROUP8,
-            &[][..],
             [m.div_ceil(8) as u32, n.div_ceil(128) as u32, 1],
         ),
-        _ => (
-            &REG,
-            REG_OVERRIDES,
-            [
-                n.div_ceil(4 * REG_WG[0] as usize) as u32,
-                m.div_ceil(4 * REG_WG[1] as usize) as u32,
-                1,
-            ],
-        ),
+        _ => {
+            overrides.push(("WG_X", REG_WG[0] as f64));
+            overrides.push(("WG_Y", REG_WG[1] as f64));
+            (
+                &REG,
+                [
+                    n.div_ceil(4 * REG_WG[0] as usize) as u32,
+                    m.div_ceil(4 * REG_WG[1] as usize) as u32,
+                    1,
+                ],
+            )
+        }
     };
-    let pipeline = gpu.pipeline_for(entry, overrides)?;
+    let pipeline = gpu.pipeline_for(entry, &overrides)?;
     let bind = gpu.bind(&pipeline, bytemuck::bytes_of(&params), &[a, b, bias, c])?;
     enc.dispatch(&pipeline, &bind, groups);
     Ok(())
