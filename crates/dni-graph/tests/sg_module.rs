@@ -5,7 +5,7 @@
 //! from the f64 reference LSTM.
 
 use dni_graph::recurrent::{Method, OutputLoss, RecurrentConfig, RecurrentTrainer, StepPath};
-use dni_graph::sg::{FutureTargets, SgConfig, SgInput};
+use dni_graph::sg::{FutureTargets, ProbeModel, SgConfig, SgInput};
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::testing::gpu;
 
@@ -53,6 +53,21 @@ fn window(k: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     (x, y, m)
 }
 
+/// The SG's target for a window from state `s0` (the window's own gradient plus
+/// `discount·Jᵀ·M(s_end)`), from the host's f64 reference LSTM.
+fn host_target(
+    pm: &ProbeModel,
+    s0: &[f32],
+    (x, y, m): &(Vec<f32>, Vec<f32>, Vec<f32>),
+    discount: f32,
+) -> Vec<f64> {
+    let bits = FutureTargets::Bits {
+        targets: y,
+        mask: m,
+    };
+    pm.bootstrap_target(s0, x, bits, T, discount)
+}
+
 /// Trains 7 windows, then checks the 8th window's gradient of `sg.w` and `sg.b`.
 fn check(sg: SgConfig, method: Method, apply: bool, path: StepPath) {
     let gpu = gpu();
@@ -73,16 +88,7 @@ fn check(sg: SgConfig, method: Method, apply: bool, path: StepPath) {
 
     let applied = if apply { method.sg_scale() } else { 0.0 };
     let discount = sg.discount_or(applied);
-    let target = pm.bootstrap_target(
-        &s0,
-        &x,
-        FutureTargets::Bits {
-            targets: &y,
-            mask: &m,
-        },
-        T,
-        discount,
-    );
+    let target = host_target(&pm, &s0, &window(7), discount);
     let pred = pm.sg_model(&s0);
     let s = 2 * H;
     // The output layer's input per lane: x (all of the state or h), or the MLP's ReLU layer.
@@ -190,26 +196,8 @@ fn normalising_scale_on(path: StepPath) {
         tr.train_window(&x, &y, &m).unwrap();
         // Window 0 has no target yet (the state before it was not produced by a window).
         if k > 0 {
-            let target = pm.bootstrap_target(
-                &s0,
-                &x,
-                FutureTargets::Bits {
-                    targets: &y,
-                    mask: &m,
-                },
-                T,
-                1.0,
-            );
-            let own = pm.bootstrap_target(
-                &s0,
-                &x,
-                FutureTargets::Bits {
-                    targets: &y,
-                    mask: &m,
-                },
-                T,
-                0.0,
-            );
+            let target = host_target(&pm, &s0, &(x, y, m), 1.0);
+            let own = host_target(&pm, &s0, &window(k), 0.0);
             let norm = |v: &[f64]| v.iter().map(|t| t * t).sum::<f64>().sqrt();
             let diff: Vec<f64> = target.iter().zip(&own).map(|(a, b)| a - b).collect();
             bootstrap_share = bootstrap_share.max(norm(&diff) / norm(&target));
