@@ -1,7 +1,6 @@
 //! Input checks of the recurrent trainers; errors are the crate's [`Error`](crate::Error).
 
-// The crate's one error type under the name the trainers here were written with.
-pub(crate) use crate::error::{check_len, config_err, Error as RecurrentError, Result};
+pub(crate) use crate::error::{check_len, config_err, Result};
 
 /// Writes token `ids` as one-hot rows of width `vocab` into `out` (zeroed first; at least
 /// `ids.len() · vocab` long); an id outside the vocabulary is an error naming `what`.

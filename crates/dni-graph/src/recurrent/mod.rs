@@ -38,7 +38,6 @@ mod trainer;
 
 pub use crate::error::Result;
 pub use config::{Method, OutputLoss, RecurrentConfig};
-pub(crate) use error::RecurrentError;
 pub use fused::fused_unavailable;
 pub use group::{runs_mismatch, BitWindow, RunGroup, StateBuf, StepPath, TokenWindow};
 pub use metrics::{EvalResult, Metrics};

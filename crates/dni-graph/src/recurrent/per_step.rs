@@ -27,13 +27,14 @@ use dni_kernels::ops::optim::{Optimizer, Param};
 use dni_kernels::{Gpu, Tensor};
 
 use super::config::{OutputLoss, RecurrentConfig};
-use super::error::{check_eval_steps, check_len, one_hot, RecurrentError, Result};
+use super::error::{check_eval_steps, check_len, one_hot, Result};
 use super::init::InitRng;
 use super::metrics::{EvalResult, Metrics};
 use crate::in_flight::InFlight;
 use crate::linear::Linear;
 use crate::lstm::LstmCore;
 use crate::sg::model::{SgShape, Synthesizer};
+use crate::Error;
 
 /// What the bootstrap's discount needs when it differs from what was injected: a second backward
 /// pass of `Jᵀ·M(s_last)` alone (zero loss gradients, parameter gradients into scratch).
@@ -112,7 +113,7 @@ impl PerStepTrainer {
     pub fn new(gpu: &Gpu, cfg: RecurrentConfig) -> Result<Self> {
         cfg.validate()?;
         if cfg.sg.normalise && cfg.method.has_sg() {
-            return Err(crate::Error::Config {
+            return Err(Error::Config {
                 field: "sg_normalise",
                 value: "true".into(),
                 reason: "target normalisation runs on the fused kernels only: they need \
@@ -278,7 +279,7 @@ impl PerStepTrainer {
     pub fn read_param(&self, name: &str, grad: bool) -> Result<Vec<f32>> {
         let params = self.params();
         let Some((_, p)) = params.iter().find(|(n, _)| *n == name) else {
-            return Err(RecurrentError::UnknownParam(name.to_string()));
+            return Err(Error::UnknownParam(name.to_string()));
         };
         Ok(self.gpu.read(if grad { &p.grad } else { &p.value })?)
     }
@@ -293,7 +294,7 @@ impl PerStepTrainer {
     /// `[T][B][width]`: `inputs` with the input width, `targets` and `mask` with the output width.
     pub fn train_window(&mut self, inputs: &[f32], targets: &[f32], mask: &[f32]) -> Result<()> {
         let Some(mask_t) = &self.mask else {
-            return Err(RecurrentError::Mode(
+            return Err(Error::Mode(
                 "train_window needs a SigmoidBits model; use train_window_tokens for softmax",
             ));
         };
@@ -311,7 +312,7 @@ impl PerStepTrainer {
     /// slices are laid out `[T][B]`; `targets[s][b]` is the token that should follow `inputs[s][b]`.
     pub fn train_window_tokens(&mut self, inputs: &[u32], targets: &[u32]) -> Result<()> {
         if self.cfg.loss != OutputLoss::Softmax {
-            return Err(RecurrentError::Mode(
+            return Err(Error::Mode(
                 "train_window_tokens needs a Softmax model; use train_window for bit targets",
             ));
         }
@@ -390,9 +391,7 @@ impl PerStepTrainer {
         mut next: impl FnMut(&mut Vec<u32>, &mut Vec<u32>) -> Option<usize>,
     ) -> Result<EvalResult> {
         if self.cfg.loss != OutputLoss::Softmax {
-            return Err(RecurrentError::Mode(
-                "evaluate_tokens needs a Softmax model",
-            ));
+            return Err(Error::Mode("evaluate_tokens needs a Softmax model"));
         }
         let (t, b) = (self.cfg.t, self.cfg.batch);
         let mut enc = self.gpu.encoder();
@@ -458,7 +457,7 @@ impl PerStepTrainer {
         one_hot("input", inputs, v, &mut self.host_x)?;
         for (dst, &id) in self.host_labels.iter_mut().zip(targets) {
             if id as usize >= self.cfg.output {
-                return Err(RecurrentError::Token {
+                return Err(Error::Token {
                     what: "target",
                     id,
                     vocab: self.cfg.output,
@@ -662,11 +661,7 @@ impl PerStepTrainer {
             "sg_windows_unread" => self.sg_windows_unread = v[0],
             "apply_sg" => self.apply_sg = v[0] != 0 && self.sg.is_some(),
             "train_sg" => self.train_sg = v[0] != 0 && self.sg.is_some(),
-            _ => {
-                return Err(RecurrentError::Checkpoint(format!(
-                    "unknown counter {name:?}"
-                )))
-            }
+            _ => return Err(Error::Checkpoint(format!("unknown counter {name:?}"))),
         }
         self.in_flight.clear();
         Ok(())

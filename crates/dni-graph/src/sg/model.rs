@@ -26,8 +26,8 @@ use dni_kernels::ops::lstm::state_split;
 use dni_kernels::ops::optim::{Optimizer, Param};
 use dni_kernels::{Encoder, Gpu, Tensor};
 
+use crate::error::{Error, Result};
 use crate::layers::{Acts, Grads, Stack, StackSpec};
-use crate::recurrent::{RecurrentError, Result};
 
 /// What the SG model reads of a recurrent state `[h | c]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,7 +114,7 @@ impl SgConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         if let Some(g) = self.discount {
             if !(g.is_finite() && (0.0..=1.0).contains(&g)) {
-                return Err(RecurrentError::Config {
+                return Err(Error::Config {
                     field: "sg_discount",
                     value: g.to_string(),
                     reason: "must be in [0, 1] (other implementations use 0.9)",
@@ -122,7 +122,7 @@ impl SgConfig {
             }
         }
         if self.hidden > 1 << 16 {
-            return Err(RecurrentError::Config {
+            return Err(Error::Config {
                 field: "sg_hidden",
                 value: self.hidden.to_string(),
                 reason: "must be at most 65536 (0: a linear SG model)",
@@ -239,7 +239,7 @@ impl Synthesizer {
             SgInput::State => width,
             SgInput::Hidden if width % 2 == 0 => width / 2,
             SgInput::Hidden => {
-                return Err(RecurrentError::Config {
+                return Err(Error::Config {
                     field: "sg_input",
                     value: "hidden".into(),
                     reason: "reads the first half of a state [h | c], and this row is of odd \
@@ -350,7 +350,7 @@ impl Synthesizer {
 
     fn recurrent_pass(pass: &Option<SgPass>) -> Result<&SgPass> {
         pass.as_ref().ok_or_else(|| {
-            RecurrentError::Internal("a feed-forward SG model has no recurrent passes".into())
+            Error::Internal("a feed-forward SG model has no recurrent passes".into())
         })
     }
 
@@ -373,7 +373,7 @@ impl Synthesizer {
     /// buffer and returns it (`factor` is `1/B` where the task loss is a batch mean).
     pub(crate) fn inject(&self, enc: &mut Encoder, factor: f32) -> Result<&Tensor> {
         let injected = self.injected.as_ref().ok_or_else(|| {
-            RecurrentError::Internal("a feed-forward SG model has no injection buffer".into())
+            Error::Internal("a feed-forward SG model has no injection buffer".into())
         })?;
         enc.copy(self.prediction()?, injected)?;
         scale(enc, self.scale * factor, injected)?;
