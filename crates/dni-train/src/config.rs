@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use dni_graph::sg::SgInput;
+use dni_graph::sg::{SgConfig, SgInput};
 use serde::{Deserialize, Serialize};
 
 /// Task-specific sections of the file.
@@ -872,6 +872,20 @@ impl Validator<'_> {
         }
     }
 
+    /// The SG model's limits, as the library states them (`SgConfig::validate`), blamed on
+    /// `<section>.<field>`.
+    fn check_sg(&mut self, section: &str, sg: SgConfig) {
+        match sg.validate() {
+            Ok(()) => {}
+            Err(dni_graph::Error::Config {
+                field,
+                value,
+                reason,
+            }) => self.check(false, &format!("{section}.{field}"), value, reason),
+            Err(other) => self.problem(format!("[{section}] SG model: {other}")),
+        }
+    }
+
     fn problem(&mut self, msg: String) {
         self.problems
             .push(format!("{}: {msg}", self.cfg.origin.path.display()));
@@ -966,19 +980,14 @@ impl Validator<'_> {
                 "the clip threshold must be a number > 0 that fits an f32 (remove it for no clipping)",
             );
         }
-        if let Some(g) = r.sg_discount {
-            self.check(
-                (0.0..=1.0).contains(&g),
-                "rnn.sg_discount",
-                g,
-                "the bootstrap's discount must be in [0, 1] (remove it to discount by sg_scale)",
-            );
-        }
-        self.check(
-            r.sg_hidden <= 1 << 16,
-            "rnn.sg_hidden",
-            r.sg_hidden,
-            "the SG model's hidden layer has at most 65536 units (0: linear)",
+        self.check_sg(
+            "rnn",
+            SgConfig {
+                input: r.sg_input,
+                hidden: r.sg_hidden,
+                discount: r.sg_discount.map(|g| g as f32),
+                normalise: r.sg_normalise,
+            },
         );
         self.check(
             !r.sg_normalise
@@ -1293,11 +1302,12 @@ impl Validator<'_> {
             ts.sg_scale,
             "must be a number >= 0",
         );
-        self.check(
-            ts.sg_hidden <= 1 << 16,
-            "timescale.sg_hidden",
-            ts.sg_hidden,
-            "the SG model's hidden layer has at most 65536 units (0: linear)",
+        self.check_sg(
+            "timescale",
+            SgConfig {
+                hidden: ts.sg_hidden,
+                ..SgConfig::default()
+            },
         );
         self.check(
             !ts.sg_conditioned || ts.method == TimescaleMethod::Dni,
@@ -1577,6 +1587,9 @@ sg_model = "mlp"
             ("rnn.sg_momentum=1", "rnn.sg_momentum"),
             ("rnn.probe_steps=0", "rnn.probe_steps"),
             ("rnn.probe_samples=0", "rnn.probe_samples"),
+            // The SG model's own limits, stated once in the library.
+            ("rnn.sg_discount=1.5", "rnn.sg_discount = 1.5"),
+            ("rnn.sg_hidden=70000", "rnn.sg_hidden = 70000"),
         ] {
             let msg = err("sgbad", COPY, &[set]);
             assert!(msg.contains(key), "{set}: {msg}");

@@ -111,7 +111,8 @@ impl SgConfig {
         .is_paper_linear()
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// The model's limits; an error names the field (`sg_discount`, `sg_hidden`).
+    pub fn validate(&self) -> Result<()> {
         if let Some(g) = self.discount {
             if !(g.is_finite() && (0.0..=1.0).contains(&g)) {
                 return Err(Error::Config {
