@@ -100,6 +100,8 @@ override WGS: u32 = 64u;
 override SG: u32 = 8u;
 override HID: u32 = 64u;
 override H4: u32 = 4u * HID;
+// Whether any run of the group normalises its SG's targets (the clip kernel then keeps sigma).
+override NORMALISE: bool = false;
 const CTL: u32 = 20u;
 const METRICS: u32 = 8u;
 // Batch lanes per workgroup.
@@ -892,33 +894,35 @@ fn clip(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     // (at0) and the regression gradient inv_b·(M(s0) - target / sigma) (dsg) are still in
     // `work`, so target / sigma = M(s0) - B·dsg. Their mean square updates sigma for the next
     // window, as Adam's second moment does, with the same bias correction.
-    // (Summed on every window, normalising or not, so that the barriers stay in uniform control
-    // flow; it is B·2H loads.)
-    let n = u.batch * 2u * u.hidden;
-    let wr = r * u.w_run;
-    let fb = f32(u.batch);
-    var sq = 0.0;
-    for (var i = li; i < n; i += 256u) {
-        let t = c_work[wr + u.w_at0 + i] - fb * c_work[wr + u.w_dsg + i];
-        sq += t * t;
-    }
-    workgroupBarrier();
-    sh_clip[li] = sq;
-    workgroupBarrier();
-    for (var w = 128u; w > 0u; w = w / 2u) {
-        if (li < w) {
-            sh_clip[li] += sh_clip[li + w];
+    // NORMALISE is a pipeline constant, so the barriers below stay in uniform control flow; a group
+    // where no run normalises skips the B·2H loads.
+    if (NORMALISE) {
+        let n = u.batch * 2u * u.hidden;
+        let wr = r * u.w_run;
+        let fb = f32(u.batch);
+        var sq = 0.0;
+        for (var i = li; i < n; i += 256u) {
+            let t = c_work[wr + u.w_at0 + i] - fb * c_work[wr + u.w_dsg + i];
+            sq += t * t;
         }
         workgroupBarrier();
-    }
-    if (li == 0u && c_ctl[cr + 16u] > 0.0 && sg_live) {
-        let s = c_ctl[cr + 19u];
-        let ms = s * s * sh_clip[0] / f32(n);
-        let v = TARGET_DECAY * c_ctl[cr + 17u] + (1.0 - TARGET_DECAY) * ms;
-        let corr = TARGET_DECAY * c_ctl[cr + 18u] + (1.0 - TARGET_DECAY);
-        c_ctl[cr + 17u] = v;
-        c_ctl[cr + 18u] = corr;
-        c_ctl[cr + 19u] = sqrt(max(v / corr, 1e-20));
+        sh_clip[li] = sq;
+        workgroupBarrier();
+        for (var w = 128u; w > 0u; w = w / 2u) {
+            if (li < w) {
+                sh_clip[li] += sh_clip[li + w];
+            }
+            workgroupBarrier();
+        }
+        if (li == 0u && c_ctl[cr + 16u] > 0.0 && sg_live) {
+            let s = c_ctl[cr + 19u];
+            let ms = s * s * sh_clip[0] / f32(n);
+            let v = TARGET_DECAY * c_ctl[cr + 17u] + (1.0 - TARGET_DECAY) * ms;
+            let corr = TARGET_DECAY * c_ctl[cr + 18u] + (1.0 - TARGET_DECAY);
+            c_ctl[cr + 17u] = v;
+            c_ctl[cr + 18u] = corr;
+            c_ctl[cr + 19u] = sqrt(max(v / corr, 1e-20));
+        }
     }
 }
 

@@ -137,7 +137,9 @@ impl FusedGroup {
         let rule = rule(first).map_err(Error::Group)?;
         let shape = shape_of(&cfgs);
         let mut step = RnnStep::with_variant(gpu, shape, rule, variant)?;
-        step.set_clipping(cfgs.iter().any(|c| c.clip.is_some() || c.sg.normalise));
+        let normalising = cfgs.iter().any(|c| c.sg.normalise);
+        step.set_clipping(normalising || cfgs.iter().any(|c| c.clip.is_some()));
+        step.set_normalising(normalising);
         let lay = *step.layout();
         let (i, h, o) = (shape.input, shape.hidden, shape.output);
         let mut params = vec![0.0f32; lay.p_run * cfgs.len()];

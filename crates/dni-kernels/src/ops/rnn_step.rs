@@ -497,6 +497,8 @@ pub struct RnnStep {
     /// Whether a training step records the clip kernel (some run clips its gradients or
     /// normalises its SG's targets).
     clipping: bool,
+    /// Whether some run normalises its SG's targets (the clip kernel's `NORMALISE` constant).
+    normalising: bool,
     /// `[K · P]` parameters, their gradients and the optimiser's two moments.
     pub params: Tensor,
     pub grads: Tensor,
@@ -564,6 +566,7 @@ impl RnnStep {
             subgroup,
             cached,
             clipping: false,
+            normalising: false,
             wht: Tensor::zeros(gpu, &[k * 4 * h * h])?,
             params: Tensor::zeros(gpu, &[p])?,
             grads: Tensor::zeros(gpu, &[p])?,
@@ -634,6 +637,12 @@ impl RnnStep {
         self.clipping = on;
     }
 
+    /// Whether some run normalises its SG's targets: the clip kernel then keeps each such run's
+    /// running RMS `sigma` (recorded only with [`set_clipping`](Self::set_clipping) on).
+    pub fn set_normalising(&mut self, on: bool) {
+        self.normalising = on;
+    }
+
     /// Dispatches one training step records.
     pub fn train_dispatches(&self) -> usize {
         Self::TRAIN_DISPATCHES + self.clipping as usize
@@ -695,11 +704,12 @@ impl RnnStep {
         }
     }
 
-    fn overrides(&self) -> [(&'static str, f64); 3] {
+    fn overrides(&self) -> [(&'static str, f64); 4] {
         [
             ("WGS", self.wgs as f64),
             ("SG", self.subgroup as f64),
             ("HID", self.shape.hidden as f64),
+            ("NORMALISE", self.normalising as u8 as f64),
         ]
     }
 
