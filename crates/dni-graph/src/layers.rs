@@ -135,9 +135,7 @@ pub struct Grads {
 impl Stack {
     /// Allocates and initialises the parameters; `rng` draws the initial weights.
     pub fn new(gpu: &Gpu, spec: &StackSpec, rng: &mut Rng) -> Result<Self> {
-        Self::with_init(gpu, spec, &mut |n, bound| {
-            (0..n).map(|_| rng.uniform_range(-bound, bound)).collect()
-        })
+        Self::with_init(gpu, spec, &mut |n, bound| rng.symmetric(n, bound))
     }
 
     /// [`Stack::new`] with the initial weights drawn by `uniform(n, bound)` (`n` values uniform in

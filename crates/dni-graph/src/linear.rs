@@ -50,10 +50,12 @@ impl Linear {
     /// Weights uniform in `±1/√inputs`, zero bias.
     pub fn uniform(gpu: &Gpu, rng: &mut Rng, inputs: usize, outputs: usize) -> Result<Self> {
         let bound = 1.0 / (inputs as f32).sqrt();
-        let w: Vec<f32> = (0..inputs * outputs)
-            .map(|_| rng.uniform_range(-bound, bound))
-            .collect();
-        Self::new(gpu, inputs, outputs, &w)
+        Self::new(
+            gpu,
+            inputs,
+            outputs,
+            &rng.symmetric(inputs * outputs, bound),
+        )
     }
 
     /// Zero weight and zero bias: the output starts at exactly 0 (the SG model's required init).

@@ -3,8 +3,7 @@
 //! The project avoids the `rand` crate so that every stream of numbers is fixed by the seed alone,
 //! independent of dependency versions. Not cryptographic.
 
-/// One step of SplitMix64; used to expand a 64-bit seed into xoshiro state, and as the whole
-/// generator of the recurrent trainers' initial weights (`dni_graph::recurrent`'s `InitRng`).
+/// One step of SplitMix64; used to expand a 64-bit seed into xoshiro state.
 pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
@@ -93,6 +92,11 @@ impl Rng {
     /// Uniform in [lo, hi).
     pub fn uniform_range(&mut self, lo: f32, hi: f32) -> f32 {
         lo + (hi - lo) * self.uniform()
+    }
+
+    /// `n` values uniform in `[-bound, bound)`: every model's initial weights.
+    pub fn symmetric(&mut self, n: usize, bound: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform_range(-bound, bound)).collect()
     }
 
     /// Uniform integer in 0..n, without modulo bias (Lemire's method). Returns 0 when `n == 0`.

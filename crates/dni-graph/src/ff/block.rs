@@ -120,7 +120,7 @@ impl Regressor {
             1.0,
             batch,
             Optimizer::new(gpu, optim)?,
-            &mut |n, bound| (0..n).map(|_| rng.uniform_range(-bound, bound)).collect(),
+            &mut |n, bound| rng.symmetric(n, bound),
         )?;
         let mut free = Vec::with_capacity(ring);
         for _ in 0..ring {

@@ -11,10 +11,10 @@ use dni_kernels::{Gpu, Tensor};
 use super::config::{OutputLoss, RecurrentConfig};
 use super::error::{check_eval_steps, check_len, one_hot};
 use super::group::{BitWindow, TokenWindow};
-use super::init::InitRng;
 use super::metrics::{EvalResult, Metrics};
 use crate::error::{Error, Result};
 use crate::in_flight::InFlight;
+use dni_tasks::Rng;
 
 /// Parameter names, in the order of [`RunGroup::param_names`].
 const NAMES: [&str; 9] = [
@@ -146,13 +146,13 @@ impl FusedGroup {
         let mut control = vec![0.0f32; CTL * cfgs.len()];
         for (r, c) in cfgs.iter().enumerate() {
             let p = &mut params[r * lay.p_run..(r + 1) * lay.p_run];
-            let mut rng = InitRng::new(c.seed);
+            let mut rng = Rng::new(c.seed);
             let bound = 1.0 / (h as f32).sqrt();
             // [W_x; W_h; b] rows of 4H.
-            p[..i * 4 * h].copy_from_slice(&rng.uniform(i * 4 * h, bound));
-            p[i * 4 * h..(i + h) * 4 * h].copy_from_slice(&rng.uniform(h * 4 * h, bound));
+            p[..i * 4 * h].copy_from_slice(&rng.symmetric(i * 4 * h, bound));
+            p[i * 4 * h..(i + h) * 4 * h].copy_from_slice(&rng.symmetric(h * 4 * h, bound));
             p[(i + h) * 4 * h + h..(i + h) * 4 * h + 2 * h].fill(1.0);
-            p[lay.off_r..lay.off_r + h * o].copy_from_slice(&rng.uniform(h * o, bound));
+            p[lay.off_r..lay.off_r + h * o].copy_from_slice(&rng.symmetric(h * o, bound));
             let k = &mut control[r * CTL..(r + 1) * CTL];
             k[ctl::INJECT] = c.method.sg_scale();
             k[ctl::TRAIN_SG] = c.method.has_sg() as u8 as f32;

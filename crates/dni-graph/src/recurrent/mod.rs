@@ -28,7 +28,6 @@
 
 mod config;
 mod error;
-mod init;
 
 mod fused;
 mod group;

@@ -28,13 +28,13 @@ use dni_kernels::{Gpu, Tensor};
 
 use super::config::{OutputLoss, RecurrentConfig};
 use super::error::{check_eval_steps, check_len, one_hot, Result};
-use super::init::InitRng;
 use super::metrics::{EvalResult, Metrics};
 use crate::in_flight::InFlight;
 use crate::linear::Linear;
 use crate::lstm::LstmCore;
 use crate::sg::model::{SgShape, Synthesizer};
 use crate::Error;
+use dni_tasks::Rng;
 
 /// What the bootstrap's discount needs when it differs from what was injected: a second backward
 /// pass of `Jᵀ·M(s_last)` alone (zero loss gradients, parameter gradients into scratch).
@@ -123,10 +123,10 @@ impl PerStepTrainer {
             });
         }
         let (i, h, o, b, t) = (cfg.input, cfg.hidden, cfg.output, cfg.batch, cfg.t);
-        let mut rng = InitRng::new(cfg.seed);
+        let mut rng = Rng::new(cfg.seed);
         let bound = 1.0 / (h as f32).sqrt();
-        let core = LstmCore::new(gpu, i, h, &mut |n, bound| rng.uniform(n, bound))?;
-        let readout = Linear::new(gpu, h, o, &rng.uniform(h * o, bound))?;
+        let core = LstmCore::new(gpu, i, h, &mut |n, bound| rng.symmetric(n, bound))?;
+        let readout = Linear::new(gpu, h, o, &rng.symmetric(h * o, bound))?;
         let sg = match cfg.method.has_sg() {
             true => Some(Synthesizer::new(
                 gpu,
@@ -140,7 +140,7 @@ impl PerStepTrainer {
                     fit_rows: b,
                 },
                 Optimizer::with_clip(gpu, cfg.sg_optim.unwrap_or(cfg.optim), cfg.clip)?,
-                &mut |n, bound| rng.uniform(n, bound),
+                &mut |n, bound| rng.symmetric(n, bound),
             )?),
             false => None,
         };

@@ -116,7 +116,7 @@ impl SgInterface {
             1.0,
             cfg.rows,
             Optimizer::new(gpu, cfg.optim)?,
-            &mut |n, bound| (0..n).map(|_| rng.uniform_range(-bound, bound)).collect(),
+            &mut |n, bound| rng.symmetric(n, bound),
         )?;
         Ok(Self {
             gpu: gpu.clone(),

@@ -76,9 +76,7 @@ impl Net {
     ) -> Result<Self> {
         let b = cfg.batch;
         Ok(Self {
-            core: LstmCore::new(gpu, input, hidden, &mut |n, bound| {
-                (0..n).map(|_| rng.uniform_range(-bound, bound)).collect()
-            })?,
+            core: LstmCore::new(gpu, input, hidden, &mut |n, bound| rng.symmetric(n, bound))?,
             readout: Linear::uniform(gpu, rng, hidden, classes)?,
             window: LstmWindow::new(gpu, input, hidden, b, steps)?,
             optimizer: Optimizer::new(gpu, cfg.optim)?,
@@ -284,7 +282,7 @@ impl TwoTimescale {
                     Optimizer::new(gpu, cfg.sg_optim)?,
                     // After both networks, so that the SG's draws (an MLP's; a linear model has
                     // none) leave their weights as they were.
-                    &mut |n, bound| (0..n).map(|_| rng.uniform_range(-bound, bound)).collect(),
+                    &mut |n, bound| rng.symmetric(n, bound),
                 )?,
                 msg: Tensor::zeros(gpu, &[b, ha])?,
                 labels: match cfg.sg_conditioned {
