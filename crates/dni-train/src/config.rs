@@ -1031,7 +1031,7 @@ impl Validator<'_> {
                 lr.is_finite() && lr > 0.0,
                 "rnn.sg_lr",
                 lr,
-                "the SG model's learning rate must be > 0 (remove it for the default lr / 10)",
+                "the SG model's learning rate must be > 0 (remove it for the default, rnn.lr)",
             );
         }
     }
