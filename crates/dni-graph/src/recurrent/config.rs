@@ -105,7 +105,10 @@ pub struct RecurrentConfig {
 }
 
 impl RecurrentConfig {
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Every limit of a recurrent trainer that does not depend on the adapter; an error names the
+    /// field as `dni-train`'s `[rnn]` section spells it (`hidden`, `T`, `sg_scale`, ...), so the
+    /// CLI blames these rules on its keys instead of stating them again. Trainers call it too.
+    pub fn validate(&self) -> Result<()> {
         for (field, v) in [
             ("input", self.input),
             ("hidden", self.hidden),
@@ -139,6 +142,16 @@ impl RecurrentConfig {
             }
         }
         self.sg.validate()?;
+        let same_kind =
+            |o: OptimConfig| std::mem::discriminant(&o) == std::mem::discriminant(&self.optim);
+        if self.sg.normalise && !(self.sg.is_fused() && self.sg_optim.is_none_or(same_kind)) {
+            return config_err(
+                "sg_normalise",
+                true,
+                "target normalisation runs on the fused kernels, which have the paper's SG only: \
+                 remove sg_input, sg_hidden, sg_discount and sg_optimizer, or sg_normalise",
+            );
+        }
         self.largest_buffers()?;
         Ok(())
     }
