@@ -91,6 +91,14 @@ impl Error {
     }
 }
 
+/// The first of a config's problems as an error (`validate()` beside `problems()`).
+pub(crate) fn first_problem(problems: Vec<Error>) -> Result<()> {
+    match problems.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn config_err<T>(
     field: &'static str,
     value: impl std::fmt::Display,

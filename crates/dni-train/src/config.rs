@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use dni_graph::recurrent::OutputLoss;
-use dni_graph::sg::{SgConfig, SgInput};
+use dni_graph::sg::SgInput;
 use serde::{Deserialize, Serialize};
 
 use crate::experiments::copy::recurrent_config;
+use crate::experiments::two_timescale::system_config;
 
 /// Task-specific sections of the file.
 const SECTIONS: [&str; 5] = ["rnn", "copy", "charlm", "mnist", "timescale"];
@@ -875,17 +876,23 @@ impl Validator<'_> {
         }
     }
 
-    /// A limit the library states (a `validate()` of its config types), blamed on
-    /// `<section>.<field>`.
-    fn check_library(&mut self, section: &str, verdict: dni_graph::Result<()>) {
-        match verdict {
-            Ok(()) => {}
-            Err(dni_graph::Error::Config {
-                field,
-                value,
-                reason,
-            }) => self.check(false, &format!("{section}.{field}"), value, reason),
-            Err(other) => self.problem(format!("[{section}]: {other}")),
+    /// The limits the library states for its config types (their `problems()`), each blamed on
+    /// `<section>.<key>`, where `key` maps a library field to the section's key.
+    fn check_library(
+        &mut self,
+        section: &str,
+        problems: Vec<dni_graph::Error>,
+        key: fn(&'static str) -> &'static str,
+    ) {
+        for p in problems {
+            match p {
+                dni_graph::Error::Config {
+                    field,
+                    value,
+                    reason,
+                } => self.check(false, &format!("{section}.{}", key(field)), value, reason),
+                other => self.problem(format!("[{section}]: {other}")),
+            }
         }
     }
 
@@ -947,7 +954,7 @@ impl Validator<'_> {
         // target normalisation), as the library states them. The widths of the task's input and
         // readout do not matter to them; the sizes below are checked against the widest anyway.
         let trainer = recurrent_config(r, 1, 1, OutputLoss::SigmoidBits, 0);
-        self.check_library("rnn", trainer.validate());
+        self.check_library("rnn", trainer.problems(), |field| field);
         self.check(
             r.steps >= 1,
             "rnn.steps",
@@ -1223,55 +1230,44 @@ impl Validator<'_> {
                 ),
             );
         }
-        self.check(ts.t >= 2, "timescale.T", ts.t, "T must be at least 2");
-        for (key, v) in [
-            ("timescale.hidden", ts.hidden),
-            ("timescale.batch", ts.batch),
-            ("timescale.eval_blocks", ts.eval_blocks),
-        ] {
-            self.check(v >= 1, key, v, "must be at least 1");
-        }
+        // The system's own limits (T, sizes, rates, sg_scale, the SG model, conditioning), as the
+        // library states them; A and B share `hidden`, and `lr` / `sg_lr` set the two optimisers.
+        self.check_library(
+            "timescale",
+            system_config(ts, 1, 0)
+                .problems()
+                .into_iter()
+                // Without its own sg_lr the SG's rate is lr, whose problem is reported already.
+                .filter(|p| {
+                    ts.sg_lr.is_some()
+                        || !matches!(
+                            p,
+                            dni_graph::Error::Config {
+                                field: "sg_optim",
+                                ..
+                            }
+                        )
+                })
+                .collect(),
+            |field| match field {
+                "hidden_a" | "hidden_b" => "hidden",
+                "optim" => "lr",
+                "sg_optim" => "sg_lr",
+                other => other,
+            },
+        );
+        self.check(
+            ts.eval_blocks >= 1,
+            "timescale.eval_blocks",
+            ts.eval_blocks,
+            "must be at least 1",
+        );
         for (key, v) in [
             ("timescale.steps", ts.steps),
             ("timescale.eval_every", ts.eval_every),
         ] {
             self.check(v >= 1, key, v, "must be at least 1 step");
         }
-        self.check(
-            ts.lr.is_finite() && ts.lr > 0.0,
-            "timescale.lr",
-            ts.lr,
-            "the learning rate must be > 0",
-        );
-        if let Some(lr) = ts.sg_lr {
-            self.check(
-                lr.is_finite() && lr > 0.0,
-                "timescale.sg_lr",
-                lr,
-                "the SG model's learning rate must be > 0 (remove it for the default lr)",
-            );
-        }
-        self.check(
-            ts.sg_scale.is_finite() && ts.sg_scale >= 0.0,
-            "timescale.sg_scale",
-            ts.sg_scale,
-            "must be a number >= 0",
-        );
-        self.check_library(
-            "timescale",
-            SgConfig {
-                hidden: ts.sg_hidden,
-                ..SgConfig::default()
-            }
-            .validate(),
-        );
-        self.check(
-            !ts.sg_conditioned || ts.method == TimescaleMethod::Dni,
-            "timescale.sg_conditioned",
-            ts.sg_conditioned,
-            "conditions the synthetic gradient, which only method = \"dni\" has (remove it, or set \
-             timescale.method = \"dni\")",
-        );
     }
 
     fn check_mnist(&mut self, m: &MnistConfig, base: &Path) {
@@ -1573,7 +1569,8 @@ sg_model = "mlp"
     fn the_rnn_limits_are_the_trainers_own() {
         let good = load("rnn-good", COPY, &["rnn.method=dni_aux"]).unwrap();
         let good = good.rnn.unwrap();
-        let cases: [(&str, fn(&mut RnnConfig)); 5] = [
+        type Change = fn(&mut RnnConfig);
+        let cases: [(&str, Change); 5] = [
             ("rnn.hidden=0", |r| r.hidden = 0),
             ("rnn.T=0", |r| r.t = 0),
             ("rnn.sg_scale=-1", |r| r.sg_scale = -1.0),
@@ -1590,8 +1587,17 @@ sg_model = "mlp"
             let msg = err("rnn-lib", COPY, &["rnn.method=dni_aux", set]);
             let key = set.split('=').next().unwrap();
             assert_eq!(key, format!("rnn.{field}"), "{set}");
-            assert!(msg.contains(&format!("{key} = ")) && msg.contains(reason), "{set}: {msg}");
+            assert!(
+                msg.contains(&format!("{key} = ")) && msg.contains(reason),
+                "{set}: {msg}"
+            );
         }
+        // Every problem at once, not the first only.
+        let msg = err("rnn-all", COPY, &["rnn.hidden=0", "rnn.sg_scale=-1"]);
+        assert!(
+            msg.contains("rnn.hidden = 0") && msg.contains("rnn.sg_scale = -1"),
+            "{msg}"
+        );
     }
 
     #[test]

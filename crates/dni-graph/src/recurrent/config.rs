@@ -3,6 +3,7 @@
 use dni_kernels::ops::optim::OptimConfig;
 
 use super::error::{config_err, Result};
+use crate::error::first_problem;
 use crate::sg::SgConfig;
 
 /// How the readout is scored.
@@ -105,10 +106,20 @@ pub struct RecurrentConfig {
 }
 
 impl RecurrentConfig {
-    /// Every limit of a recurrent trainer that does not depend on the adapter; an error names the
-    /// field as `dni-train`'s `[rnn]` section spells it (`hidden`, `T`, `sg_scale`, ...), so the
-    /// CLI blames these rules on its keys instead of stating them again. Trainers call it too.
+    /// The first of [`problems`](Self::problems), as an error; trainers call it before allocating.
     pub fn validate(&self) -> Result<()> {
+        first_problem(self.problems())
+    }
+
+    /// Every limit of a recurrent trainer that does not depend on the adapter that this config
+    /// breaks, each an [`Error::Config`](crate::Error::Config) naming the field as `dni-train`'s
+    /// `[rnn]` section spells it (`hidden`, `T`, `sg_scale`, ...), so that the CLI blames these
+    /// rules on its keys instead of stating them again.
+    pub fn problems(&self) -> Vec<crate::Error> {
+        let mut out = Vec::new();
+        let mut bad = |field, value: &dyn std::fmt::Display, reason| {
+            out.push(crate::Error::config(field, value, reason))
+        };
         for (field, v) in [
             ("input", self.input),
             ("hidden", self.hidden),
@@ -117,43 +128,43 @@ impl RecurrentConfig {
             ("T", self.t),
         ] {
             if v == 0 {
-                return config_err(field, v, "must be at least 1");
+                bad(field, &v, "must be at least 1");
             }
         }
-        if self.loss == OutputLoss::Softmax && self.output < 2 {
-            return config_err("output", self.output, "softmax needs at least 2 classes");
+        if self.loss == OutputLoss::Softmax && self.output == 1 {
+            bad("output", &self.output, "softmax needs at least 2 classes");
         }
         let s = self.method.sg_scale();
         if !(s.is_finite() && s >= 0.0) {
-            return config_err("sg_scale", s, "must be a finite number >= 0 (paper: 0.1)");
+            bad("sg_scale", &s, "must be a finite number >= 0 (paper: 0.1)");
         }
-        if let Some(c) = self.clip {
-            if !(c.is_finite() && c > 0.0) {
-                return config_err(
-                    "clip",
-                    c,
-                    "must be a finite number > 0 (or None: no clipping)",
-                );
-            }
+        if let Some(c) = self.clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            bad(
+                "clip",
+                &c,
+                "must be a finite number > 0 (or None: no clipping)",
+            );
         }
-        if let Some(w) = self.method.aux_weight() {
-            if !(w.is_finite() && w >= 0.0) {
-                return config_err("aux_weight", w, "must be a finite number >= 0");
-            }
+        if let Some(w) = self
+            .method
+            .aux_weight()
+            .filter(|w| !(w.is_finite() && *w >= 0.0))
+        {
+            bad("aux_weight", &w, "must be a finite number >= 0");
         }
-        self.sg.validate()?;
         let same_kind =
             |o: OptimConfig| std::mem::discriminant(&o) == std::mem::discriminant(&self.optim);
         if self.sg.normalise && !(self.sg.is_fused() && self.sg_optim.is_none_or(same_kind)) {
-            return config_err(
+            bad(
                 "sg_normalise",
-                true,
+                &true,
                 "target normalisation runs on the fused kernels, which have the paper's SG only: \
                  remove sg_input, sg_hidden, sg_discount and sg_optimizer, or sg_normalise",
             );
         }
-        self.largest_buffers()?;
-        Ok(())
+        out.extend(self.sg.problems());
+        out.extend(self.largest_buffers().err());
+        out
     }
 
     /// The element counts of the largest buffers a run allocates (on the host and the GPU), as

@@ -111,11 +111,18 @@ impl SgConfig {
         .is_paper_linear()
     }
 
-    /// The model's limits; an error names the field (`sg_discount`, `sg_hidden`).
+    /// The first of [`problems`](Self::problems), as an error.
     pub fn validate(&self) -> Result<()> {
+        crate::error::first_problem(self.problems())
+    }
+
+    /// The model's limits that this config breaks, each naming its field (`sg_discount`,
+    /// `sg_hidden`).
+    pub fn problems(&self) -> Vec<Error> {
+        let mut out = Vec::new();
         if let Some(g) = self.discount {
             if !(g.is_finite() && (0.0..=1.0).contains(&g)) {
-                return Err(Error::Config {
+                out.push(Error::Config {
                     field: "sg_discount",
                     value: g.to_string(),
                     reason: "must be in [0, 1] (other implementations use 0.9)",
@@ -123,13 +130,13 @@ impl SgConfig {
             }
         }
         if self.hidden > 1 << 16 {
-            return Err(Error::Config {
+            out.push(Error::Config {
                 field: "sg_hidden",
                 value: self.hidden.to_string(),
                 reason: "must be at most 65536 (0: a linear SG model)",
             });
         }
-        Ok(())
+        out
     }
 }
 

@@ -3,7 +3,7 @@
 
 use dni_kernels::ops::optim::OptimConfig;
 
-use crate::error::{config_err, Result};
+use crate::error::Result;
 
 /// How the A→B connection is trained. All three run the same forward; they differ in when A updates
 /// and what gradient its message receives.
@@ -90,9 +90,20 @@ impl TimescaleConfig {
         self.t * self.t
     }
 
+    /// The first of [`problems`](Self::problems), as an error.
     pub fn validate(&self) -> Result<()> {
+        crate::error::first_problem(self.problems())
+    }
+
+    /// The limits this config breaks, each an [`Error::Config`](crate::Error::Config) naming its
+    /// field (`T`, `hidden_a`, `sg_optim`, ...).
+    pub fn problems(&self) -> Vec<crate::Error> {
+        let mut out = Vec::new();
+        let mut bad = |field, value: &dyn std::fmt::Display, reason| {
+            out.push(crate::Error::config(field, value, reason))
+        };
         if self.t < 2 {
-            return config_err("T", self.t, "must be at least 2 (B ticks every T steps)");
+            bad("T", &self.t, "must be at least 2 (B ticks every T steps)");
         }
         for (field, v) in [
             ("input", self.input),
@@ -101,30 +112,33 @@ impl TimescaleConfig {
             ("batch", self.batch),
         ] {
             if v == 0 {
-                return config_err(field, v, "must be at least 1");
+                bad(field, &v, "must be at least 1");
             }
         }
         if !(self.sg_scale.is_finite() && self.sg_scale >= 0.0) {
-            return config_err("sg_scale", self.sg_scale, "must be a number >= 0");
+            bad("sg_scale", &self.sg_scale, "must be a number >= 0");
         }
-        crate::sg::SgConfig {
-            hidden: self.sg_hidden,
-            ..Default::default()
-        }
-        .validate()?;
         if self.sg_conditioned && self.method != super::Method::Dni {
-            return config_err(
+            bad(
                 "sg_conditioned",
-                true,
-                "conditions the synthetic gradient, which only method dni has",
+                &true,
+                "conditions the synthetic gradient, which only method dni has (remove it, or use \
+                 method dni)",
             );
         }
         for (field, o) in [("optim", self.optim), ("sg_optim", self.sg_optim)] {
             let lr = o.lr();
             if !(lr.is_finite() && lr > 0.0) {
-                return config_err(field, lr, "the learning rate must be > 0");
+                bad(field, &lr, "the learning rate must be > 0");
             }
         }
-        Ok(())
+        out.extend(
+            crate::sg::SgConfig {
+                hidden: self.sg_hidden,
+                ..Default::default()
+            }
+            .problems(),
+        );
+        out
     }
 }

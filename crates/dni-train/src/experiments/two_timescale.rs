@@ -450,10 +450,7 @@ mod tests {
             "{:#}",
             config(&["timescale.T=1", "timescale.lr=0"]).unwrap_err()
         );
-        assert!(
-            msg.contains("timescale.T = 1: T must be at least 2"),
-            "{msg}"
-        );
+        assert!(msg.contains("timescale.T = 1: must be at least 2"), "{msg}");
         assert!(msg.contains("timescale.lr = 0"), "{msg}");
         let msg = format!(
             "{:#}",
