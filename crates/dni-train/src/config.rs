@@ -1299,17 +1299,16 @@ impl Validator<'_> {
             m.layers,
             "needs at least 1 hidden layer",
         );
-        self.check(
-            m.hidden >= 1,
-            "mnist.hidden",
-            m.hidden,
-            "hidden must be at least 1",
-        );
-        self.check(
-            m.batch >= 2,
-            "mnist.batch",
-            m.batch,
-            "batch must be at least 2 (batch norm and the SG regression need 2 or more rows)",
+        // The network's own limits (sizes, batch, p_update, λ), as the library states them; the
+        // input width does not matter to them.
+        self.check_library(
+            "mnist",
+            crate::experiments::mnist::spec(m, 1, 0).problems(),
+            |field| match field {
+                "interfaces.lambda" => "lambda",
+                "interfaces.sg.hidden" => "sg_hidden",
+                other => other,
+            },
         );
         self.check(
             m.steps >= 1,
@@ -1334,18 +1333,6 @@ impl Validator<'_> {
                 "an SG model with sg_hidden > 0 needs at least 1 hidden layer (or set sg_hidden = 0 for a linear one)",
             );
         }
-        self.check(
-            m.p_update > 0.0 && m.p_update <= 1.0,
-            "mnist.p_update",
-            m.p_update,
-            "p_update is a probability in (0, 1]",
-        );
-        self.check(
-            (0.0..=1.0).contains(&m.lambda),
-            "mnist.lambda",
-            m.lambda,
-            "the BP(λ) mix must be in [0, 1]",
-        );
         self.check(
             m.eval_every >= 1,
             "mnist.eval_every",
@@ -1675,7 +1662,7 @@ sg_model = "mlp"
         let mnist = std::fs::read_to_string(repo_root().join("configs/mnist_dni.toml")).unwrap();
         let msg = err("mnist1", &mnist, &["mnist.batch=1", "mnist.momentum=1"]);
         assert!(
-            msg.contains("mnist.batch = 1: batch must be at least 2"),
+            msg.contains("mnist.batch = 1: batch norm and the SG regression need at least 2 rows"),
             "{msg}"
         );
         assert!(msg.contains("mnist.momentum = 1"), "{msg}");
@@ -1774,7 +1761,10 @@ method = "bp"
         );
         assert!(msg.contains("mnist.p_update = 0.5"), "{msg}");
         let msg = err("m-p", m, &["mnist.method=cdni", "mnist.p_update=0"]);
-        assert!(msg.contains("p_update is a probability in (0, 1]"), "{msg}");
+        assert!(
+            msg.contains("mnist.p_update = 0: is a probability: must be in (0, 1]"),
+            "{msg}"
+        );
         let msg = err("m-dir", m, &["mnist.data_dir=nowhere"]);
         assert!(
             msg.contains("mnist.data_dir = \"nowhere\": no such directory"),

@@ -187,82 +187,110 @@ impl FfSpec {
         self.hidden.len().div_ceil(self.layers_per_block.max(1)) + 1
     }
 
-    /// Checks every value and the consistency between them.
+    /// The first of [`problems`](Self::problems), as an error.
     pub fn validate(&self) -> Result<()> {
-        let cfg =
-            |field, value: &dyn std::fmt::Display, reason| Err(Error::config(field, value, reason));
+        crate::error::first_problem(self.problems())
+    }
+
+    /// Every value, and every inconsistency between values, that cannot work; each an
+    /// [`Error::Config`] naming its field (`hidden`, `batch`, `interfaces.lambda`, ...).
+    pub fn problems(&self) -> Vec<Error> {
+        let mut out = Vec::new();
+        let mut cfg = |field, value: &dyn std::fmt::Display, reason| {
+            out.push(Error::config(field, value, reason))
+        };
         if self.input == 0 {
-            return cfg("input", &self.input, "needs at least one feature");
+            cfg("input", &self.input, "needs at least one feature");
         }
         if self.classes < 2 {
-            return cfg("classes", &self.classes, "needs at least two classes");
+            cfg("classes", &self.classes, "needs at least two classes");
         }
         if self.hidden.contains(&0) {
-            return cfg(
+            cfg(
                 "hidden",
                 &format!("{:?}", self.hidden),
                 "every hidden layer needs a unit",
             );
         }
         if self.layers_per_block == 0 {
-            return cfg("layers_per_block", &0, "must be at least 1");
+            cfg("layers_per_block", &0, "must be at least 1");
+        } else if self.interfaces.len() + 1 != self.blocks() {
+            cfg(
+                "interfaces",
+                &self.interfaces.len(),
+                "needs exactly one interface per pair of consecutive blocks",
+            );
         }
         if self.batch < 2 {
-            return cfg(
+            cfg(
                 "batch",
                 &self.batch,
                 "batch norm and the SG regression need at least 2 rows",
             );
         }
         if self.ring < 2 {
-            return cfg("ring", &self.ring, "a ring needs at least 2 buffers");
+            cfg("ring", &self.ring, "a ring needs at least 2 buffers");
         }
         if !(self.p_update > 0.0 && self.p_update <= 1.0) {
-            return cfg("p_update", &self.p_update, "must be in (0, 1]");
-        }
-        if self.interfaces.len() + 1 != self.blocks() {
-            return cfg(
-                "interfaces",
-                &self.interfaces.len(),
-                "needs exactly one interface per pair of consecutive blocks",
+            cfg(
+                "p_update",
+                &self.p_update,
+                "is a probability: must be in (0, 1]",
             );
         }
-        for iface in &self.interfaces {
-            if !(0.0..=1.0).contains(&iface.lambda) {
-                return cfg("interfaces.lambda", &iface.lambda, "must be in [0, 1]");
-            }
-            if let Some(sg) = &iface.sg {
-                if sg.hidden.contains(&0) {
-                    return cfg(
-                        "interfaces.sg.hidden",
-                        &format!("{:?}", sg.hidden),
-                        "every hidden layer needs a unit",
-                    );
-                }
-            } else if iface.apply_sg || iface.train_sg {
-                return cfg(
-                    "interfaces.sg",
-                    &"none",
-                    "apply_sg and train_sg need an SG model",
-                );
-            }
-            if self.synthetic_input.is_some() && iface.lambda > 0.0 {
-                return cfg(
-                    "interfaces.lambda",
-                    &iface.lambda,
-                    "complete unlock never waits for a true gradient: lambda must be 0",
-                );
-            }
+        // One problem per kind, not one per interface: they share their settings.
+        if let Some(l) = self
+            .interfaces
+            .iter()
+            .map(|i| i.lambda)
+            .find(|l| !(0.0..=1.0).contains(l))
+        {
+            cfg("interfaces.lambda", &l, "must be in [0, 1]");
+        } else if let Some(l) = self
+            .interfaces
+            .iter()
+            .map(|i| i.lambda)
+            .find(|&l| self.synthetic_input.is_some() && l > 0.0)
+        {
+            cfg(
+                "interfaces.lambda",
+                &l,
+                "complete unlock never waits for a true gradient: lambda must be 0",
+            );
+        }
+        if let Some(h) = self
+            .interfaces
+            .iter()
+            .filter_map(|i| i.sg.as_ref())
+            .find(|sg| sg.hidden.contains(&0))
+            .map(|sg| format!("{:?}", sg.hidden))
+        {
+            cfg(
+                "interfaces.sg.hidden",
+                &h,
+                "every hidden layer needs a unit",
+            );
+        }
+        if self
+            .interfaces
+            .iter()
+            .any(|i| i.sg.is_none() && (i.apply_sg || i.train_sg))
+        {
+            cfg(
+                "interfaces.sg",
+                &"none",
+                "apply_sg and train_sg need an SG model",
+            );
         }
         if let Some(si) = &self.synthetic_input {
             if si.hidden.contains(&0) {
-                return cfg(
+                cfg(
                     "synthetic_input.hidden",
                     &format!("{:?}", si.hidden),
                     "every hidden layer needs a unit",
                 );
             }
         }
-        Ok(())
+        out
     }
 }
