@@ -11,8 +11,11 @@ use dni_graph::recurrent::OutputLoss;
 use dni_graph::sg::SgInput;
 use serde::{Deserialize, Serialize};
 
+pub use crate::experiments::charlm::CharLmConfig;
 use crate::experiments::copy::recurrent_config;
-use crate::experiments::two_timescale::system_config;
+pub use crate::experiments::copy::CopyConfig;
+pub use crate::experiments::mnist::MnistConfig;
+pub use crate::experiments::two_timescale::TimescaleSection;
 
 /// Task-specific sections of the file.
 const SECTIONS: [&str; 5] = ["rnn", "copy", "charlm", "mnist", "timescale"];
@@ -81,46 +84,6 @@ pub enum OptimizerKind {
     #[default]
     Adam,
     Sgd,
-}
-
-/// Feed-forward training method (paper 3.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MnistMethod {
-    /// Only the output layer learns (a lower bound).
-    Nobp,
-    /// Ordinary backpropagation.
-    Bp,
-    /// Synthetic gradients from the activations.
-    Dni,
-    /// Synthetic gradients conditioned on the label.
-    Cdni,
-}
-
-impl MnistMethod {
-    pub fn uses_sg(self) -> bool {
-        matches!(self, MnistMethod::Dni | MnistMethod::Cdni)
-    }
-}
-
-/// Text file format of the char-LM corpus.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CorpusFormat {
-    /// Every character is a symbol.
-    #[default]
-    Plain,
-    /// Character-level Penn Treebank (space-separated symbols, one sentence a line).
-    Ptb,
-}
-
-impl From<CorpusFormat> for dni_tasks::TextFormat {
-    fn from(f: CorpusFormat) -> Self {
-        match f {
-            CorpusFormat::Plain => dni_tasks::TextFormat::Plain,
-            CorpusFormat::Ptb => dni_tasks::TextFormat::PtbChar,
-        }
-    }
 }
 
 /// The whole experiment.
@@ -284,204 +247,6 @@ impl RnnConfig {
     }
 }
 
-/// `[copy]`: curriculum of the copy tasks.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CopyConfig {
-    #[serde(default = "default_one_usize")]
-    pub start_n: usize,
-    /// Repeat Copy only.
-    #[serde(default = "default_one_usize")]
-    pub start_r: usize,
-    /// Stop the curriculum (and the run) once a level with this `N` is passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_n: Option<usize>,
-    /// Bits per output character below which a level is passed.
-    #[serde(default = "default_threshold_bits")]
-    pub threshold_bits: f64,
-    /// Output characters the error is averaged over.
-    #[serde(default = "default_window_chars")]
-    pub window_chars: u64,
-}
-
-impl Default for CopyConfig {
-    fn default() -> Self {
-        CopyConfig {
-            start_n: 1,
-            start_r: 1,
-            max_n: None,
-            threshold_bits: default_threshold_bits(),
-            window_chars: default_window_chars(),
-        }
-    }
-}
-
-impl CopyConfig {
-    pub fn to_curriculum(&self) -> dni_tasks::CurriculumConfig {
-        dni_tasks::CurriculumConfig {
-            start_n: self.start_n,
-            start_r: self.start_r,
-            threshold_bits: self.threshold_bits,
-            window_chars: self.window_chars,
-            max_n: self.max_n,
-        }
-    }
-}
-
-/// `[charlm]`: character-level language modelling.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CharLmConfig {
-    /// Training text. Without `valid` and `test` it is split 0.9 / 0.05 / 0.05.
-    pub train: PathBuf,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub valid: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test: Option<PathBuf>,
-    #[serde(default)]
-    pub format: CorpusFormat,
-    /// Steps between validation runs.
-    #[serde(default = "default_eval_every")]
-    pub eval_every: u64,
-    /// Evaluate on at most this many characters (the whole split when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eval_chars: Option<usize>,
-    /// Stop after this many evaluations without a better validation BPC.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patience: Option<u32>,
-    /// Stop, and report the wall-clock time, when validation BPC reaches this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_bpc: Option<f64>,
-}
-
-/// `[mnist]`: the feed-forward MNIST experiments.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MnistConfig {
-    /// Directory with the four IDX files (gzipped or not).
-    #[serde(default = "default_mnist_dir")]
-    pub data_dir: PathBuf,
-    /// Hidden layers.
-    #[serde(default = "default_layers")]
-    pub layers: usize,
-    /// Units per hidden layer.
-    #[serde(default = "default_hidden")]
-    pub hidden: usize,
-    #[serde(default = "default_hidden")]
-    pub batch: usize,
-    pub steps: u64,
-    #[serde(default)]
-    pub optimizer: OptimizerKind,
-    pub lr: f64,
-    /// SGD momentum (ignored by Adam).
-    #[serde(default = "default_momentum")]
-    pub momentum: f64,
-    pub method: MnistMethod,
-    /// Units per hidden layer of the SG model (batch norm, ReLU; the paper's DNI model is 2 × 1024);
-    /// 0 (the default) is a linear model. cDNI's model also reads the one-hot label.
-    #[serde(default)]
-    pub sg_hidden: usize,
-    /// Hidden layers of the SG model when `sg_hidden` > 0.
-    #[serde(default = "default_one_usize")]
-    pub sg_layers: usize,
-    /// Learning rate of the SG (and synthetic-input) models; default `lr`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_lr: Option<f64>,
-    /// Optimiser kind of the SG (and synthetic-input) models; default `optimizer` (with
-    /// `momentum` for SGD).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_optimizer: Option<OptimizerKind>,
-    /// Probability that a block runs its backward pass and update on a step.
-    #[serde(default = "default_one")]
-    pub p_update: f64,
-    /// Complete unlock: synthetic inputs as well as synthetic gradients.
-    #[serde(default)]
-    pub unlock: bool,
-    /// BP(λ): `λ·true + (1-λ)·synthetic` gradient; 0 = purely synthetic.
-    #[serde(default)]
-    pub lambda: f64,
-    /// Steps between test-set evaluations.
-    #[serde(default = "default_mnist_eval_every")]
-    pub eval_every: u64,
-    /// Steps between SG fidelity probes (0: off): each interface's delivered gradient scored against
-    /// backprop's true gradient on a fixed training batch (`probe_cosine` in metrics.jsonl).
-    #[serde(default)]
-    pub probe_every: u64,
-    /// Run each block on its own worker thread.
-    #[serde(default = "default_true")]
-    pub threads: bool,
-}
-
-impl MnistConfig {
-    /// Whether the SG model has hidden layers (an MLP) rather than being linear.
-    pub fn sg_is_mlp(&self) -> bool {
-        self.sg_hidden > 0 && self.sg_layers > 0
-    }
-}
-
-/// How the A→B connection of the two-timescale system is trained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TimescaleMethod {
-    /// The joint system unrolled T² steps before one update of both networks.
-    E2e,
-    /// A synthetic gradient for A's message; A updates every T steps.
-    Dni,
-    /// Decoupled, A gets no gradient from B.
-    Nodni,
-}
-
-/// `[timescale]`: the two-timescale MNIST system (paper 3.2).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimescaleSection {
-    /// Directory with the four IDX files (gzipped or not).
-    #[serde(default = "default_mnist_dir")]
-    pub data_dir: PathBuf,
-    /// A answers every T steps; B ticks every T steps and answers every T ticks.
-    #[serde(rename = "T")]
-    pub t: usize,
-    /// LSTM units of A and of B.
-    pub hidden: usize,
-    pub batch: usize,
-    /// Step budget in steps of the digit stream (rounded up to whole blocks of T² steps).
-    pub steps: u64,
-    pub method: TimescaleMethod,
-    /// Adam learning rate of A and B.
-    pub lr: f64,
-    /// Optimiser of the synthetic-gradient model (default `adam`, the networks' optimiser; `sgd`
-    /// has momentum 0.9).
-    #[serde(default)]
-    pub sg_optimizer: OptimizerKind,
-    /// Learning rate of the synthetic-gradient model; default `lr`. B's message gradients are
-    /// mostly label noise, and Adam at the networks' rate fits the noise (the SG then explains less
-    /// than the zero predictor): `configs/two_timescale.toml` sets `lr / 100`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_lr: Option<f64>,
-    /// Factor on the synthetic gradient when A receives it.
-    #[serde(default = "default_one")]
-    pub sg_scale: f64,
-    /// Condition the SG on B's answer for the block, one-hot (cDNI on the link; method dni).
-    #[serde(default)]
-    pub sg_conditioned: bool,
-    /// Units of the SG model's hidden ReLU layer; 0 (the default): linear.
-    #[serde(default)]
-    pub sg_hidden: usize,
-    /// Steps between test-split evaluations.
-    #[serde(default = "default_timescale_eval_every")]
-    pub eval_every: u64,
-    /// Blocks of T² steps per evaluation (each has `batch` lanes).
-    #[serde(default = "default_timescale_eval_blocks")]
-    pub eval_blocks: usize,
-}
-
-fn default_timescale_eval_every() -> u64 {
-    2000
-}
-fn default_timescale_eval_blocks() -> usize {
-    50
-}
-
 fn default_seed() -> u64 {
     1
 }
@@ -491,41 +256,23 @@ fn default_out_dir() -> PathBuf {
 fn default_log_every() -> u64 {
     50
 }
-fn default_one() -> f64 {
+pub(crate) fn default_one() -> f64 {
     1.0
 }
-fn default_one_usize() -> usize {
+pub(crate) fn default_one_usize() -> usize {
     1
 }
-fn default_momentum() -> f64 {
+pub(crate) fn default_momentum() -> f64 {
     0.9
 }
-fn default_threshold_bits() -> f64 {
-    dni_tasks::copy::DEFAULT_THRESHOLD_BITS
-}
-fn default_window_chars() -> u64 {
-    dni_tasks::copy::DEFAULT_WINDOW_CHARS
-}
-fn default_eval_every() -> u64 {
-    500
-}
-fn default_mnist_dir() -> PathBuf {
+pub(crate) fn default_mnist_dir() -> PathBuf {
     PathBuf::from("data/mnist")
-}
-fn default_layers() -> usize {
-    4
-}
-fn default_hidden() -> usize {
-    256
-}
-fn default_mnist_eval_every() -> u64 {
-    200
 }
 fn default_probe_samples() -> usize {
     8
 }
 
-fn default_true() -> bool {
+pub(crate) fn default_true() -> bool {
     true
 }
 
@@ -790,17 +537,14 @@ impl Config {
         if let Some(rnn) = &self.rnn {
             v.check_rnn(rnn);
         }
-        if let Some(copy) = &self.copy {
-            v.check_copy(copy);
-        }
-        if let Some(lm) = &self.charlm {
-            v.check_charlm(lm, base);
-        }
-        if let Some(m) = &self.mnist {
-            v.check_mnist(m, base);
-        }
-        if let Some(ts) = &self.timescale {
-            v.check_timescale(ts, base);
+        let sections: [Option<&dyn Section>; 4] = [
+            self.copy.as_ref().map(|s| s as &dyn Section),
+            self.charlm.as_ref().map(|s| s as &dyn Section),
+            self.mnist.as_ref().map(|s| s as &dyn Section),
+            self.timescale.as_ref().map(|s| s as &dyn Section),
+        ];
+        for section in sections.into_iter().flatten() {
+            section.check(&mut v, base);
         }
         if v.problems.is_empty() {
             Ok(())
@@ -849,21 +593,34 @@ impl Config {
 }
 
 /// The name serde gives an enum value (`dni_aux`).
-fn serde_name<T: Serialize>(v: &T) -> String {
+pub(crate) fn serde_name<T: Serialize>(v: &T) -> String {
     match toml::Value::try_from(v) {
         Ok(toml::Value::String(s)) => s,
         _ => String::from("?"),
     }
 }
 
-struct Validator<'a> {
+/// A section of the file that checks its own values (each experiment's section sits beside its
+/// experiment); `base` is the directory relative paths start at.
+pub(crate) trait Section {
+    fn check(&self, v: &mut Validator, base: &Path);
+}
+
+/// Collects every problem of a config, each naming the file and `section.key`.
+pub(crate) struct Validator<'a> {
     cfg: &'a Config,
     problems: Vec<String>,
 }
 
 impl Validator<'_> {
     /// Records `<file>: <key> = <value>: <reason>` when `ok` is false.
-    fn check(&mut self, ok: bool, key: &str, value: impl std::fmt::Display, reason: &str) {
+    pub(crate) fn check(
+        &mut self,
+        ok: bool,
+        key: &str,
+        value: impl std::fmt::Display,
+        reason: &str,
+    ) {
         if !ok {
             let from = match self.cfg.origin.overridden.get(key) {
                 Some(arg) => format!(" (set by {arg})"),
@@ -878,7 +635,7 @@ impl Validator<'_> {
 
     /// The limits the library states for its config types (their `problems()`), each blamed on
     /// `<section>.<key>`, where `key` maps a library field to the section's key.
-    fn check_library(
+    pub(crate) fn check_library(
         &mut self,
         section: &str,
         problems: Vec<dni_graph::Error>,
@@ -896,7 +653,7 @@ impl Validator<'_> {
         }
     }
 
-    fn problem(&mut self, msg: String) {
+    pub(crate) fn problem(&mut self, msg: String) {
         self.problems
             .push(format!("{}: {msg}", self.cfg.origin.path.display()));
     }
@@ -1008,7 +765,13 @@ impl Validator<'_> {
     /// Sizes whose arithmetic overflows, or whose buffers could not exist on any adapter, named
     /// by key before anything is allocated: each `hidden`-like key's `8·h²` weights, and the
     /// `T·batch·max(widest layer, 784)·8` activations (T is 1 for feed-forward nets).
-    fn check_sizes(&mut self, section: &str, hiddens: &[(&str, usize)], batch: usize, t: usize) {
+    pub(crate) fn check_sizes(
+        &mut self,
+        section: &str,
+        hiddens: &[(&str, usize)],
+        batch: usize,
+        t: usize,
+    ) {
         // Far above any adapter's storage-buffer limit (wgpu's default is 128 MiB, large GPUs
         // allow a few GiB), far below where usize arithmetic could wrap.
         const MAX_FLOATS: usize = 1 << 32;
@@ -1051,7 +814,7 @@ impl Validator<'_> {
         );
     }
 
-    fn check_lr(&mut self, section: &str, lr: f64, momentum: f64) {
+    pub(crate) fn check_lr(&mut self, section: &str, lr: f64, momentum: f64) {
         self.check(
             lr.is_finite() && lr > 0.0,
             &format!("{section}.lr"),
@@ -1074,7 +837,7 @@ impl Validator<'_> {
     }
 
     /// The GPU computes in f32: a value must keep its meaning there (not become 0 or infinite).
-    fn check_f32(&mut self, key: &str, v: f64) {
+    pub(crate) fn check_f32(&mut self, key: &str, v: f64) {
         if !v.is_finite() {
             return; // reported by the range checks
         }
@@ -1091,56 +854,7 @@ impl Validator<'_> {
         );
     }
 
-    fn check_copy(&mut self, c: &CopyConfig) {
-        self.check(
-            c.start_n >= 1,
-            "copy.start_n",
-            c.start_n,
-            "N must be at least 1",
-        );
-        self.check(
-            c.start_r >= 1,
-            "copy.start_r",
-            c.start_r,
-            "R must be at least 1",
-        );
-        self.check(
-            c.threshold_bits.is_finite() && c.threshold_bits > 0.0,
-            "copy.threshold_bits",
-            c.threshold_bits,
-            "must be > 0 bits per character (paper: 0.15)",
-        );
-        self.check(
-            c.window_chars >= 1,
-            "copy.window_chars",
-            c.window_chars,
-            "must be at least 1 character",
-        );
-        if let Some(max_n) = c.max_n {
-            self.check(
-                max_n >= c.start_n,
-                "copy.max_n",
-                max_n,
-                "must be at least copy.start_n",
-            );
-        }
-        let steps = c
-            .start_n
-            .checked_mul(c.start_r)
-            .and_then(|nr| nr.checked_add(c.start_n))
-            .and_then(|x| x.checked_add(3));
-        self.check(
-            steps.is_some_and(|s| s <= dni_tasks::copy::MAX_EPISODE_STEPS),
-            "copy.start_n",
-            format!("{} (copy.start_r = {})", c.start_n, c.start_r),
-            &format!(
-                "an episode of N + 3 + N·R steps must stay below {} steps",
-                dni_tasks::copy::MAX_EPISODE_STEPS
-            ),
-        );
-    }
-
-    fn check_file(&mut self, key: &str, path: &Path, base: &Path) {
+    pub(crate) fn check_file(&mut self, key: &str, path: &Path, base: &Path) {
         if base.join(path).is_dir() {
             self.check(
                 false,
@@ -1160,198 +874,12 @@ impl Validator<'_> {
             );
         }
     }
-
-    fn check_charlm(&mut self, c: &CharLmConfig, base: &Path) {
-        self.check_file("charlm.train", &c.train, base);
-        match (&c.valid, &c.test) {
-            (Some(v), Some(t)) => {
-                self.check_file("charlm.valid", v, base);
-                self.check_file("charlm.test", t, base);
-            }
-            (None, None) => {}
-            _ => self.problem(
-                "charlm.valid and charlm.test go together: give both, or neither to split charlm.train \
-                 0.9/0.05/0.05"
-                    .to_string(),
-            ),
-        }
-        self.check(
-            c.eval_every >= 1,
-            "charlm.eval_every",
-            c.eval_every,
-            "must be at least 1 step",
-        );
-        if let Some(n) = c.eval_chars {
-            self.check(
-                n >= 1,
-                "charlm.eval_chars",
-                n,
-                "must be at least 1 (remove it to evaluate everything)",
-            );
-        }
-        if let Some(p) = c.patience {
-            self.check(
-                p >= 1,
-                "charlm.patience",
-                p,
-                "must be at least 1 evaluation (remove it to disable early stopping)",
-            );
-        }
-        if let Some(b) = c.target_bpc {
-            self.check(
-                b.is_finite() && b > 0.0,
-                "charlm.target_bpc",
-                b,
-                "must be > 0 bits per character",
-            );
-        }
-    }
-
-    fn check_timescale(&mut self, ts: &TimescaleSection, base: &Path) {
-        self.check_sizes(
-            "timescale",
-            &[("timescale.hidden", ts.hidden)],
-            ts.batch,
-            ts.t,
-        );
-        self.check_f32("timescale.lr", ts.lr);
-        self.check_f32("timescale.sg_scale", ts.sg_scale);
-        if let Some(lr) = ts.sg_lr {
-            self.check_f32("timescale.sg_lr", lr);
-        }
-        if !base.join(&ts.data_dir).is_dir() {
-            self.check(
-                false,
-                "timescale.data_dir",
-                format!("{:?}", ts.data_dir.display().to_string()),
-                &format!(
-                    "no such directory (relative paths start at {}); it must hold the four MNIST IDX files",
-                    base.display()
-                ),
-            );
-        }
-        // The system's own limits (T, sizes, rates, sg_scale, the SG model, conditioning), as the
-        // library states them; A and B share `hidden`, and `lr` / `sg_lr` set the two optimisers.
-        self.check_library(
-            "timescale",
-            system_config(ts, 1, 0)
-                .problems()
-                .into_iter()
-                // Without its own sg_lr the SG's rate is lr, whose problem is reported already.
-                .filter(|p| {
-                    ts.sg_lr.is_some()
-                        || !matches!(
-                            p,
-                            dni_graph::Error::Config {
-                                field: "sg_optim",
-                                ..
-                            }
-                        )
-                })
-                .collect(),
-            |field| match field {
-                "hidden_a" | "hidden_b" => "hidden",
-                "optim" => "lr",
-                "sg_optim" => "sg_lr",
-                other => other,
-            },
-        );
-        self.check(
-            ts.eval_blocks >= 1,
-            "timescale.eval_blocks",
-            ts.eval_blocks,
-            "must be at least 1",
-        );
-        for (key, v) in [
-            ("timescale.steps", ts.steps),
-            ("timescale.eval_every", ts.eval_every),
-        ] {
-            self.check(v >= 1, key, v, "must be at least 1 step");
-        }
-    }
-
-    fn check_mnist(&mut self, m: &MnistConfig, base: &Path) {
-        self.check_sizes(
-            "mnist",
-            &[("mnist.hidden", m.hidden), ("mnist.sg_hidden", m.sg_hidden)],
-            m.batch,
-            1,
-        );
-        self.check_f32("mnist.p_update", m.p_update);
-        self.check_f32("mnist.lambda", m.lambda);
-        if let Some(lr) = m.sg_lr {
-            self.check_f32("mnist.sg_lr", lr);
-        }
-        if !base.join(&m.data_dir).is_dir() {
-            self.check(
-                false,
-                "mnist.data_dir",
-                format!("{:?}", m.data_dir.display().to_string()),
-                &format!(
-                    "no such directory (relative paths start at {}); it must hold the four MNIST IDX files",
-                    base.display()
-                ),
-            );
-        }
-        self.check(
-            m.layers >= 1,
-            "mnist.layers",
-            m.layers,
-            "needs at least 1 hidden layer",
-        );
-        // The network's own limits (sizes, batch, p_update, λ), as the library states them; the
-        // input width does not matter to them.
-        self.check_library(
-            "mnist",
-            crate::experiments::mnist::spec(m, 1, 0).problems(),
-            |field| match field {
-                "interfaces.lambda" => "lambda",
-                "interfaces.sg.hidden" => "sg_hidden",
-                other => other,
-            },
-        );
-        self.check(
-            m.steps >= 1,
-            "mnist.steps",
-            m.steps,
-            "steps must be at least 1",
-        );
-        self.check_lr("mnist", m.lr, m.momentum);
-        if let Some(lr) = m.sg_lr {
-            self.check(
-                lr.is_finite() && lr > 0.0,
-                "mnist.sg_lr",
-                lr,
-                "the SG model's learning rate must be > 0 (remove it to use lr)",
-            );
-        }
-        if m.sg_hidden > 0 {
-            self.check(
-                m.sg_layers >= 1,
-                "mnist.sg_layers",
-                m.sg_layers,
-                "an SG model with sg_hidden > 0 needs at least 1 hidden layer (or set sg_hidden = 0 for a linear one)",
-            );
-        }
-        self.check(
-            m.eval_every >= 1,
-            "mnist.eval_every",
-            m.eval_every,
-            "must be at least 1 step",
-        );
-        let method = serde_name(&m.method);
-        if !m.method.uses_sg() {
-            let why = format!("only applies to method dni or cdni, not {method}");
-            self.check(!m.unlock, "mnist.unlock", m.unlock, &why);
-            self.check(m.p_update == 1.0, "mnist.p_update", m.p_update, &why);
-            self.check(m.lambda == 0.0, "mnist.lambda", m.lambda, &why);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::experiments::charlm::CorpusFormat;
 
     fn repo_root() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -2,19 +2,119 @@
 //! the next, trained with truncated BPTT (optionally DNI). Validation BPC every `eval_every` steps
 //! drives early stopping; the reported test BPC is the one at the lowest validation BPC.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
 use dni_graph::recurrent::{OutputLoss, RecurrentTrainer, TokenWindow};
 use dni_kernels::Gpu;
 use dni_tasks::{CharStream, Corpus, EvalStream, TextFile};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::copy::recurrent_config;
 use super::Experiment;
 use crate::checkpoint::{self, Poll, RunControl};
-use crate::config::Config;
+use crate::config::{Config, Section, Validator};
 use crate::progress::{Metrics as Shown, Progress};
+
+/// Text file format of the char-LM corpus.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorpusFormat {
+    /// Every character is a symbol.
+    #[default]
+    Plain,
+    /// Character-level Penn Treebank (space-separated symbols, one sentence a line).
+    Ptb,
+}
+
+impl From<CorpusFormat> for dni_tasks::TextFormat {
+    fn from(f: CorpusFormat) -> Self {
+        match f {
+            CorpusFormat::Plain => dni_tasks::TextFormat::Plain,
+            CorpusFormat::Ptb => dni_tasks::TextFormat::PtbChar,
+        }
+    }
+}
+
+/// `[charlm]`: character-level language modelling.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CharLmConfig {
+    /// Training text. Without `valid` and `test` it is split 0.9 / 0.05 / 0.05.
+    pub train: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
+    #[serde(default)]
+    pub format: CorpusFormat,
+    /// Steps between validation runs.
+    #[serde(default = "default_eval_every")]
+    pub eval_every: u64,
+    /// Evaluate on at most this many characters (the whole split when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_chars: Option<usize>,
+    /// Stop after this many evaluations without a better validation BPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<u32>,
+    /// Stop, and report the wall-clock time, when validation BPC reaches this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_bpc: Option<f64>,
+}
+
+fn default_eval_every() -> u64 {
+    500
+}
+
+impl Section for CharLmConfig {
+    fn check(&self, v: &mut Validator, base: &Path) {
+        let c = self;
+        v.check_file("charlm.train", &c.train, base);
+        match (&c.valid, &c.test) {
+            (Some(valid), Some(test)) => {
+                v.check_file("charlm.valid", valid, base);
+                v.check_file("charlm.test", test, base);
+            }
+            (None, None) => {}
+            _ => v.problem(
+                "charlm.valid and charlm.test go together: give both, or neither to split charlm.train \
+                 0.9/0.05/0.05"
+                    .to_string(),
+            ),
+        }
+        v.check(
+            c.eval_every >= 1,
+            "charlm.eval_every",
+            c.eval_every,
+            "must be at least 1 step",
+        );
+        if let Some(n) = c.eval_chars {
+            v.check(
+                n >= 1,
+                "charlm.eval_chars",
+                n,
+                "must be at least 1 (remove it to evaluate everything)",
+            );
+        }
+        if let Some(p) = c.patience {
+            v.check(
+                p >= 1,
+                "charlm.patience",
+                p,
+                "must be at least 1 evaluation (remove it to disable early stopping)",
+            );
+        }
+        if let Some(b) = c.target_bpc {
+            v.check(
+                b.is_finite() && b > 0.0,
+                "charlm.target_bpc",
+                b,
+                "must be > 0 bits per character",
+            );
+        }
+    }
+}
 
 /// One `metrics.jsonl` record: training metrics every `log_every` steps, plus validation (and test,
 /// at a new best) after an evaluation.

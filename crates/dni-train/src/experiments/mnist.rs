@@ -3,6 +3,7 @@
 //! unlock; every layer is a block of its own. Training metrics are read back every `log_every`
 //! steps, the test error every `eval_every` steps; the result is the final test error.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -12,12 +13,193 @@ use dni_graph::ff::{
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::Gpu;
 use dni_tasks::{mnist::CLASSES, EpochShuffler, Mnist};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Experiment;
 use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
-use crate::config::{Config, MnistConfig, MnistMethod, OptimizerKind};
+use crate::config::{
+    default_mnist_dir, default_momentum, default_one, default_one_usize, default_true, serde_name,
+    Config, OptimizerKind, Section, Validator,
+};
 use crate::progress::{Metrics as Shown, Progress};
+
+/// Feed-forward training method (paper 3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MnistMethod {
+    /// Only the output layer learns (a lower bound).
+    Nobp,
+    /// Ordinary backpropagation.
+    Bp,
+    /// Synthetic gradients from the activations.
+    Dni,
+    /// Synthetic gradients conditioned on the label.
+    Cdni,
+}
+
+impl MnistMethod {
+    pub fn uses_sg(self) -> bool {
+        matches!(self, MnistMethod::Dni | MnistMethod::Cdni)
+    }
+}
+
+/// `[mnist]`: the feed-forward MNIST experiments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MnistConfig {
+    /// Directory with the four IDX files (gzipped or not).
+    #[serde(default = "default_mnist_dir")]
+    pub data_dir: PathBuf,
+    /// Hidden layers.
+    #[serde(default = "default_layers")]
+    pub layers: usize,
+    /// Units per hidden layer.
+    #[serde(default = "default_hidden")]
+    pub hidden: usize,
+    #[serde(default = "default_hidden")]
+    pub batch: usize,
+    pub steps: u64,
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    /// SGD momentum (ignored by Adam).
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    pub method: MnistMethod,
+    /// Units per hidden layer of the SG model (batch norm, ReLU; the paper's DNI model is 2 × 1024);
+    /// 0 (the default) is a linear model. cDNI's model also reads the one-hot label.
+    #[serde(default)]
+    pub sg_hidden: usize,
+    /// Hidden layers of the SG model when `sg_hidden` > 0.
+    #[serde(default = "default_one_usize")]
+    pub sg_layers: usize,
+    /// Learning rate of the SG (and synthetic-input) models; default `lr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_lr: Option<f64>,
+    /// Optimiser kind of the SG (and synthetic-input) models; default `optimizer` (with
+    /// `momentum` for SGD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_optimizer: Option<OptimizerKind>,
+    /// Probability that a block runs its backward pass and update on a step.
+    #[serde(default = "default_one")]
+    pub p_update: f64,
+    /// Complete unlock: synthetic inputs as well as synthetic gradients.
+    #[serde(default)]
+    pub unlock: bool,
+    /// BP(λ): `λ·true + (1-λ)·synthetic` gradient; 0 = purely synthetic.
+    #[serde(default)]
+    pub lambda: f64,
+    /// Steps between test-set evaluations.
+    #[serde(default = "default_mnist_eval_every")]
+    pub eval_every: u64,
+    /// Steps between SG fidelity probes (0: off): each interface's delivered gradient scored against
+    /// backprop's true gradient on a fixed training batch (`probe_cosine` in metrics.jsonl).
+    #[serde(default)]
+    pub probe_every: u64,
+    /// Run each block on its own worker thread.
+    #[serde(default = "default_true")]
+    pub threads: bool,
+}
+
+impl MnistConfig {
+    /// Whether the SG model has hidden layers (an MLP) rather than being linear.
+    pub fn sg_is_mlp(&self) -> bool {
+        self.sg_hidden > 0 && self.sg_layers > 0
+    }
+}
+
+fn default_layers() -> usize {
+    4
+}
+
+fn default_hidden() -> usize {
+    256
+}
+
+fn default_mnist_eval_every() -> u64 {
+    200
+}
+
+impl Section for MnistConfig {
+    fn check(&self, v: &mut Validator, base: &Path) {
+        let m = self;
+        v.check_sizes(
+            "mnist",
+            &[("mnist.hidden", m.hidden), ("mnist.sg_hidden", m.sg_hidden)],
+            m.batch,
+            1,
+        );
+        v.check_f32("mnist.p_update", m.p_update);
+        v.check_f32("mnist.lambda", m.lambda);
+        if let Some(lr) = m.sg_lr {
+            v.check_f32("mnist.sg_lr", lr);
+        }
+        if !base.join(&m.data_dir).is_dir() {
+            v.check(
+                false,
+                "mnist.data_dir",
+                format!("{:?}", m.data_dir.display().to_string()),
+                &format!(
+                    "no such directory (relative paths start at {}); it must hold the four MNIST IDX files",
+                    base.display()
+                ),
+            );
+        }
+        v.check(
+            m.layers >= 1,
+            "mnist.layers",
+            m.layers,
+            "needs at least 1 hidden layer",
+        );
+        // The network's own limits (sizes, batch, p_update, λ), as the library states them; the
+        // input width does not matter to them.
+        v.check_library(
+            "mnist",
+            crate::experiments::mnist::spec(m, 1, 0).problems(),
+            |field| match field {
+                "interfaces.lambda" => "lambda",
+                "interfaces.sg.hidden" => "sg_hidden",
+                other => other,
+            },
+        );
+        v.check(
+            m.steps >= 1,
+            "mnist.steps",
+            m.steps,
+            "steps must be at least 1",
+        );
+        v.check_lr("mnist", m.lr, m.momentum);
+        if let Some(lr) = m.sg_lr {
+            v.check(
+                lr.is_finite() && lr > 0.0,
+                "mnist.sg_lr",
+                lr,
+                "the SG model's learning rate must be > 0 (remove it to use lr)",
+            );
+        }
+        if m.sg_hidden > 0 {
+            v.check(
+                m.sg_layers >= 1,
+                "mnist.sg_layers",
+                m.sg_layers,
+                "an SG model with sg_hidden > 0 needs at least 1 hidden layer (or set sg_hidden = 0 for a linear one)",
+            );
+        }
+        v.check(
+            m.eval_every >= 1,
+            "mnist.eval_every",
+            m.eval_every,
+            "must be at least 1 step",
+        );
+        let method = serde_name(&m.method);
+        if !m.method.uses_sg() {
+            let why = format!("only applies to method dni or cdni, not {method}");
+            v.check(!m.unlock, "mnist.unlock", m.unlock, &why);
+            v.check(m.p_update == 1.0, "mnist.p_update", m.p_update, &why);
+            v.check(m.lambda == 0.0, "mnist.lambda", m.lambda, &why);
+        }
+    }
+}
 
 /// The network and training algorithm `[mnist]` describes, for `input` features.
 pub fn spec(m: &MnistConfig, input: usize, seed: u64) -> FfSpec {

@@ -4,6 +4,7 @@
 //! both networks' test accuracy over the course of training, at the same step budget.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -13,12 +14,142 @@ use dni_graph::timescale::{
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::Gpu;
 use dni_tasks::Mnist;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Experiment;
 use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
-use crate::config::{Config, OptimizerKind, TimescaleMethod, TimescaleSection};
+use crate::config::{default_mnist_dir, default_one, Config, OptimizerKind, Section, Validator};
 use crate::progress::{Metrics as Shown, Progress};
+
+/// How the A→B connection of the two-timescale system is trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimescaleMethod {
+    /// The joint system unrolled T² steps before one update of both networks.
+    E2e,
+    /// A synthetic gradient for A's message; A updates every T steps.
+    Dni,
+    /// Decoupled, A gets no gradient from B.
+    Nodni,
+}
+
+/// `[timescale]`: the two-timescale MNIST system (paper 3.2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimescaleSection {
+    /// Directory with the four IDX files (gzipped or not).
+    #[serde(default = "default_mnist_dir")]
+    pub data_dir: PathBuf,
+    /// A answers every T steps; B ticks every T steps and answers every T ticks.
+    #[serde(rename = "T")]
+    pub t: usize,
+    /// LSTM units of A and of B.
+    pub hidden: usize,
+    pub batch: usize,
+    /// Step budget in steps of the digit stream (rounded up to whole blocks of T² steps).
+    pub steps: u64,
+    pub method: TimescaleMethod,
+    /// Adam learning rate of A and B.
+    pub lr: f64,
+    /// Optimiser of the synthetic-gradient model (default `adam`, the networks' optimiser; `sgd`
+    /// has momentum 0.9).
+    #[serde(default)]
+    pub sg_optimizer: OptimizerKind,
+    /// Learning rate of the synthetic-gradient model; default `lr`. B's message gradients are
+    /// mostly label noise, and Adam at the networks' rate fits the noise (the SG then explains less
+    /// than the zero predictor): `configs/two_timescale.toml` sets `lr / 100`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_lr: Option<f64>,
+    /// Factor on the synthetic gradient when A receives it.
+    #[serde(default = "default_one")]
+    pub sg_scale: f64,
+    /// Condition the SG on B's answer for the block, one-hot (cDNI on the link; method dni).
+    #[serde(default)]
+    pub sg_conditioned: bool,
+    /// Units of the SG model's hidden ReLU layer; 0 (the default): linear.
+    #[serde(default)]
+    pub sg_hidden: usize,
+    /// Steps between test-split evaluations.
+    #[serde(default = "default_timescale_eval_every")]
+    pub eval_every: u64,
+    /// Blocks of T² steps per evaluation (each has `batch` lanes).
+    #[serde(default = "default_timescale_eval_blocks")]
+    pub eval_blocks: usize,
+}
+
+fn default_timescale_eval_every() -> u64 {
+    2000
+}
+
+fn default_timescale_eval_blocks() -> usize {
+    50
+}
+
+impl Section for TimescaleSection {
+    fn check(&self, v: &mut Validator, base: &Path) {
+        let ts = self;
+        v.check_sizes(
+            "timescale",
+            &[("timescale.hidden", ts.hidden)],
+            ts.batch,
+            ts.t,
+        );
+        v.check_f32("timescale.lr", ts.lr);
+        v.check_f32("timescale.sg_scale", ts.sg_scale);
+        if let Some(lr) = ts.sg_lr {
+            v.check_f32("timescale.sg_lr", lr);
+        }
+        if !base.join(&ts.data_dir).is_dir() {
+            v.check(
+                false,
+                "timescale.data_dir",
+                format!("{:?}", ts.data_dir.display().to_string()),
+                &format!(
+                    "no such directory (relative paths start at {}); it must hold the four MNIST IDX files",
+                    base.display()
+                ),
+            );
+        }
+        // The system's own limits (T, sizes, rates, sg_scale, the SG model, conditioning), as the
+        // library states them; A and B share `hidden`, and `lr` / `sg_lr` set the two optimisers.
+        v.check_library(
+            "timescale",
+            system_config(ts, 1, 0)
+                .problems()
+                .into_iter()
+                // Without its own sg_lr the SG's rate is lr, whose problem is reported already.
+                .filter(|p| {
+                    ts.sg_lr.is_some()
+                        || !matches!(
+                            p,
+                            dni_graph::Error::Config {
+                                field: "sg_optim",
+                                ..
+                            }
+                        )
+                })
+                .collect(),
+            |field| match field {
+                "hidden_a" | "hidden_b" => "hidden",
+                "optim" => "lr",
+                "sg_optim" => "sg_lr",
+                other => other,
+            },
+        );
+        v.check(
+            ts.eval_blocks >= 1,
+            "timescale.eval_blocks",
+            ts.eval_blocks,
+            "must be at least 1",
+        );
+        for (key, n) in [
+            ("timescale.steps", ts.steps),
+            ("timescale.eval_every", ts.eval_every),
+        ] {
+            v.check(n >= 1, key, n, "must be at least 1 step");
+        }
+    }
+}
 
 /// Test accuracies whose first crossing the summary reports, as `steps to reach`.
 const MILESTONES: [f64; 6] = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
