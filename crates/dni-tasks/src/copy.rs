@@ -89,8 +89,9 @@ impl Level {
     }
 }
 
-/// Curriculum settings.
+/// Curriculum settings; also `dni-train`'s `[copy]` section, whose absent keys take the defaults.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CurriculumConfig {
     /// First `N` (at least 1).
     pub start_n: usize,
@@ -102,6 +103,7 @@ pub struct CurriculumConfig {
     /// current level; a level cannot pass before that many have been observed.
     pub window_chars: u64,
     /// Stop advancing once the next level would need `N > max_n`; [`Curriculum::finished`] then says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_n: Option<usize>,
 }
 
@@ -118,30 +120,40 @@ impl Default for CurriculumConfig {
 }
 
 impl CurriculumConfig {
-    fn validate(&self) -> Result<(), DataError> {
+    /// The first of [`problems`](Self::problems), as an error.
+    pub fn validate(&self) -> Result<(), DataError> {
+        match self.problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every setting that cannot work, each a [`DataError::InvalidParameter`] naming its field.
+    pub fn problems(&self) -> Vec<DataError> {
+        let mut out = Vec::new();
         if self.start_n == 0 {
-            return Err(DataError::invalid(
+            out.push(DataError::invalid(
                 "start_n",
                 self.start_n,
                 "an episode needs at least 1 character",
             ));
         }
         if self.start_r == 0 {
-            return Err(DataError::invalid(
+            out.push(DataError::invalid(
                 "start_r",
                 self.start_r,
                 "the sequence must be repeated at least once",
             ));
         }
         if !(self.threshold_bits > 0.0 && self.threshold_bits.is_finite()) {
-            return Err(DataError::invalid(
+            out.push(DataError::invalid(
                 "threshold_bits",
                 self.threshold_bits,
                 "must be a positive number of bits per character (paper: 0.15)",
             ));
         }
         if self.window_chars == 0 {
-            return Err(DataError::invalid(
+            out.push(DataError::invalid(
                 "window_chars",
                 self.window_chars,
                 "must be at least 1 character",
@@ -154,8 +166,8 @@ impl CurriculumConfig {
             .checked_mul(self.start_r)
             .and_then(|nr| nr.checked_add(self.start_n))
             .and_then(|x| x.checked_add(3));
-        if steps.is_none_or(|s| s > MAX_EPISODE_STEPS) {
-            return Err(DataError::invalid(
+        if self.start_n > 0 && steps.is_none_or(|s| s > MAX_EPISODE_STEPS) {
+            out.push(DataError::invalid(
                 "start_n",
                 format!("{} (start_r {})", self.start_n, self.start_r),
                 format!(
@@ -163,16 +175,14 @@ impl CurriculumConfig {
                 ),
             ));
         }
-        if let Some(max_n) = self.max_n {
-            if max_n < self.start_n {
-                return Err(DataError::invalid(
-                    "max_n",
-                    max_n,
-                    format!("must be at least start_n = {}", self.start_n),
-                ));
-            }
+        if let Some(max_n) = self.max_n.filter(|&m| m < self.start_n) {
+            out.push(DataError::invalid(
+                "max_n",
+                max_n,
+                format!("must be at least start_n = {}", self.start_n),
+            ));
         }
-        Ok(())
+        out
     }
 }
 

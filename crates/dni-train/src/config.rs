@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 use dni_graph::recurrent::OutputLoss;
 use dni_graph::sg::SgInput;
+use dni_tasks::{CurriculumConfig, DataError};
 use serde::{Deserialize, Serialize};
 
 pub use crate::experiments::charlm::CharLmConfig;
 use crate::experiments::copy::recurrent_config;
-pub use crate::experiments::copy::CopyConfig;
 pub use crate::experiments::mnist::MnistConfig;
 pub use crate::experiments::two_timescale::TimescaleSection;
 
@@ -99,7 +99,7 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rnn: Option<RnnConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub copy: Option<CopyConfig>,
+    pub copy: Option<CurriculumConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charlm: Option<CharLmConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -522,7 +522,7 @@ impl Config {
     /// Fills in defaults that depend on other settings, so the saved config shows what ran.
     fn resolve_defaults(&mut self) {
         if self.task.copy_kind().is_some() && self.copy.is_none() {
-            self.copy = Some(CopyConfig::default());
+            self.copy = Some(CurriculumConfig::default());
         }
     }
 
@@ -606,6 +606,38 @@ pub(crate) trait Section {
     fn check(&self, v: &mut Validator, base: &Path);
 }
 
+/// A library's complaint about a config it was given.
+pub(crate) trait FieldProblem: std::fmt::Display {
+    /// `(field, value, reason)` when it is about one field.
+    fn field(&self) -> Option<(&'static str, &str, &str)>;
+}
+
+impl FieldProblem for dni_graph::Error {
+    fn field(&self) -> Option<(&'static str, &str, &str)> {
+        match self {
+            dni_graph::Error::Config {
+                field,
+                value,
+                reason,
+            } => Some((field, value, reason)),
+            _ => None,
+        }
+    }
+}
+
+impl FieldProblem for DataError {
+    fn field(&self) -> Option<(&'static str, &str, &str)> {
+        match self {
+            DataError::InvalidParameter {
+                name,
+                value,
+                reason,
+            } => Some((name, value, reason)),
+            _ => None,
+        }
+    }
+}
+
 /// Collects every problem of a config, each naming the file and `section.key`.
 pub(crate) struct Validator<'a> {
     cfg: &'a Config,
@@ -633,22 +665,20 @@ impl Validator<'_> {
         }
     }
 
-    /// The limits the library states for its config types (their `problems()`), each blamed on
+    /// The limits a library states for its config types (their `problems()`), each blamed on
     /// `<section>.<key>`, where `key` maps a library field to the section's key.
-    pub(crate) fn check_library(
+    pub(crate) fn check_library<P: FieldProblem>(
         &mut self,
         section: &str,
-        problems: Vec<dni_graph::Error>,
+        problems: Vec<P>,
         key: fn(&'static str) -> &'static str,
     ) {
         for p in problems {
-            match p {
-                dni_graph::Error::Config {
-                    field,
-                    value,
-                    reason,
-                } => self.check(false, &format!("{section}.{}", key(field)), value, reason),
-                other => self.problem(format!("[{section}]: {other}")),
+            match p.field() {
+                Some((field, value, reason)) => {
+                    self.check(false, &format!("{section}.{}", key(field)), value, reason)
+                }
+                None => self.problem(format!("[{section}]: {p}")),
             }
         }
     }
@@ -962,7 +992,7 @@ steps = 100
             ),
             (3, 1.0, OptimizerKind::Adam, rnn.lr, None)
         );
-        assert_eq!(c.copy, Some(CopyConfig::default()));
+        assert_eq!(c.copy, Some(CurriculumConfig::default()));
         assert_eq!(c.copy.as_ref().unwrap().window_chars, 1000);
         assert_eq!(c.run_label(), "copy-dni-T3");
 
@@ -1113,6 +1143,28 @@ sg_model = "mlp"
             msg.contains("rnn.hidden = 0") && msg.contains("rnn.sg_scale = -1"),
             "{msg}"
         );
+    }
+
+    /// `[copy]` is the library's `CurriculumConfig`: its defaults, and its rules blamed on the keys,
+    /// every problem at once.
+    #[test]
+    fn the_copy_section_is_the_librarys_curriculum() {
+        let c = load("copy-lib", COPY, &[]).unwrap();
+        assert_eq!(c.copy, Some(CurriculumConfig::default()));
+        let msg = err("copy-bad", COPY, &["copy.start_n=0", "copy.window_chars=0"]);
+        for problem in (CurriculumConfig {
+            start_n: 0,
+            window_chars: 0,
+            ..Default::default()
+        })
+        .problems()
+        {
+            let Some((field, value, reason)) = problem.field() else {
+                panic!("{problem}");
+            };
+            let want = format!("copy.{field} = {value}: {reason}");
+            assert!(msg.contains(&want), "{want} not in {msg}");
+        }
     }
 
     #[test]

@@ -10,117 +10,18 @@ use dni_graph::recurrent::{BitWindow, Method, Metrics, OutputLoss, RecurrentConf
 use dni_graph::sg::{Fidelity, SgConfig};
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::Gpu;
-use dni_tasks::{copy::WIDTH, Observed, TaskStream, Window};
-use serde::{Deserialize, Serialize};
+use dni_tasks::{copy::WIDTH, CurriculumConfig, Observed, TaskStream, Window};
+use serde::Serialize;
 
 use super::Experiment;
 use crate::checkpoint::{self, Poll, RunControl};
-use crate::config::{
-    default_one_usize, Config, OptimizerKind, RnnConfig, RnnMethod, Section, Validator,
-};
+use crate::config::{Config, OptimizerKind, RnnConfig, RnnMethod, Section, Validator};
 use crate::progress::{Metrics as Shown, Progress};
 
-/// `[copy]`: curriculum of the copy tasks.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CopyConfig {
-    #[serde(default = "default_one_usize")]
-    pub start_n: usize,
-    /// Repeat Copy only.
-    #[serde(default = "default_one_usize")]
-    pub start_r: usize,
-    /// Stop the curriculum (and the run) once a level with this `N` is passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_n: Option<usize>,
-    /// Bits per output character below which a level is passed.
-    #[serde(default = "default_threshold_bits")]
-    pub threshold_bits: f64,
-    /// Output characters the error is averaged over.
-    #[serde(default = "default_window_chars")]
-    pub window_chars: u64,
-}
-
-impl Default for CopyConfig {
-    fn default() -> Self {
-        CopyConfig {
-            start_n: 1,
-            start_r: 1,
-            max_n: None,
-            threshold_bits: default_threshold_bits(),
-            window_chars: default_window_chars(),
-        }
-    }
-}
-
-impl CopyConfig {
-    pub fn to_curriculum(&self) -> dni_tasks::CurriculumConfig {
-        dni_tasks::CurriculumConfig {
-            start_n: self.start_n,
-            start_r: self.start_r,
-            threshold_bits: self.threshold_bits,
-            window_chars: self.window_chars,
-            max_n: self.max_n,
-        }
-    }
-}
-
-fn default_threshold_bits() -> f64 {
-    dni_tasks::copy::DEFAULT_THRESHOLD_BITS
-}
-
-fn default_window_chars() -> u64 {
-    dni_tasks::copy::DEFAULT_WINDOW_CHARS
-}
-
-impl Section for CopyConfig {
+/// `[copy]` is the library's curriculum ([`CurriculumConfig`]), checked by its own rules.
+impl Section for CurriculumConfig {
     fn check(&self, v: &mut Validator, _base: &Path) {
-        let c = self;
-        v.check(
-            c.start_n >= 1,
-            "copy.start_n",
-            c.start_n,
-            "N must be at least 1",
-        );
-        v.check(
-            c.start_r >= 1,
-            "copy.start_r",
-            c.start_r,
-            "R must be at least 1",
-        );
-        v.check(
-            c.threshold_bits.is_finite() && c.threshold_bits > 0.0,
-            "copy.threshold_bits",
-            c.threshold_bits,
-            "must be > 0 bits per character (paper: 0.15)",
-        );
-        v.check(
-            c.window_chars >= 1,
-            "copy.window_chars",
-            c.window_chars,
-            "must be at least 1 character",
-        );
-        if let Some(max_n) = c.max_n {
-            v.check(
-                max_n >= c.start_n,
-                "copy.max_n",
-                max_n,
-                "must be at least copy.start_n",
-            );
-        }
-        let steps = c
-            .start_n
-            .checked_mul(c.start_r)
-            .and_then(|nr| nr.checked_add(c.start_n))
-            .and_then(|x| x.checked_add(3));
-        v.check(
-            steps.is_some_and(|s| s <= dni_tasks::copy::MAX_EPISODE_STEPS),
-            "copy.start_n",
-            format!("{} (copy.start_r = {})", c.start_n, c.start_r),
-            &format!(
-                "an episode of N + 3 + N·R steps must stay below {} steps",
-                dni_tasks::copy::MAX_EPISODE_STEPS
-            ),
-        );
+        v.check_library("copy", self.problems(), |field| field);
     }
 }
 
@@ -373,7 +274,7 @@ pub fn train_group_with(
             cfg.seed,
         ));
         runs.push(RunState {
-            stream: TaskStream::new(kind, rnn.batch, cfg.seed, copy.to_curriculum())
+            stream: TaskStream::new(kind, rnn.batch, cfg.seed, copy.clone())
                 .context("setting up the task stream")?,
             window: Window::default(),
             first_unread: 0,
