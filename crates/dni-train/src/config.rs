@@ -742,13 +742,7 @@ impl Validator<'_> {
         // readout do not matter to them; the sizes below are checked against the widest anyway.
         let trainer = recurrent_config(r, 1, 1, OutputLoss::SigmoidBits, 0);
         self.check_library("rnn", trainer.problems(), |field| field);
-        self.check(
-            r.steps >= 1,
-            "rnn.steps",
-            r.steps,
-            "steps must be at least 1",
-        );
-        self.check_lr("rnn", r.lr, r.momentum);
+        self.check_training("rnn", r.steps, r.lr, r.momentum, r.sg_lr);
         if let Some(m) = r.sg_momentum {
             self.check(
                 (0.0..1.0).contains(&m),
@@ -775,12 +769,33 @@ impl Validator<'_> {
         self.check_f32("rnn.aux_weight", r.aux_weight);
         self.check_f32("rnn.sg_lr (default lr)", r.sg_lr());
         self.check_rnn_sizes(r);
-        if let Some(lr) = r.sg_lr {
+    }
+
+    /// What every trained section has: a step budget, the networks' rate and momentum, and the
+    /// SG model's rate (default: the section's `lr`).
+    pub(crate) fn check_training(
+        &mut self,
+        section: &str,
+        steps: u64,
+        lr: f64,
+        momentum: f64,
+        sg_lr: Option<f64>,
+    ) {
+        self.check(
+            steps >= 1,
+            &format!("{section}.steps"),
+            steps,
+            "steps must be at least 1",
+        );
+        self.check_lr(section, lr, momentum);
+        if let Some(lr) = sg_lr {
             self.check(
                 lr.is_finite() && lr > 0.0,
-                "rnn.sg_lr",
+                &format!("{section}.sg_lr"),
                 lr,
-                "the SG model's learning rate must be > 0 (remove it for the default, rnn.lr)",
+                &format!(
+                    "the SG model's learning rate must be > 0 (remove it for the default, {section}.lr)"
+                ),
             );
         }
     }
@@ -844,7 +859,7 @@ impl Validator<'_> {
         );
     }
 
-    pub(crate) fn check_lr(&mut self, section: &str, lr: f64, momentum: f64) {
+    fn check_lr(&mut self, section: &str, lr: f64, momentum: f64) {
         self.check(
             lr.is_finite() && lr > 0.0,
             &format!("{section}.lr"),

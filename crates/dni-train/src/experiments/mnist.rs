@@ -162,21 +162,7 @@ impl Section for MnistConfig {
                 other => other,
             },
         );
-        v.check(
-            m.steps >= 1,
-            "mnist.steps",
-            m.steps,
-            "steps must be at least 1",
-        );
-        v.check_lr("mnist", m.lr, m.momentum);
-        if let Some(lr) = m.sg_lr {
-            v.check(
-                lr.is_finite() && lr > 0.0,
-                "mnist.sg_lr",
-                lr,
-                "the SG model's learning rate must be > 0 (remove it to use lr)",
-            );
-        }
+        v.check_training("mnist", m.steps, m.lr, m.momentum, m.sg_lr);
         if m.sg_hidden > 0 {
             v.check(
                 m.sg_layers >= 1,
