@@ -156,6 +156,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Method::DniAux {
                 sg_scale: a.sg_scale,
                 aux_weight: 1.0,
+                every_step: false,
             },
             true,
         ),

@@ -38,6 +38,7 @@ fn cfgs() -> Vec<RecurrentConfig> {
             Method::DniAux {
                 sg_scale: 0.1,
                 aux_weight: 1.0,
+                every_step: false,
             },
             8,
             3,
@@ -62,6 +63,7 @@ fn train(g: &mut RunGroup, ws: &[Window]) {
             inputs: &w.inputs,
             targets: &w.targets,
             mask: &w.mask,
+            next_inputs: None,
         };
         g.train_window(&vec![bw; g.runs()]).unwrap();
     }

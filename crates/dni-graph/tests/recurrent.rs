@@ -355,6 +355,60 @@ fn bad_input_is_an_error() {
     assert!(matches!(e, Err(Error::Token { id: 10, .. })), "{e:?}");
 }
 
+/// The aux task at every step needs the next window's inputs, the per-step kernels and a
+/// bit-vector task; each missing piece is an error that says so, and nothing is trained.
+#[test]
+fn the_every_step_aux_task_says_what_it_needs() {
+    let gpu = gpu();
+    let every = copy_config(
+        Method::DniAux {
+            sg_scale: 0.1,
+            aux_weight: 1.0,
+            every_step: true,
+        },
+        8,
+        1e-3,
+    );
+    let e = RecurrentTrainer::with_path(&gpu, every.clone(), StepPath::FusedStreaming);
+    assert!(
+        matches!(&e, Err(Error::Group(why)) if why.contains("every step")),
+        "{:?}",
+        e.err()
+    );
+    let softmax = RecurrentConfig {
+        loss: OutputLoss::Softmax,
+        ..every.clone()
+    };
+    assert!(matches!(
+        RecurrentTrainer::new(&gpu, softmax),
+        Err(Error::Config {
+            field: "aux_every_step",
+            ..
+        })
+    ));
+    let mut tr = RecurrentTrainer::new(&gpu, every).unwrap();
+    assert_eq!(tr.path(), StepPath::PerStep);
+    let n = T * B * dni_tasks::copy::WIDTH;
+    let zeros = vec![0.0; n];
+    let e = tr.train_window(&zeros, &zeros, &zeros);
+    assert!(matches!(e, Err(Error::Mode(_))), "{e:?}");
+    let e = tr.train_window_ahead(&zeros, &zeros, &zeros, &zeros[1..]);
+    assert!(
+        matches!(
+            e,
+            Err(Error::Input {
+                what: "next_inputs",
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    assert_eq!(tr.windows_trained(), 0);
+    tr.train_window_ahead(&zeros, &zeros, &zeros, &zeros)
+        .unwrap();
+    assert_eq!(tr.windows_trained(), 1);
+}
+
 /// `[rows, k]·[k, n]` (+ bias), and with the left operand transposed.
 fn mm(a: &[f64], b: &[f64], rows: usize, k: usize, n: usize, bias: Option<&[f64]>) -> Vec<f64> {
     let mut out = vec![0.0; rows * n];
@@ -400,22 +454,29 @@ fn col_sum(a: &[f64], cols: usize) -> Vec<f64> {
 /// parameters and state the GPU step started from: every parameter gradient must match.
 #[test]
 fn dni_aux_step_matches_a_cpu_reference_per_step() {
-    dni_aux_step_matches_a_cpu_reference(StepPath::PerStep, 12);
+    dni_aux_step_matches_a_cpu_reference(StepPath::PerStep, 12, false);
 }
 
 #[test]
 fn dni_aux_step_matches_a_cpu_reference_fused_streaming() {
-    dni_aux_step_matches_a_cpu_reference(StepPath::FusedStreaming, 12);
+    dni_aux_step_matches_a_cpu_reference(StepPath::FusedStreaming, 12, false);
 }
 
 #[test]
 fn dni_aux_step_matches_a_cpu_reference_fused_cached() {
-    dni_aux_step_matches_a_cpu_reference(StepPath::FusedCached, 16);
+    dni_aux_step_matches_a_cpu_reference(StepPath::FusedCached, 16, false);
+}
+
+/// The aux task at every step: each `A(h_t)` onto `M(s_{t+T})`, read from the next window run
+/// forward from `s_last`.
+#[test]
+fn dni_aux_every_step_matches_a_cpu_reference() {
+    dni_aux_step_matches_a_cpu_reference(StepPath::PerStep, 12, true);
 }
 
 /// One DNI + Aux step (batch 4, T = 3: fewer lanes than a fused workgroup owns) against a CPU
 /// computation of every gradient from the parameters and state read back before it.
-fn dni_aux_step_matches_a_cpu_reference(path: StepPath, h: usize) {
+fn dni_aux_step_matches_a_cpu_reference(path: StepPath, h: usize, every_step: bool) {
     use dni_kernels::reference::lstm::{window_backward, window_forward, Dims, Params};
     let gpu = gpu();
     let (i, o, b, t) = (10, 10, 4, 3);
@@ -424,6 +485,7 @@ fn dni_aux_step_matches_a_cpu_reference(path: StepPath, h: usize) {
         Method::DniAux {
             sg_scale: sg_scale as f32,
             aux_weight: aux_weight as f32,
+            every_step,
         },
         h,
         2e-2,
@@ -442,10 +504,18 @@ fn dni_aux_step_matches_a_cpu_reference(path: StepPath, h: usize) {
         let m = (0..n).map(|k| if k % 3 == 0 { 0.0 } else { 1.0 }).collect();
         (x, y, m)
     };
-    // Move the SG model and the aux head away from zero first.
+    // Move the SG model and the aux head away from zero first. The every-step aux reads the next
+    // window's inputs (here: fresh ones, the trainer cannot tell).
+    let train =
+        |tr: &mut RecurrentTrainer, x: &[f32], y: &[f32], m: &[f32], next: &[f32]| match every_step
+        {
+            true => tr.train_window_ahead(x, y, m, next).unwrap(),
+            false => tr.train_window(x, y, m).unwrap(),
+        };
     for _ in 0..12 {
         let (x, y, m) = data(&mut rng);
-        tr.train_window(&x, &y, &m).unwrap();
+        let next = data(&mut rng).0;
+        train(&mut tr, &x, &y, &m, &next);
     }
     let f64s = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<f64>>();
     let value = |name: &str| f64s(read_param(&gpu, &tr, name, false));
@@ -456,7 +526,8 @@ fn dni_aux_step_matches_a_cpu_reference(path: StepPath, h: usize) {
     assert!(w_m.iter().any(|&v| v != 0.0) && w_a.iter().any(|&v| v != 0.0));
     let s0 = f64s(tr.read_state().unwrap());
     let (x, y, m) = data(&mut rng);
-    tr.train_window(&x, &y, &m).unwrap();
+    let x_next = data(&mut rng).0;
+    train(&mut tr, &x, &y, &m, &x_next);
 
     // The CPU step.
     let d = Dims {
@@ -482,19 +553,35 @@ fn dni_aux_step_matches_a_cpu_reference(path: StepPath, h: usize) {
     let mut dh_seq = mm_tb(&dlogits, &w_o, t * b, o, h);
     let sg_end = mm(&fwd.s_last, &w_m, b, 2 * h, 2 * h, Some(&b_m));
     let ds_last: Vec<f64> = sg_end.iter().map(|v| sg_scale * inv_b * v).collect();
-    let h1 = &fwd.h_seq[..b * h];
-    let pred = mm(h1, &w_a, b, h, 2 * h, Some(&b_a));
+    // The aux head's rows and targets: h_1 onto M(s_T), or every h_t onto M(s_{t+T}) from the
+    // next window run forward from s_T.
+    let (aux_rows, aux_target) = match every_step {
+        false => (b, sg_end.clone()),
+        true => {
+            let ahead = window_forward(d, p, &f64s(x_next.clone()), &fwd.s_last);
+            let mut states = vec![0.0; t * b * 2 * h];
+            for row in 0..t * b {
+                let hc = &mut states[row * 2 * h..(row + 1) * 2 * h];
+                hc[..h].copy_from_slice(&ahead.h_seq[row * h..(row + 1) * h]);
+                // c_seq starts at c_0, the lookahead's first state: row + B is c_{t+1}.
+                hc[h..].copy_from_slice(&ahead.c_seq[(row + b) * h..(row + b + 1) * h]);
+            }
+            (t * b, mm(&states, &w_m, t * b, 2 * h, 2 * h, Some(&b_m)))
+        }
+    };
+    let h_aux = &fwd.h_seq[..aux_rows * h];
+    let pred = mm(h_aux, &w_a, aux_rows, h, 2 * h, Some(&b_a));
     let dpred: Vec<f64> = pred
         .iter()
-        .zip(&sg_end)
+        .zip(&aux_target)
         .map(|(p, s)| aux_weight * inv_b * (p - s))
         .collect();
-    let dw_a = mm_ta(h1, &dpred, b, h, 2 * h);
+    let dw_a = mm_ta(h_aux, &dpred, aux_rows, h, 2 * h);
     let db_a = col_sum(&dpred, 2 * h);
-    let dh1 = mm_tb(&dpred, &w_a, b, 2 * h, h);
-    dh_seq[..b * h]
+    let dh_aux = mm_tb(&dpred, &w_a, aux_rows, 2 * h, h);
+    dh_seq[..aux_rows * h]
         .iter_mut()
-        .zip(&dh1)
+        .zip(&dh_aux)
         .for_each(|(a, v)| *a += v);
     let g = window_backward(d, p, &xs, &fwd, &dh_seq, Some(&ds_last));
     let at_start = mm(&s0, &w_m, b, 2 * h, 2 * h, Some(&b_m));

@@ -263,6 +263,7 @@ fn a_run_in_a_group_matches_the_same_run_alone() {
                     inputs: &d[k].0,
                     targets: &d[k].1,
                     mask: &d[k].2,
+                    next_inputs: None,
                 })
                 .collect();
             group.train_window(&ws).unwrap();

@@ -57,6 +57,7 @@ fn a_trained_sg_points_along_the_true_future_gradient() {
         inputs: &fx,
         targets: &fy,
         mask: &fm,
+        next_inputs: None,
     };
     // Before training the SG model is exactly zero: no direction, nothing explained.
     let before = g.probe_bits(0, &[future], probe_steps).unwrap().unwrap();
@@ -69,6 +70,7 @@ fn a_trained_sg_points_along_the_true_future_gradient() {
         inputs: &x,
         targets: &y,
         mask: &m,
+        next_inputs: None,
     };
     for _ in 0..1500 {
         g.train_window(&[w, w]).unwrap();
@@ -89,6 +91,7 @@ fn the_probe_checks_the_future_window_shape() {
         inputs: &x[..x.len() - 1],
         targets: &y,
         mask: &m,
+        next_inputs: None,
     };
     let err = g.probe_bits(0, &[short], 5).unwrap_err().to_string();
     assert!(err.contains("probe inputs"), "{err}");
@@ -115,6 +118,7 @@ fn the_bootstrap_sets_the_horizon_the_sg_learns() {
             inputs: &x,
             targets: &y,
             mask: &m,
+            next_inputs: None,
         };
         for _ in 0..1500 {
             g.train_window(&[w]).unwrap();

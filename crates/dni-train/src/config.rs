@@ -175,6 +175,11 @@ pub struct RnnConfig {
     /// Weight of the aux loss for `dni_aux`.
     #[serde(default = "default_one")]
     pub aux_weight: f64,
+    /// `dni_aux` at every step of the window, each onto the SG `T` steps later (the paper's Fig.
+    /// 2b; the trainer reads the next window's inputs for those targets), instead of at the
+    /// window's first step only (the default). Per-step kernels; Copy and Repeat Copy only.
+    #[serde(default)]
+    pub aux_every_step: bool,
     #[serde(default)]
     pub optimizer: OptimizerKind,
     pub lr: f64,
@@ -740,7 +745,11 @@ impl Validator<'_> {
         // The trainer's own limits (sizes at least 1, sg_scale, aux_weight, clip, the SG model,
         // target normalisation), as the library states them. The widths of the task's input and
         // readout do not matter to them; the sizes below are checked against the widest anyway.
-        let trainer = recurrent_config(r, 1, 1, OutputLoss::SigmoidBits, 0);
+        let (loss, width) = match self.cfg.task.copy_kind() {
+            Some(_) => (OutputLoss::SigmoidBits, 1),
+            None => (OutputLoss::Softmax, 2),
+        };
+        let trainer = recurrent_config(r, width, width, loss, 0);
         self.check_library("rnn", trainer.problems(), |field| field);
         self.check_training("rnn", r.steps, r.lr, r.momentum, r.sg_lr);
         if let Some(m) = r.sg_momentum {
@@ -1152,6 +1161,28 @@ sg_model = "mlp"
                 "{set}: {msg}"
             );
         }
+        // The aux task at every step: a Copy task takes it, the character LM is told why not.
+        let every = ["rnn.method=dni_aux", "rnn.aux_every_step=true"];
+        assert!(
+            load("rnn-every", COPY, &every)
+                .unwrap()
+                .rnn
+                .unwrap()
+                .aux_every_step
+        );
+        let lm = repo_root().join("configs/charlm.toml");
+        let o = Overrides {
+            set: every.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let msg = format!(
+            "{:#}",
+            Config::load_with_base(&lm, &o, &repo_root()).unwrap_err()
+        );
+        assert!(
+            msg.contains("rnn.aux_every_step = true") && msg.contains("bit-vector tasks"),
+            "{msg}"
+        );
         // Every problem at once, not the first only.
         let msg = err("rnn-all", COPY, &["rnn.hidden=0", "rnn.sg_scale=-1"]);
         assert!(

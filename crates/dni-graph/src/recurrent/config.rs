@@ -26,10 +26,19 @@ pub enum Method {
     /// A synthetic gradient `sg_scale · M(s_last)` is injected at the window's last state; `M` is
     /// trained on the bootstrapped gradient that reaches the next window's first state.
     Dni { sg_scale: f32 },
-    /// DNI plus the auxiliary task: a linear head predicts, from the state after the window's first
-    /// step, the synthetic gradient produced at the window's end; its L2 loss × `aux_weight` trains
-    /// the core.
-    DniAux { sg_scale: f32, aux_weight: f32 },
+    /// DNI plus the auxiliary task: a linear head `A` predicts a synthetic gradient of the future
+    /// from the core's hidden state; its L2 loss × `aux_weight` trains the core (and `A`).
+    /// `every_step = false`: from `h_1` only, whose target `M(s_last)` (`T − 1` steps later) the
+    /// window itself produces. `every_step = true` (the paper's Fig. 2b): from every `h_t` of the
+    /// window onto `M(s_{t+T})`, exactly `T` steps later; those states lie in the next window, so
+    /// the trainer runs the next window's inputs forward from `s_last` with the same weights to
+    /// read them (`BitWindow::next_inputs`; per-step kernels, bit-vector tasks). The loss is
+    /// summed over the window's steps, as the task loss is.
+    DniAux {
+        sg_scale: f32,
+        aux_weight: f32,
+        every_step: bool,
+    },
 }
 
 impl Method {
@@ -43,6 +52,7 @@ impl Method {
         Method::DniAux {
             sg_scale: 0.1,
             aux_weight: 1.0,
+            every_step: false,
         }
     }
 
@@ -63,6 +73,17 @@ impl Method {
             Method::DniAux { aux_weight, .. } => Some(aux_weight),
             _ => None,
         }
+    }
+
+    /// Whether the aux task predicts from every step of the window (see [`Method::DniAux`]).
+    pub fn aux_every_step(&self) -> bool {
+        matches!(
+            self,
+            Method::DniAux {
+                every_step: true,
+                ..
+            }
+        )
     }
 
     /// Short name used in logs and file names.
@@ -151,6 +172,14 @@ impl RecurrentConfig {
             .filter(|w| !(w.is_finite() && *w >= 0.0))
         {
             bad("aux_weight", &w, "must be a finite number >= 0");
+        }
+        if self.method.aux_every_step() && self.loss != OutputLoss::SigmoidBits {
+            bad(
+                "aux_every_step",
+                &true,
+                "the aux task at every step reads the next window's inputs, which only the \
+                 bit-vector tasks (Copy, Repeat Copy) hand over; use the first-step aux task",
+            );
         }
         let same_kind =
             |o: OptimConfig| std::mem::discriminant(&o) == std::mem::discriminant(&self.optim);

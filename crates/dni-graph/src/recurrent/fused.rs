@@ -98,6 +98,13 @@ pub fn fused_unavailable(gpu: &Gpu, cfgs: &[RecurrentConfig]) -> Option<String> 
                 .into(),
         );
     }
+    if cfgs.iter().any(|c| c.method.aux_every_step()) {
+        return Some(
+            "the fused kernels have the aux task at the window's first step only; the aux task \
+             at every step trains on the per-step kernels"
+                .into(),
+        );
+    }
     if let Some(why) = cfgs
         .iter()
         .find_map(|c| group_mismatch(first, c).or_else(|| rule_mismatch(first, c)))

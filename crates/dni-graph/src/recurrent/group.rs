@@ -27,6 +27,9 @@ pub struct BitWindow<'a> {
     pub inputs: &'a [f32],
     pub targets: &'a [f32],
     pub mask: &'a [f32],
+    /// The next window's inputs, laid out as `inputs`: what the aux task at every step reads its
+    /// targets from (required there, ignored by every other method; `None` for probe futures).
+    pub next_inputs: Option<&'a [f32]>,
 }
 
 /// One run's window of token ids, `[T][B]` each; `targets[s][b]` should follow `inputs[s][b]`.
@@ -249,7 +252,7 @@ impl RunGroup {
             Engine::PerStep(v) => {
                 check_runs(windows.len(), v.len())?;
                 for (t, w) in v.iter_mut().zip(windows) {
-                    t.train_window(w.inputs, w.targets, w.mask)?;
+                    t.train_window(w.inputs, w.targets, w.mask, w.next_inputs)?;
                 }
                 Ok(())
             }

@@ -9,7 +9,9 @@
 //! 1. forward `T` steps from the carried state `s0`, giving `h_1..h_T` and `s_last`;
 //! 2. readout, task loss and its gradient (metrics accumulate on the GPU);
 //! 3. DNI: `δ̂ = M(s_last)`; when applied, `(sg_scale / B)·δ̂` is the gradient at `s_last`;
-//! 4. DNI + Aux: `A(h_1)` regresses onto `δ̂` (a constant); its gradient joins `dh_1`;
+//! 4. DNI + Aux: `A(h_1)` regresses onto `δ̂` (a constant); its gradient joins `dh_1`. At every
+//!    step instead: the next window's inputs run forward from `s_last` (same weights, nothing
+//!    kept), and each `A(h_t)` regresses onto `M(s_{t+T})` from that run; the gradients join `dh_t`;
 //! 5. backward through the window, giving the parameter gradients and `ds0`, the gradient at `s0`;
 //! 6. DNI: `M(s0)` (the SG the previous window used at its end, recomputed with the current `M`)
 //!    regresses onto `B·ds0` (a constant), skipped on the very first window;
@@ -22,7 +24,7 @@
 
 use dni_kernels::ops::elementwise::{axpy, scale};
 use dni_kernels::ops::loss::{sg_l2, sigmoid_xent, softmax_xent};
-use dni_kernels::ops::lstm::{LstmGrads, LstmParams, LstmWindow};
+use dni_kernels::ops::lstm::{state_join, LstmGrads, LstmParams, LstmWindow};
 use dni_kernels::ops::optim::{Optimizer, Param};
 use dni_kernels::{Gpu, Tensor};
 
@@ -32,7 +34,7 @@ use super::metrics::{EvalResult, Metrics};
 use crate::in_flight::InFlight;
 use crate::linear::Linear;
 use crate::lstm::LstmCore;
-use crate::sg::model::{SgShape, Synthesizer};
+use crate::sg::model::{SgPass, SgShape, Synthesizer};
 use crate::Error;
 use dni_tasks::Rng;
 
@@ -48,15 +50,30 @@ struct DiscountBuffers {
     ds0: Tensor,
 }
 
-/// Buffers of the aux head `A: h_1 → δ̂` (H → 2H).
+/// Buffers of the aux head `A: h → 2H`.
 struct AuxBuffers {
     weight: f32,
-    /// `h_1`: rows `0..B` of the window's hidden states.
+    /// `h_1`: rows `0..B` of the window's hidden states (first-step aux only).
     h1: Tensor,
-    /// Gradient rows `0..B` of `dh_seq`, where the aux gradient is added.
+    /// Gradient rows `0..B` of `dh_seq`, where the first-step aux gradient is added.
     dh1: Tensor,
+    /// `A`'s output and its gradient: `[B, 2H]` at the first step, `[T·B, 2H]` at every step.
     pred: Tensor,
     dpred: Tensor,
+    /// The aux task at every step: where its targets are computed.
+    ahead: Option<Lookahead>,
+}
+
+/// The next window run forward from `s_last`, for the every-step aux targets `M(s_{t+T})`.
+struct Lookahead {
+    window: LstmWindow,
+    /// The next window's inputs `[T, B, input]`.
+    x: Tensor,
+    /// `c_{T+1}..c_{2T}` and the states `[h | c]` built from them, `[T·B, H]` and `[T·B, 2H]`.
+    c: Tensor,
+    states: Tensor,
+    /// `M` over those `T·B` states: the targets.
+    targets: SgPass,
 }
 
 /// Per-step truncated-BPTT trainer of an LSTM with optional DNI / DNI + Aux. See the module docs for one step.
@@ -156,18 +173,33 @@ impl PerStepTrainer {
             }),
             _ => None,
         };
-        let aux = match cfg.method.aux_weight() {
-            Some(weight) => Some((
-                Linear::zeros(gpu, h, 2 * h)?,
-                AuxBuffers {
-                    weight,
-                    h1: Tensor::zeros(gpu, &[b, h])?,
-                    dh1: Tensor::zeros(gpu, &[b, h])?,
-                    pred: Tensor::zeros(gpu, &[b, 2 * h])?,
-                    dpred: Tensor::zeros(gpu, &[b, 2 * h])?,
-                },
-            )),
-            None => None,
+        let aux = match (cfg.method.aux_weight(), &sg) {
+            (Some(weight), Some(m)) => {
+                let every = cfg.method.aux_every_step();
+                let rows = if every { t * b } else { b };
+                let ahead = match every {
+                    true => Some(Lookahead {
+                        window: LstmWindow::new(gpu, i, h, b, t)?,
+                        x: Tensor::zeros(gpu, &[t, b, i])?,
+                        c: Tensor::zeros(gpu, &[t * b, h])?,
+                        states: Tensor::zeros(gpu, &[t * b, 2 * h])?,
+                        targets: m.pass(gpu, t * b)?,
+                    }),
+                    false => None,
+                };
+                Some((
+                    Linear::zeros(gpu, h, 2 * h)?,
+                    AuxBuffers {
+                        weight,
+                        h1: Tensor::zeros(gpu, &[b, h])?,
+                        dh1: Tensor::zeros(gpu, &[b, h])?,
+                        pred: Tensor::zeros(gpu, &[rows, 2 * h])?,
+                        dpred: Tensor::zeros(gpu, &[rows, 2 * h])?,
+                        ahead,
+                    },
+                ))
+            }
+            _ => None,
         };
         let (targets, mask, task_width) = match cfg.loss {
             OutputLoss::SigmoidBits => (
@@ -292,7 +324,15 @@ impl PerStepTrainer {
 
     /// One training step on a window of bit vectors (`SigmoidBits` models). All three slices are laid out
     /// `[T][B][width]`: `inputs` with the input width, `targets` and `mask` with the output width.
-    pub fn train_window(&mut self, inputs: &[f32], targets: &[f32], mask: &[f32]) -> Result<()> {
+    /// `next_inputs`, the next window's inputs laid out as `inputs`, is read by the aux task at
+    /// every step (and required there); other methods ignore it.
+    pub fn train_window(
+        &mut self,
+        inputs: &[f32],
+        targets: &[f32],
+        mask: &[f32],
+        next_inputs: Option<&[f32]>,
+    ) -> Result<()> {
         let Some(mask_t) = &self.mask else {
             return Err(Error::Mode(
                 "train_window needs a SigmoidBits model; use train_window_tokens for softmax",
@@ -302,6 +342,22 @@ impl PerStepTrainer {
         check_len("inputs", inputs.len(), t * b * self.cfg.input)?;
         check_len("targets", targets.len(), t * b * self.cfg.output)?;
         check_len("mask", mask.len(), t * b * self.cfg.output)?;
+        if let Some((
+            _,
+            AuxBuffers {
+                ahead: Some(ahead), ..
+            },
+        )) = &self.aux
+        {
+            let Some(next) = next_inputs else {
+                return Err(Error::Mode(
+                    "the aux task at every step needs the next window's inputs \
+                     (BitWindow::next_inputs)",
+                ));
+            };
+            check_len("next_inputs", next.len(), t * b * self.cfg.input)?;
+            ahead.x.write(&self.gpu, next)?;
+        }
         self.x.write(&self.gpu, inputs)?;
         self.targets.write(&self.gpu, targets)?;
         mask_t.write(&self.gpu, mask)?;
@@ -517,22 +573,50 @@ impl PerStepTrainer {
             }
         }
 
-        // 4. Aux: A(h_1) regresses onto M(s_last); its gradient joins dh_seq rows 0..B.
+        // 4. Aux. At every step: the next window forward from s_last with the same weights gives
+        //    s_{T+1}..s_{2T}; A(h_t) regresses onto M(s_{t+T}) and its gradient joins dh_seq. At the
+        //    first step: A(h_1) regresses onto M(s_last); its gradient joins dh_seq rows 0..B.
         if let (Some((a, ab)), Some(m)) = (&self.aux, &self.sg) {
-            enc.copy_region(self.lstm.h_seq(), 0, &ab.h1, 0, b * h)?;
-            a.forward(&mut enc, &ab.h1, &ab.pred)?;
-            sg_l2(
-                &mut enc,
-                &ab.pred,
-                m.prediction()?,
-                &ab.dpred,
-                ab.weight * inv_b,
-                Some(&self.aux_loss),
-            )?;
-            a.backward_params(&mut enc, &ab.h1, &ab.dpred)?;
-            enc.copy_region(&self.dh_seq, 0, &ab.dh1, 0, b * h)?;
-            a.backward_input(&mut enc, &ab.dpred, &ab.dh1, true)?;
-            enc.copy_region(&ab.dh1, 0, &self.dh_seq, 0, b * h)?;
+            match &ab.ahead {
+                Some(ahead) => {
+                    let rows = self.cfg.t * b;
+                    ahead
+                        .window
+                        .forward(&mut enc, p, &ahead.x, self.lstm.s_last())?;
+                    // The lookahead's c_seq starts with its own first state's c (s_last's): skip it.
+                    enc.copy_region(ahead.window.c_seq(), b * h, &ahead.c, 0, rows * h)?;
+                    let h_ahead = ahead.window.h_seq().reshape(&[rows, h])?;
+                    state_join(&mut enc, &h_ahead, &ahead.c, &ahead.states)?;
+                    m.evaluate(&mut enc, &ahead.targets, &ahead.states, None)?;
+                    a.forward(&mut enc, &h_seq, &ab.pred)?;
+                    sg_l2(
+                        &mut enc,
+                        &ab.pred,
+                        &ahead.targets.out,
+                        &ab.dpred,
+                        ab.weight * inv_b,
+                        Some(&self.aux_loss),
+                    )?;
+                    a.backward_params(&mut enc, &h_seq, &ab.dpred)?;
+                    a.backward_input(&mut enc, &ab.dpred, &self.dh_seq, true)?;
+                }
+                None => {
+                    enc.copy_region(self.lstm.h_seq(), 0, &ab.h1, 0, b * h)?;
+                    a.forward(&mut enc, &ab.h1, &ab.pred)?;
+                    sg_l2(
+                        &mut enc,
+                        &ab.pred,
+                        m.prediction()?,
+                        &ab.dpred,
+                        ab.weight * inv_b,
+                        Some(&self.aux_loss),
+                    )?;
+                    a.backward_params(&mut enc, &ab.h1, &ab.dpred)?;
+                    enc.copy_region(&self.dh_seq, 0, &ab.dh1, 0, b * h)?;
+                    a.backward_input(&mut enc, &ab.dpred, &ab.dh1, true)?;
+                    enc.copy_region(&ab.dh1, 0, &self.dh_seq, 0, b * h)?;
+                }
+            }
         }
 
         // 5. Backward through the window.

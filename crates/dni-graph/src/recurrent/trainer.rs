@@ -142,6 +142,24 @@ impl RecurrentTrainer {
             inputs,
             targets,
             mask,
+            next_inputs: None,
+        }])
+    }
+
+    /// [`train_window`](Self::train_window) with the next window's inputs (laid out as `inputs`),
+    /// which the aux task at every step needs ([`Method::DniAux`](super::Method::DniAux)).
+    pub fn train_window_ahead(
+        &mut self,
+        inputs: &[f32],
+        targets: &[f32],
+        mask: &[f32],
+        next_inputs: &[f32],
+    ) -> Result<()> {
+        self.group.train_window(&[BitWindow {
+            inputs,
+            targets,
+            mask,
+            next_inputs: Some(next_inputs),
         }])
     }
 

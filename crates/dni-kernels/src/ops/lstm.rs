@@ -327,6 +327,11 @@ impl LstmWindow {
         &self.h_seq
     }
 
+    /// Cell states c_0..c_T, `[T+1, B, H]` (c_0 from the window's first state).
+    pub fn c_seq(&self) -> &Tensor {
+        &self.c_seq
+    }
+
     /// The state after the last step, `[B, 2H]`. It may be passed back as the next window's
     /// `s0`: forward reads `s0` before it writes this.
     pub fn s_last(&self) -> &Tensor {

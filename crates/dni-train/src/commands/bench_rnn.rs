@@ -203,6 +203,7 @@ fn group12(gpu: &Gpu, samples: usize, path: StepPath) -> anyhow::Result<BenchRow
         inputs: &data.x,
         targets: &data.y,
         mask: &data.mask,
+        next_inputs: None,
     };
     let windows = vec![one; 12];
     let group = std::cell::RefCell::new(&mut group);

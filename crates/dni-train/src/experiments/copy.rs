@@ -40,6 +40,7 @@ pub(crate) fn recurrent_config(
         RnnMethod::DniAux => Method::DniAux {
             sg_scale,
             aux_weight: rnn.aux_weight as f32,
+            every_step: rnn.aux_every_step,
         },
     };
     let optim = |kind: OptimizerKind, lr: f64, momentum: f64| match kind {
@@ -204,6 +205,11 @@ struct RunState {
     /// Rewritten by every step (not part of checkpoints).
     #[serde(skip)]
     window: Window,
+    /// The aux task at every step only: the next window, read from a copy of the stream (the
+    /// same window the run will get, unless the curriculum changes level in between). Rewritten
+    /// by every step.
+    #[serde(skip)]
+    ahead: Option<Window>,
     first_unread: u64,
     final_bits: Option<f64>,
     /// The step at which the curriculum passed `copy.max_n`, if it did.
@@ -266,17 +272,14 @@ pub fn train_group_with(
             anyhow::bail!("runs of one group must share rnn.T, rnn.steps and run.log_every");
         }
         let copy = cfg.copy.clone().unwrap_or_default();
-        rcfgs.push(recurrent_config(
-            rnn,
-            WIDTH,
-            WIDTH,
-            OutputLoss::SigmoidBits,
-            cfg.seed,
-        ));
+        let rcfg = recurrent_config(rnn, WIDTH, WIDTH, OutputLoss::SigmoidBits, cfg.seed);
+        let ahead = rcfg.method.aux_every_step().then(Window::default);
+        rcfgs.push(rcfg);
         runs.push(RunState {
             stream: TaskStream::new(kind, rnn.batch, cfg.seed, copy.clone())
                 .context("setting up the task stream")?,
             window: Window::default(),
+            ahead,
             first_unread: 0,
             final_bits: None,
             finished_at: None,
@@ -308,6 +311,9 @@ pub fn train_group_with(
         }
         for r in runs.iter_mut() {
             r.stream.next_window(t, &mut r.window);
+            if let Some(ahead) = &mut r.ahead {
+                r.stream.clone().next_window(t, ahead);
+            }
         }
         let windows: Vec<BitWindow> = runs
             .iter()
@@ -315,6 +321,7 @@ pub fn train_group_with(
                 inputs: &r.window.inputs,
                 targets: &r.window.targets,
                 mask: &r.window.mask,
+                next_inputs: r.ahead.as_ref().map(|w| &w.inputs[..]),
             })
             .collect();
         group
@@ -341,6 +348,7 @@ pub fn train_group_with(
                         inputs: &w.inputs,
                         targets: &w.targets,
                         mask: &w.mask,
+                        next_inputs: None,
                     })
                     .collect();
                 r.probe = group
@@ -582,7 +590,8 @@ mod tests {
             r.method,
             Method::DniAux {
                 sg_scale: 0.1,
-                aux_weight: 0.5
+                aux_weight: 0.5,
+                every_step: false,
             }
         );
         assert_eq!(r.optim, OptimConfig::sgd(1e-3, 0.9));
