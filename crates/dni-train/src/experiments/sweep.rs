@@ -1,7 +1,9 @@
 //! `dni-train sweep`: a grid of truncation lengths × methods (× seeds) on a Copy / Repeat Copy config,
 //! all under the config's one step budget, summarised as the paper's Table 1 (largest episode length
 //! solved). Every T's cells (all methods and seeds) train as one run group: on the fused kernels one
-//! set of dispatches per window trains all of them.
+//! set of dispatches per window trains all of them. Cells that only the per-step kernels can train
+//! (e.g. the aux task at every step) form a second group of that T, so that the others keep the
+//! fused kernels.
 
 use std::path::Path;
 
@@ -133,18 +135,19 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
         }
         groups.push((t, cells));
     }
+    let gpu = crate::commands::open_gpu(base.run.backend)?;
+    let groups = split_by_path(&gpu, groups);
     let runs: usize = groups.iter().map(|(_, g)| g.len()).sum();
     let mut dir_cfg = base.clone();
     dir_cfg.run.name = Some(format!("sweep-{}", base.task.name()));
     let mut run_dir = RunDir::create(&dir_cfg)?;
-    let gpu = crate::commands::open_gpu(base.run.backend)?;
     let rnn = base
         .rnn
         .as_ref()
         .context("the copy tasks need an [rnn] section")?;
     eprintln!(
-        "sweep: {runs} runs of {} steps each ({} seed(s) per cell, one run group per T), hidden {}, batch {}",
-        rnn.steps, opts.seeds, rnn.hidden, rnn.batch
+        "sweep: {runs} runs of {} steps each ({} seed(s) per cell, {} run group(s): one per T and kernel path), hidden {}, batch {}",
+        rnn.steps, opts.seeds, groups.len(), rnn.hidden, rnn.batch
     );
     eprintln!("adapter: {}", gpu.adapter());
     eprintln!("results in {}", run_dir.path().display());
@@ -229,6 +232,38 @@ pub fn run(config: &Path, overrides: &Overrides, opts: &SweepOptions) -> anyhow:
         "runs": results,
     }))?;
     Ok(())
+}
+
+/// Splits each T's cells into those the fused kernels could train alone and those only the
+/// per-step kernels can (two groups of that T when both kinds are there), so that one per-step
+/// cell does not take the others off the fused kernels. Where nothing fuses (an adapter without
+/// the fused kernels' features), each T stays one group.
+fn split_by_path(
+    gpu: &dni_kernels::Gpu,
+    groups: Vec<(usize, Vec<(Config, String)>)>,
+) -> Vec<(usize, Vec<(Config, String)>)> {
+    let fuses = |cfg: &Config| {
+        cfg.rnn.as_ref().is_some_and(|rnn| {
+            let rc = copy::recurrent_config(
+                rnn,
+                dni_tasks::copy::WIDTH,
+                dni_tasks::copy::WIDTH,
+                dni_graph::recurrent::OutputLoss::SigmoidBits,
+                cfg.seed,
+            );
+            dni_graph::recurrent::fused_unavailable(gpu, &[rc]).is_none()
+        })
+    };
+    let mut out = Vec::with_capacity(groups.len());
+    for (t, cells) in groups {
+        let (fused, per_step): (Vec<_>, Vec<_>) = cells.into_iter().partition(|(c, _)| fuses(c));
+        for part in [fused, per_step] {
+            if !part.is_empty() {
+                out.push((t, part));
+            }
+        }
+    }
+    out
 }
 
 /// Largest episode length solved, one row per method (or method and varied value), one column per
@@ -340,6 +375,46 @@ mod tests {
             &root,
         )
         .unwrap()
+    }
+
+    /// A cell that only the per-step kernels can train (the aux task at every step) gets a group of
+    /// its own, so the others of its T stay on the fused kernels where the adapter has them.
+    #[test]
+    fn per_step_cells_form_their_own_group() {
+        let gpu = dni_kernels::testing::gpu();
+        let base = copy_config();
+        let mut every = base.clone();
+        let rnn = every.rnn.as_mut().unwrap();
+        rnn.method = crate::config::RnnMethod::DniAux;
+        rnn.aux_every_step = true;
+        let cells = vec![
+            (base.clone(), "dni".to_string()),
+            (every, "dni_aux every".to_string()),
+            (base.clone(), "bptt".to_string()),
+        ];
+        let groups = split_by_path(&gpu, vec![(3, cells.clone()), (5, cells)]);
+        let shape: Vec<(usize, Vec<&str>)> = groups
+            .iter()
+            .map(|(t, g)| (*t, g.iter().map(|(_, row)| row.as_str()).collect()))
+            .collect();
+        let rc = copy::recurrent_config(
+            base.rnn.as_ref().unwrap(),
+            dni_tasks::copy::WIDTH,
+            dni_tasks::copy::WIDTH,
+            dni_graph::recurrent::OutputLoss::SigmoidBits,
+            1,
+        );
+        let all = vec!["dni", "dni_aux every", "bptt"];
+        let want = match dni_graph::recurrent::fused_unavailable(&gpu, &[rc]) {
+            None => vec![
+                (3, vec!["dni", "bptt"]),
+                (3, vec!["dni_aux every"]),
+                (5, vec!["dni", "bptt"]),
+                (5, vec!["dni_aux every"]),
+            ],
+            Some(_) => vec![(3, all.clone()), (5, all)],
+        };
+        assert_eq!(shape, want);
     }
 
     #[test]
