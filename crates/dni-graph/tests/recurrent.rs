@@ -569,12 +569,14 @@ fn dni_aux_step_matches_a_cpu_reference(path: StepPath, h: usize, every_step: bo
             (t * b, mm(&states, &w_m, t * b, 2 * h, 2 * h, Some(&b_m)))
         }
     };
+    // At every step the aux loss is the mean over the window's T steps.
+    let aux_factor = aux_weight * inv_b / if every_step { t as f64 } else { 1.0 };
     let h_aux = &fwd.h_seq[..aux_rows * h];
     let pred = mm(h_aux, &w_a, aux_rows, h, 2 * h, Some(&b_a));
     let dpred: Vec<f64> = pred
         .iter()
         .zip(&aux_target)
-        .map(|(p, s)| aux_weight * inv_b * (p - s))
+        .map(|(p, s)| aux_factor * (p - s))
         .collect();
     let dw_a = mm_ta(h_aux, &dpred, aux_rows, h, 2 * h);
     let db_a = col_sum(&dpred, 2 * h);

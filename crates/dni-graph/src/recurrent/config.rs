@@ -33,7 +33,8 @@ pub enum Method {
     /// window onto `M(s_{t+T})`, exactly `T` steps later; those states lie in the next window, so
     /// the trainer runs the next window's inputs forward from `s_last` with the same weights to
     /// read them (`BitWindow::next_inputs`; per-step kernels, bit-vector tasks). The loss is
-    /// summed over the window's steps, as the task loss is.
+    /// averaged over the window's `T` steps, so that `aux_weight` gives a window's aux task the
+    /// same total weight either way.
     DniAux {
         sg_scale: f32,
         aux_weight: f32,

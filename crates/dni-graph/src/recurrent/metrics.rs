@@ -21,7 +21,8 @@ pub struct Metrics {
     pub sg_zero_loss: f64,
     /// Windows that trained the aux head (DNI + Aux only).
     pub aux_windows: u64,
-    /// Aux loss `0.5‖A(h₁) − M(s_last)‖²` summed over those windows.
+    /// Aux loss `0.5‖A(h₁) − M(s_last)‖²` (at every step: `0.5‖A(h_t) − M(s_{t+T})‖²` summed over
+    /// the window's steps, unweighted) summed over those windows.
     pub aux_loss: f64,
     /// The scale `σ` of the SG's output when the run normalises its targets
     /// ([`crate::sg::SgConfig::normalise`]): their running RMS, per-lane units, at the read.

@@ -588,13 +588,15 @@ impl PerStepTrainer {
                     let h_ahead = ahead.window.h_seq().reshape(&[rows, h])?;
                     state_join(&mut enc, &h_ahead, &ahead.c, &ahead.states)?;
                     m.evaluate(&mut enc, &ahead.targets, &ahead.states, None)?;
+                    // Averaged over the T steps: the same total weight a window's aux task has at
+                    // the first step (summed, it ran away at T = 5; docs/RECURRENT.md).
                     a.forward(&mut enc, &h_seq, &ab.pred)?;
                     sg_l2(
                         &mut enc,
                         &ab.pred,
                         &ahead.targets.out,
                         &ab.dpred,
-                        ab.weight * inv_b,
+                        ab.weight * inv_b / self.cfg.t as f32,
                         Some(&self.aux_loss),
                     )?;
                     a.backward_params(&mut enc, &h_seq, &ab.dpred)?;
