@@ -1,11 +1,11 @@
 //! Using dni as a library: a feed-forward network of your own shape, cut in two by one synthetic
 //! gradient interface.
 //!
-//! The network is not one of the paper's: a tapering FCN `784 → 256 → 128 → 64 → 10` whose first two
-//! layers form one block and whose third layer forms another. Between them sits a cDNI interface (a
-//! linear SG model of `[h, onehot(y)]`), so the first block updates at once from the SG and never
-//! waits for the rest; between the third layer and the softmax head the gradient is plain backprop.
-//! Each block runs on its own worker thread.
+//! The network is not one of the paper's: a tapering `784 → 256 → 128 → 64 → 10` whose first
+//! block is `Linear → BatchNorm → ReLU → Linear → tanh` and whose second is `Linear → ReLU`. Between
+//! them sits a cDNI interface (a linear SG model of `[h, onehot(y)]`), so the first block updates at
+//! once from the SG and never waits for the rest; between the second block and the softmax head the
+//! gradient is plain backprop. Each block runs on its own worker thread.
 //!
 //! ```sh
 //! cargo run --release -p dni-graph --example custom_net          # 600 steps
@@ -16,17 +16,30 @@
 use std::path::Path;
 
 use dni_graph::ff::{EvalSet, FfNet, FfSpec, InterfaceSpec, Schedule, SgSpec};
+use dni_graph::layers::LayerSpec;
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::Gpu;
 use dni_tasks::{EpochShuffler, Mnist};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-/// The network: three hidden layers in two blocks, one SG interface, then backprop to the head.
+/// The network: two blocks of the user's own layers, one SG interface, then backprop to the head.
 fn spec(input: usize) -> FfSpec {
-    let mut spec = FfSpec::backprop(input, vec![256, 128, 64], 10, 128, OptimConfig::adam(1e-3));
-    // Two hidden layers per block: blocks [256, 128], [64], and the head.
-    spec.layers_per_block = 2;
+    let hidden_blocks = vec![
+        vec![
+            LayerSpec::Linear {
+                out: 256,
+                bias: false, // batch norm's shift stands in for it
+                zero_init: false,
+            },
+            LayerSpec::BatchNorm,
+            LayerSpec::RELU,
+            LayerSpec::linear(128),
+            LayerSpec::TANH,
+        ],
+        vec![LayerSpec::linear(64), LayerSpec::RELU],
+    ];
+    let mut spec = FfSpec::new(input, hidden_blocks, 10, 128, OptimConfig::adam(1e-3));
     spec.interfaces = vec![
         // Block 0 → block 1: decoupled by a conditioned linear SG at 3x the layers' rate.
         InterfaceSpec::dni(SgSpec::linear(true)),
@@ -49,6 +62,15 @@ fn run(steps: u64) -> Result<(f64, f64)> {
     let batch = spec.batch;
     let mut net = FfNet::new(&gpu, spec)?;
     println!("{} blocks", net.num_blocks());
+    // Every parameter is reachable by name (checkpoints save them under these names).
+    for i in 0..net.num_blocks() {
+        let names: Vec<String> = net
+            .block_params(i)
+            .iter()
+            .map(|(name, p)| format!("{name} {:?}", p.value.shape()))
+            .collect();
+        println!("block {i}: {}", names.join(", "));
+    }
     let before = net.evaluate(&test)?.error;
     let mut shuffler = EpochShuffler::new(data.train.n, batch, 1)?;
     let mut source =

@@ -104,7 +104,7 @@ fn run(steps: usize) -> Result<Outcome> {
                 bias: true,
                 zero_init: false,
             },
-            LayerSpec::Relu,
+            LayerSpec::RELU,
         ],
     };
     let lower = Stack::new(&gpu, &lower_spec, &mut init)?;

@@ -1,4 +1,4 @@
-//! Feed-forward layers (Linear, BatchNorm, ReLU) and [`Stack`], a sequence of them with its
+//! Feed-forward layers (Linear, BatchNorm, an activation) and [`Stack`], a sequence of them with its
 //! parameters, that records its forward and backward passes into an [`Encoder`].
 //!
 //! Activations live in an [`Acts`] and backward scratch in a [`Grads`], both separate from the
@@ -7,7 +7,8 @@
 //! is how a block's output lands directly in a buffer that is handed to the next block.
 
 use dni_kernels::ops::batchnorm::{batchnorm_backward, batchnorm_forward, BatchNormParams};
-use dni_kernels::ops::elementwise::{activate, activate_backward, Activation};
+pub use dni_kernels::ops::elementwise::Activation;
+use dni_kernels::ops::elementwise::{activate, activate_backward};
 use dni_kernels::ops::optim::Param;
 use dni_kernels::{Encoder, Gpu, Tensor};
 use dni_tasks::Rng;
@@ -29,7 +30,23 @@ pub enum LayerSpec {
     /// Per-feature batch normalisation over the rows (batch statistics in training, running
     /// statistics in inference).
     BatchNorm,
-    Relu,
+    /// An elementwise activation (ReLU, tanh, sigmoid, identity); its backward reads its output.
+    Activation(Activation),
+}
+
+impl LayerSpec {
+    pub const RELU: Self = LayerSpec::Activation(Activation::Relu);
+    pub const TANH: Self = LayerSpec::Activation(Activation::Tanh);
+    pub const SIGMOID: Self = LayerSpec::Activation(Activation::Sigmoid);
+
+    /// `y = x·W + b`, weights uniform in ±1/√fan_in.
+    pub fn linear(out: usize) -> Self {
+        LayerSpec::Linear {
+            out,
+            bias: true,
+            zero_init: false,
+        }
+    }
 }
 
 /// A stack of layers: `input` features in, optionally `context` features mixed into the first
@@ -62,7 +79,7 @@ impl StackSpec {
             if batchnorm {
                 layers.push(LayerSpec::BatchNorm);
             }
-            layers.push(LayerSpec::Relu);
+            layers.push(LayerSpec::RELU);
         }
         layers.push(LayerSpec::Linear {
             out,
@@ -98,7 +115,7 @@ pub(crate) struct BatchNorm {
 pub(crate) enum Layer {
     Linear(Linear<Option<Param>>),
     BatchNorm(BatchNorm),
-    Relu,
+    Activation(Activation),
 }
 
 /// A stack's parameters. Build with [`Stack::new`].
@@ -187,7 +204,7 @@ impl Stack {
                     running_mean: Tensor::zeros(gpu, &[f])?,
                     running_var: Tensor::from_slice(gpu, &[f], &vec![1.0; f])?,
                 })),
-                LayerSpec::Relu => layers.push(Layer::Relu),
+                LayerSpec::Activation(act) => layers.push(Layer::Activation(act)),
             }
             widths.push(f);
         }
@@ -265,7 +282,7 @@ impl Stack {
                     v.push(&bn.gamma);
                     v.push(&bn.beta);
                 }
-                Layer::Relu => {}
+                Layer::Activation(_) => {}
             }
         }
         v
@@ -285,7 +302,7 @@ impl Stack {
                     v.push(format!("l{i}.gamma"));
                     v.push(format!("l{i}.beta"));
                 }
-                Layer::Relu => {}
+                Layer::Activation(_) => {}
             }
         }
         v
@@ -384,7 +401,7 @@ impl Stack {
                         self.bn,
                     )?;
                 }
-                Layer::Relu => activate(enc, Activation::Relu, x, y)?,
+                Layer::Activation(act) => activate(enc, *act, x, y)?,
             }
         }
         Ok(())
@@ -468,9 +485,9 @@ impl Stack {
                         &bn.beta.grad,
                     )?;
                 }
-                Layer::Relu => {
+                Layer::Activation(act) => {
                     if let Some(dxl) = dxl {
-                        activate_backward(enc, Activation::Relu, y, dy, dxl, false)?;
+                        activate_backward(enc, *act, y, dy, dxl, false)?;
                     }
                 }
             }

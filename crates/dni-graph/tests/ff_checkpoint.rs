@@ -107,7 +107,7 @@ fn single_thread_resume_is_bit_exact_and_shapes_are_checked() {
     assert!(e.contains("x.y"), "{e}");
     // Another width is refused before anything is written.
     let mut wide = spec(3);
-    wide.hidden = vec![6, 5];
+    wide.hidden_blocks = FfSpec::mlp_blocks(&[6, 5], true, 1).unwrap();
     let mut other = FfNet::new(&gpu, wide).unwrap();
     let e = other.import_state(&state).unwrap_err().to_string();
     assert!(e.contains("values"), "{e}");

@@ -1,9 +1,10 @@
 //! The locked baseline computes true backprop: after one step, every parameter gradient of every
-//! block matches a CPU reference of the whole network (Linear → BatchNorm → ReLU layers, softmax
-//! output), itself checked against finite differences. And the threaded and single-thread locked
+//! block matches a CPU reference of the whole network (Linear → [BatchNorm] → ReLU, tanh or sigmoid
+//! layers, softmax output), itself checked against finite differences. And the threaded and single-thread locked
 //! schedules agree bit for bit over several steps.
 
 use dni_graph::ff::{FfNet, FfSpec, Schedule};
+use dni_graph::layers::{Activation, LayerSpec};
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::testing::{assert_close, gpu, Lcg};
 
@@ -14,6 +15,8 @@ const EPS: f64 = 1e-5;
 struct RefNet {
     sizes: Vec<usize>, // input, hidden..., classes
     bn: bool,
+    /// Each hidden layer's activation.
+    acts: Vec<Activation>,
     w: Vec<Vec<f64>>,
     b: Vec<Vec<f64>>, // hidden biases only without batch norm; always for the output
     gamma: Vec<Vec<f64>>, // with batch norm
@@ -91,7 +94,7 @@ impl RefNet {
                 cache.xhat.push(xhat);
                 cache.invstd.push(invstd);
             }
-            h = y.iter().map(|&v| v.max(0.0)).collect();
+            h = y.iter().map(|&v| activate(self.acts[j], v)).collect();
             cache.hidden_out.push(h.clone());
             cache.inputs.push(h.clone());
         }
@@ -132,13 +135,11 @@ impl RefNet {
         }
         for j in (0..l).rev() {
             let (fi, fo) = (self.sizes[j], self.sizes[j + 1]);
-            // d is the gradient at this layer's output (before ReLU/BN handling for hidden ones).
+            // d is the gradient at this layer's output (before activation/BN handling for hidden ones).
             if j + 1 < l {
                 let h = &cache.hidden_out[j];
                 for k in 0..rows * fo {
-                    if h[k] <= 0.0 {
-                        d[k] = 0.0;
-                    }
+                    d[k] *= derivative_at_output(self.acts[j], h[k]);
                 }
                 if self.bn {
                     let xhat = &cache.xhat[j];
@@ -228,13 +229,59 @@ impl RefNet {
     }
 }
 
+fn activate(act: Activation, v: f64) -> f64 {
+    match act {
+        Activation::Identity => v,
+        Activation::Relu => v.max(0.0),
+        Activation::Tanh => v.tanh(),
+        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+    }
+}
+
+/// `act'(x)` written in terms of `y = act(x)`.
+fn derivative_at_output(act: Activation, y: f64) -> f64 {
+    match act {
+        Activation::Identity => 1.0,
+        Activation::Relu => (y > 0.0) as u8 as f64,
+        Activation::Tanh => 1.0 - y * y,
+        Activation::Sigmoid => y * (1.0 - y),
+    }
+}
+
+/// The reference's shape, read from a layout of `Linear → [BatchNorm] → activation` hidden layers:
+/// (layer widths from the input to the classes, batch norm or not, each hidden layer's activation).
+fn reference_shape(
+    input: usize,
+    blocks: &[Vec<LayerSpec>],
+    classes: usize,
+) -> (Vec<usize>, bool, Vec<Activation>) {
+    let mut sizes = vec![input];
+    let mut acts = Vec::new();
+    let mut bn = false;
+    for layer in blocks.iter().flatten() {
+        match *layer {
+            LayerSpec::Linear { out, .. } => sizes.push(out),
+            LayerSpec::BatchNorm => bn = true,
+            LayerSpec::Activation(a) => acts.push(a),
+        }
+    }
+    assert_eq!(
+        acts.len() + 1,
+        sizes.len(),
+        "one activation per hidden Linear"
+    );
+    sizes.push(classes);
+    (sizes, bn, acts)
+}
+
 /// Reads the net's initial parameters into a reference net.
-fn reference_of(net: &FfNet, sizes: &[usize], bn: bool) -> RefNet {
+fn reference_of(net: &FfNet, sizes: &[usize], bn: bool, acts: Vec<Activation>) -> RefNet {
     let gpu = net.gpu();
     let l = sizes.len() - 1;
     let mut r = RefNet {
         sizes: sizes.to_vec(),
         bn,
+        acts,
         w: vec![Vec::new(); l],
         b: vec![Vec::new(); l],
         gamma: vec![Vec::new(); l],
@@ -276,23 +323,24 @@ fn check_gradients(
     per_block: usize,
     schedule: Schedule,
 ) {
+    let blocks = FfSpec::mlp_blocks(&hidden, bn, per_block).unwrap();
+    check_layout_gradients(input, blocks, classes, rows, schedule);
+}
+
+/// One locked step of a network of the given hidden blocks against the CPU reference.
+fn check_layout_gradients(
+    input: usize,
+    blocks: Vec<Vec<LayerSpec>>,
+    classes: usize,
+    rows: usize,
+    schedule: Schedule,
+) {
     let gpu = gpu();
-    let mut spec = FfSpec::backprop(
-        input,
-        hidden.clone(),
-        classes,
-        rows,
-        OptimConfig::adam(1e-3),
-    );
-    spec.batchnorm = bn;
-    spec.layers_per_block = per_block;
-    spec.interfaces = vec![dni_graph::ff::InterfaceSpec::backprop(); spec.blocks() - 1];
+    let (sizes, bn, acts) = reference_shape(input, &blocks, classes);
+    let mut spec = FfSpec::new(input, blocks, classes, rows, OptimConfig::adam(1e-3));
     spec.seed = 7 + rows as u64;
     let mut net = FfNet::new(&gpu, spec).unwrap();
-    let mut sizes = vec![input];
-    sizes.extend(&hidden);
-    sizes.push(classes);
-    let reference = reference_of(&net, &sizes, bn);
+    let reference = reference_of(&net, &sizes, bn, acts);
     let (x, labels) = batch(rows, input, classes, 99 + rows as u64);
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let want = reference.backward(&x64, &labels);
@@ -360,6 +408,19 @@ fn locked_gradients_match_reference_multi_layer_blocks() {
     check_gradients(31, vec![63, 3, 5], 3, 17, true, 2, Schedule::Threaded);
     // Without batch norm the hidden layers carry biases.
     check_gradients(5, vec![6, 4], 2, 3, false, 2, Schedule::Threaded);
+}
+
+#[test]
+fn locked_gradients_match_reference_for_a_layout_of_the_users() {
+    // Not the paper's MLP: tanh and sigmoid layers, a block of two layers, odd widths, no batch norm.
+    let layer = |out, act| [LayerSpec::linear(out), LayerSpec::Activation(act)];
+    let blocks = vec![
+        layer(9, Activation::Tanh).to_vec(),
+        [layer(7, Activation::Sigmoid), layer(5, Activation::Relu)].concat(),
+        layer(3, Activation::Tanh).to_vec(),
+    ];
+    check_layout_gradients(11, blocks.clone(), 4, 6, Schedule::Threaded);
+    check_layout_gradients(11, blocks, 4, 6, Schedule::SingleThread);
 }
 
 fn params_of(net: &FfNet) -> Vec<Vec<f32>> {

@@ -33,7 +33,7 @@ pub use eval::{ClassifierEval, EvalSet};
 pub use probe::InterfaceProbe;
 pub use spec::{FfSpec, InterfaceSpec, SgSpec, SynthInputSpec};
 
-use crate::layers::{LayerSpec, StackSpec};
+use crate::layers::StackSpec;
 use crate::recurrent::StateBuf;
 use block::{Block, DataSlot, HostScratch, Regressor};
 
@@ -159,30 +159,9 @@ impl FfNet {
         let mut blocks = Vec::with_capacity(n);
         let mut in_features = Vec::with_capacity(n);
         let mut f = spec.input;
-        let groups: Vec<&[usize]> = spec.hidden.chunks(spec.layers_per_block).collect();
         for i in 0..n {
             let head = i + 1 == n;
-            let layers = if head {
-                vec![LayerSpec::Linear {
-                    out: spec.classes,
-                    bias: true,
-                    zero_init: false,
-                }]
-            } else {
-                let mut v = Vec::new();
-                for &h in groups[i] {
-                    v.push(LayerSpec::Linear {
-                        out: h,
-                        bias: !spec.batchnorm,
-                        zero_init: false,
-                    });
-                    if spec.batchnorm {
-                        v.push(LayerSpec::BatchNorm);
-                    }
-                    v.push(LayerSpec::Relu);
-                }
-                v
-            };
+            let layers = spec.block_layers(i);
             let stack = StackSpec {
                 input: f,
                 context: 0,

@@ -5,6 +5,7 @@
 use dni_kernels::ops::optim::OptimConfig;
 
 use crate::error::{Error, Result};
+use crate::layers::LayerSpec;
 
 /// A synthetic-gradient model `M(h)` or, conditioned, `M(h, onehot(y))`.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,12 +114,12 @@ pub struct SynthInputSpec {
 pub struct FfSpec {
     /// Input features (784 for MNIST).
     pub input: usize,
-    /// Widths of the hidden layers, each `Linear → [BatchNorm] → ReLU`.
-    pub hidden: Vec<usize>,
+    /// The hidden blocks, in order: each a sequence of layers (Linear, BatchNorm, activations) with
+    /// its own optimiser and, in the threaded schedule, its own worker. The output block (a Linear to
+    /// `classes` under softmax cross-entropy) follows them. [`FfSpec::mlp_blocks`] builds the
+    /// paper's `Linear → [BatchNorm] → ReLU` layouts; any other sequence of layers is as welcome.
+    pub hidden_blocks: Vec<Vec<LayerSpec>>,
     pub classes: usize,
-    pub batchnorm: bool,
-    /// Hidden layers per block (1: every layer decoupled). The output layer is a block of its own.
-    pub layers_per_block: usize,
     pub batch: usize,
     /// Every block gets its own optimiser with this config.
     pub optim: OptimConfig,
@@ -139,20 +140,19 @@ pub struct FfSpec {
 }
 
 impl FfSpec {
-    /// Plain backprop on every interface.
-    pub fn backprop(
+    /// A network of the given hidden blocks with plain backprop on every interface; see
+    /// [`FfSpec::dni`] and [`FfSpec::with_interfaces`] to decouple it.
+    pub fn new(
         input: usize,
-        hidden: Vec<usize>,
+        hidden_blocks: Vec<Vec<LayerSpec>>,
         classes: usize,
         batch: usize,
         optim: OptimConfig,
     ) -> Self {
         let mut s = Self {
             input,
-            hidden,
+            hidden_blocks,
             classes,
-            batchnorm: true,
-            layers_per_block: 1,
             batch,
             optim,
             sg_optim: None,
@@ -164,6 +164,41 @@ impl FfSpec {
         };
         s.interfaces = vec![InterfaceSpec::backprop(); s.blocks() - 1];
         s
+    }
+
+    /// The paper's MLP: hidden layers `Linear → BatchNorm → ReLU` of the given widths, one per block,
+    /// with plain backprop on every interface.
+    pub fn backprop(
+        input: usize,
+        hidden: Vec<usize>,
+        classes: usize,
+        batch: usize,
+        optim: OptimConfig,
+    ) -> Self {
+        let blocks = hidden.iter().map(|&h| mlp_layer(h, true)).collect();
+        Self::new(input, blocks, classes, batch, optim)
+    }
+
+    /// Hidden blocks of `Linear → [BatchNorm] → ReLU` layers of the given widths, grouped
+    /// `layers_per_block` to a block (the last block takes what is left). Without batch norm the
+    /// Linears carry biases; with it, batch norm's shift stands in for them.
+    pub fn mlp_blocks(
+        hidden: &[usize],
+        batchnorm: bool,
+        layers_per_block: usize,
+    ) -> Result<Vec<Vec<LayerSpec>>> {
+        if layers_per_block == 0 {
+            return Err(Error::config("layers_per_block", 0, "must be at least 1"));
+        }
+        Ok(hidden
+            .chunks(layers_per_block)
+            .map(|group| {
+                group
+                    .iter()
+                    .flat_map(|&h| mlp_layer(h, batchnorm))
+                    .collect()
+            })
+            .collect())
     }
 
     /// Only the output layer learns.
@@ -182,9 +217,17 @@ impl FfSpec {
         self
     }
 
-    /// Number of blocks: the hidden layers grouped `layers_per_block` at a time, plus the output.
+    /// Number of blocks: the hidden blocks plus the output.
     pub fn blocks(&self) -> usize {
-        self.hidden.len().div_ceil(self.layers_per_block.max(1)) + 1
+        self.hidden_blocks.len() + 1
+    }
+
+    /// The layers of block `i` (the output block is a Linear to `classes`).
+    pub fn block_layers(&self, i: usize) -> Vec<LayerSpec> {
+        match self.hidden_blocks.get(i) {
+            Some(layers) => layers.clone(),
+            None => vec![LayerSpec::linear(self.classes)],
+        }
     }
 
     /// The first of [`problems`](Self::problems), as an error.
@@ -205,16 +248,26 @@ impl FfSpec {
         if self.classes < 2 {
             cfg("classes", &self.classes, "needs at least two classes");
         }
-        if self.hidden.contains(&0) {
-            cfg(
-                "hidden",
-                &format!("{:?}", self.hidden),
-                "every hidden layer needs a unit",
-            );
+        for (i, layers) in self.hidden_blocks.iter().enumerate() {
+            let blame = format!("block {i}: {layers:?}");
+            if layers
+                .iter()
+                .any(|l| matches!(l, LayerSpec::Linear { out: 0, .. }))
+            {
+                cfg(
+                    "hidden_blocks",
+                    &blame,
+                    "every Linear needs at least one output",
+                );
+            } else if !layers.iter().any(|l| matches!(l, LayerSpec::Linear { .. })) {
+                cfg(
+                    "hidden_blocks",
+                    &blame,
+                    "a block needs a Linear layer, or nothing in it learns",
+                );
+            }
         }
-        if self.layers_per_block == 0 {
-            cfg("layers_per_block", &0, "must be at least 1");
-        } else if self.interfaces.len() + 1 != self.blocks() {
+        if self.interfaces.len() + 1 != self.blocks() {
             cfg(
                 "interfaces",
                 &self.interfaces.len(),
@@ -292,5 +345,68 @@ impl FfSpec {
             }
         }
         out
+    }
+}
+
+/// One hidden layer of the paper's MLP: `Linear → [BatchNorm] → ReLU`.
+fn mlp_layer(width: usize, batchnorm: bool) -> Vec<LayerSpec> {
+    let mut v = vec![LayerSpec::Linear {
+        out: width,
+        // A bias before batch norm is cancelled by the mean subtraction.
+        bias: !batchnorm,
+        zero_init: false,
+    }];
+    if batchnorm {
+        v.push(LayerSpec::BatchNorm);
+    }
+    v.push(LayerSpec::RELU);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(spec: &FfSpec) -> Vec<String> {
+        spec.problems().iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn mlp_blocks_group_the_papers_layers() {
+        let blocks = FfSpec::mlp_blocks(&[5, 4, 3], true, 2).unwrap();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0].len(), 6);
+        assert_eq!(blocks[1][1], LayerSpec::BatchNorm);
+        let plain = FfSpec::mlp_blocks(&[5], false, 1).unwrap();
+        assert_eq!(plain, vec![vec![LayerSpec::linear(5), LayerSpec::RELU]]);
+        let e = FfSpec::mlp_blocks(&[5], true, 0).unwrap_err().to_string();
+        assert!(e.contains("layers_per_block"), "{e}");
+    }
+
+    #[test]
+    fn a_layout_is_checked_block_by_block() {
+        let optim = OptimConfig::adam(1e-3);
+        let ok = FfSpec::new(
+            3,
+            vec![vec![LayerSpec::linear(4), LayerSpec::TANH]],
+            2,
+            4,
+            optim,
+        );
+        assert!(ok.problems().is_empty(), "{:?}", fields(&ok));
+        assert_eq!(ok.blocks(), 2);
+        assert_eq!(ok.block_layers(1), vec![LayerSpec::linear(2)]);
+
+        let no_linear = FfSpec::new(3, vec![vec![LayerSpec::TANH]], 2, 4, optim);
+        let p = fields(&no_linear);
+        assert!(
+            p.len() == 1 && p[0].contains("hidden_blocks") && p[0].contains("block 0"),
+            "{p:?}"
+        );
+        let empty_linear = FfSpec::new(3, vec![vec![LayerSpec::linear(0)]], 2, 4, optim);
+        assert!(fields(&empty_linear)[0].contains("at least one output"));
+        let mut short = ok.clone();
+        short.interfaces.clear();
+        assert!(fields(&short)[0].contains("interfaces"));
     }
 }

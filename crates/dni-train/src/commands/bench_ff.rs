@@ -22,8 +22,13 @@ pub fn run(gpu: &Gpu, quick: bool) -> anyhow::Result<Vec<BenchRow>> {
 
     // W2: MLP 784→256→256→256→10, ReLU, softmax cross-entropy, batch 256, plain SGD; one step per
     // sample, as the workload is defined.
-    let mut w2 = FfSpec::backprop(784, vec![256; 3], 10, 256, OptimConfig::sgd(0.01, 0.0));
-    w2.batchnorm = false;
+    let w2 = FfSpec::new(
+        784,
+        FfSpec::mlp_blocks(&[256; 3], false, 1)?,
+        10,
+        256,
+        OptimConfig::sgd(0.01, 0.0),
+    );
     let (row, _) = time_steps(
         gpu,
         "W2",
