@@ -22,6 +22,10 @@ pub enum Error {
     /// Tensors of the wrong size for an operation.
     #[error("{op}: {detail}")]
     Shape { op: &'static str, detail: String },
+    /// A layer of the user's own ([`crate::layers::CustomLayer`]) that cannot be built or run as
+    /// asked; `layer` is its `Debug` form.
+    #[error("layer {layer}: {why}")]
+    Layer { layer: String, why: String },
     /// A token id outside the vocabulary.
     #[error("{what}: token id {id} is outside the vocabulary of {vocab}")]
     Token {

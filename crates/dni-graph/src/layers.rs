@@ -5,6 +5,10 @@
 //! parameters, so one stack can run on several in-flight batches (a ring of [`Acts`]) or on an
 //! evaluation batch of another size. The last layer writes into a tensor the caller passes in, which
 //! is how a block's output lands directly in a buffer that is handed to the next block.
+//!
+//! A layer of the user's own is a [`CustomLayer`] (`LayerSpec::Custom`): it says its width and
+//! builds its parameters, and what it builds ([`CustomParams`]) records its forward and backward
+//! passes from the kernels' ops (or kernels of its own), with scratch the stack keeps per batch.
 
 use dni_kernels::ops::batchnorm::{batchnorm_backward, batchnorm_forward, BatchNormParams};
 pub use dni_kernels::ops::elementwise::Activation;
@@ -12,12 +16,14 @@ use dni_kernels::ops::elementwise::{activate, activate_backward};
 use dni_kernels::ops::optim::Param;
 use dni_kernels::{Encoder, Gpu, Tensor};
 use dni_tasks::Rng;
+use std::fmt;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::linear::Linear;
 
 /// One layer of a [`Stack`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum LayerSpec {
     /// `y = x·W (+ c·Wc) (+ b)`; `c` is the stack's context (first layer only).
     Linear {
@@ -32,6 +38,75 @@ pub enum LayerSpec {
     BatchNorm,
     /// An elementwise activation (ReLU, tanh, sigmoid, identity); its backward reads its output.
     Activation(Activation),
+    /// A layer of the user's own.
+    Custom(Arc<dyn CustomLayer>),
+}
+
+impl PartialEq for LayerSpec {
+    /// Built-in layers compare by value; custom layers are equal when they are the same object.
+    fn eq(&self, other: &Self) -> bool {
+        use LayerSpec::*;
+        match (self, other) {
+            (
+                Linear {
+                    out: a,
+                    bias: b,
+                    zero_init: z,
+                },
+                Linear {
+                    out: a2,
+                    bias: b2,
+                    zero_init: z2,
+                },
+            ) => (a, b, z) == (a2, b2, z2),
+            (BatchNorm, BatchNorm) => true,
+            (Activation(a), Activation(b)) => a == b,
+            (Custom(a), Custom(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// What a layer of the user's own is before it has parameters: its width, and how to build them.
+/// It sits in a [`LayerSpec::Custom`] like any other layer, in a stack, a feed-forward block or an
+/// SG model.
+pub trait CustomLayer: Send + Sync + fmt::Debug {
+    /// Output features for `input` features in, or the reason it cannot take them.
+    fn output(&self, input: usize) -> std::result::Result<usize, String>;
+    /// Allocates and initialises the parameters for `input` features; `uniform(n, bound)` draws `n`
+    /// values uniform in `±bound` from the network's seeded generator.
+    fn build(
+        &self,
+        gpu: &Gpu,
+        input: usize,
+        uniform: &mut dyn FnMut(usize, f32) -> Vec<f32>,
+    ) -> Result<Box<dyn CustomParams>>;
+}
+
+/// A built [`CustomLayer`]: its parameters and its passes. Tensors are `[rows, features]`; the
+/// row count is the batch of the call (training and evaluation batches differ).
+pub trait CustomParams: Send + Sync {
+    /// Trainable parameters by name (unique within the layer); the block's optimiser updates them
+    /// from their `grad`, and checkpoints save them under `l{layer}.{name}`.
+    fn params(&self) -> Vec<(String, &Param)>;
+    /// Buffers the passes need for batches of `batch` rows (kept by the stack, one set per batch
+    /// in flight, and handed to both passes of that batch).
+    fn scratch(&self, _gpu: &Gpu, _batch: usize) -> Result<Vec<Tensor>> {
+        Ok(Vec::new())
+    }
+    /// Records `y = f(x)`.
+    fn forward(&self, enc: &mut Encoder, x: &Tensor, y: &Tensor, scratch: &[Tensor]) -> Result<()>;
+    /// Records the backward pass of the forward that wrote `y` (and `scratch`) from `x`: every
+    /// parameter's `grad` (overwritten) from `dy`, and the gradient at `x` into `dx` when given.
+    fn backward(
+        &self,
+        enc: &mut Encoder,
+        x: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        dx: Option<&Tensor>,
+        scratch: &[Tensor],
+    ) -> Result<()>;
 }
 
 impl LayerSpec {
@@ -116,6 +191,7 @@ pub(crate) enum Layer {
     Linear(Linear<Option<Param>>),
     BatchNorm(BatchNorm),
     Activation(Activation),
+    Custom(Box<dyn CustomParams>),
 }
 
 /// A stack's parameters. Build with [`Stack::new`].
@@ -134,6 +210,8 @@ pub struct Acts {
     batch: usize,
     outs: Vec<Tensor>,
     bn_saved: Vec<Option<(Tensor, Tensor)>>,
+    /// Each custom layer's scratch (empty for the others).
+    custom: Vec<Vec<Tensor>>,
 }
 
 impl Acts {
@@ -183,7 +261,7 @@ impl Stack {
         let mut widths = Vec::with_capacity(spec.layers.len());
         let mut f = spec.input;
         for (i, l) in spec.layers.iter().enumerate() {
-            match *l {
+            match l.clone() {
                 LayerSpec::Linear {
                     out,
                     bias,
@@ -205,6 +283,20 @@ impl Stack {
                     running_var: Tensor::from_slice(gpu, &[f], &vec![1.0; f])?,
                 })),
                 LayerSpec::Activation(act) => layers.push(Layer::Activation(act)),
+                LayerSpec::Custom(custom) => {
+                    let out = custom.output(f).map_err(|why| Error::Layer {
+                        layer: format!("{custom:?}"),
+                        why: format!("cannot take {f} input features: {why}"),
+                    })?;
+                    if out == 0 {
+                        return Err(Error::Layer {
+                            layer: format!("{custom:?}"),
+                            why: "has no output features".into(),
+                        });
+                    }
+                    layers.push(Layer::Custom(custom.build(gpu, f, uniform)?));
+                    f = out;
+                }
             }
             widths.push(f);
         }
@@ -237,10 +329,15 @@ impl Stack {
         let n = self.layers.len();
         let mut outs = Vec::with_capacity(n - 1);
         let mut bn_saved = Vec::with_capacity(n);
+        let mut custom = Vec::with_capacity(n);
         for (l, layer) in self.layers.iter().enumerate() {
             if l + 1 < n {
                 outs.push(Tensor::zeros(gpu, &[batch, self.widths[l]])?);
             }
+            custom.push(match layer {
+                Layer::Custom(c) => c.scratch(gpu, batch)?,
+                _ => Vec::new(),
+            });
             bn_saved.push(match layer {
                 Layer::BatchNorm(_) => Some((
                     Tensor::zeros(gpu, &[self.widths[l]])?,
@@ -253,6 +350,7 @@ impl Stack {
             batch,
             outs,
             bn_saved,
+            custom,
         })
     }
 
@@ -283,6 +381,7 @@ impl Stack {
                     v.push(&bn.beta);
                 }
                 Layer::Activation(_) => {}
+                Layer::Custom(c) => v.extend(c.params().into_iter().map(|(_, p)| p)),
             }
         }
         v
@@ -303,6 +402,11 @@ impl Stack {
                     v.push(format!("l{i}.beta"));
                 }
                 Layer::Activation(_) => {}
+                Layer::Custom(c) => v.extend(
+                    c.params()
+                        .into_iter()
+                        .map(|(name, _)| format!("l{i}.{name}")),
+                ),
             }
         }
         v
@@ -402,6 +506,7 @@ impl Stack {
                     )?;
                 }
                 Layer::Activation(act) => activate(enc, *act, x, y)?,
+                Layer::Custom(c) => c.forward(enc, x, y, &acts.custom[l])?,
             }
         }
         Ok(())
@@ -490,6 +595,7 @@ impl Stack {
                         activate_backward(enc, *act, y, dy, dxl, false)?;
                     }
                 }
+                Layer::Custom(c) => c.backward(enc, x, y, dy, dxl, &acts.custom[l])?,
             }
         }
         Ok(())

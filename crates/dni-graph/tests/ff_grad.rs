@@ -259,10 +259,11 @@ fn reference_shape(
     let mut acts = Vec::new();
     let mut bn = false;
     for layer in blocks.iter().flatten() {
-        match *layer {
-            LayerSpec::Linear { out, .. } => sizes.push(out),
+        match layer {
+            LayerSpec::Linear { out, .. } => sizes.push(*out),
             LayerSpec::BatchNorm => bn = true,
-            LayerSpec::Activation(a) => acts.push(a),
+            LayerSpec::Activation(a) => acts.push(*a),
+            LayerSpec::Custom(c) => panic!("the reference has no {c:?}"),
         }
     }
     assert_eq!(
@@ -577,4 +578,40 @@ fn steady_state_steps_build_nothing_new() {
             ),
         }
     }
+}
+
+/// A layer of the user's own that only takes four features.
+#[derive(Debug)]
+struct OnlyFour;
+
+impl dni_graph::layers::CustomLayer for OnlyFour {
+    fn output(&self, input: usize) -> Result<usize, String> {
+        match input {
+            4 => Ok(4),
+            _ => Err("it only takes 4".into()),
+        }
+    }
+    fn build(
+        &self,
+        _gpu: &dni_kernels::Gpu,
+        _input: usize,
+        _uniform: &mut dyn FnMut(usize, f32) -> Vec<f32>,
+    ) -> dni_graph::Result<Box<dyn dni_graph::layers::CustomParams>> {
+        unreachable!("never built in this test")
+    }
+}
+
+#[test]
+fn a_custom_layer_that_cannot_take_its_input_is_an_error_naming_it() {
+    let gpu = gpu();
+    let blocks = vec![vec![
+        LayerSpec::linear(5),
+        LayerSpec::Custom(std::sync::Arc::new(OnlyFour)),
+    ]];
+    let spec = FfSpec::new(3, blocks, 2, 4, OptimConfig::adam(1e-3));
+    let e = FfNet::new(&gpu, spec).err().expect("refused").to_string();
+    assert!(
+        e.contains("OnlyFour") && e.contains("cannot take 5") && e.contains("only takes 4"),
+        "{e}"
+    );
 }
