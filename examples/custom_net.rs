@@ -297,26 +297,26 @@ mod tests {
         close(&read(&stack.params()[1].grad), &want_db, "db");
         close(&read(&dx), &want_dx, "dx");
         // The reference's dW and dx against central differences of its own loss.
-        let h = 1e-6;
-        for k in [0, 13, n * n - 1] {
-            let (mut up, mut down) = (w.clone(), w.clone());
+        let central = |v: &[f64], k: usize, f: &dyn Fn(&[f64]) -> f64| {
+            let h = 1e-6;
+            let (mut up, mut down) = (v.to_vec(), v.to_vec());
             up[k] += h;
             down[k] -= h;
-            let fd = (loss(&up, &x64) - loss(&down, &x64)) / (2.0 * h);
+            (f(&up) - f(&down)) / (2.0 * h)
+        };
+        for k in [0, 13, n * n - 1] {
+            let fd = central(&w, k, &|w| loss(w, &x64));
             assert!(
                 (fd - want_dw[k]).abs() < 1e-6,
-                "dW[{k}]: {} vs fd {fd}",
+                "dW[{k}]: {} vs {fd}",
                 want_dw[k]
             );
         }
         for k in [1, rows * n - 2] {
-            let (mut up, mut down) = (x64.clone(), x64.clone());
-            up[k] += h;
-            down[k] -= h;
-            let fd = (loss(&w, &up) - loss(&w, &down)) / (2.0 * h);
+            let fd = central(&x64, k, &|x| loss(&w, x));
             assert!(
                 (fd - want_dx[k]).abs() < 1e-6,
-                "dx[{k}]: {} vs fd {fd}",
+                "dx[{k}]: {} vs {fd}",
                 want_dx[k]
             );
         }

@@ -114,6 +114,21 @@ impl LayerSpec {
     pub const TANH: Self = LayerSpec::Activation(Activation::Tanh);
     pub const SIGMOID: Self = LayerSpec::Activation(Activation::Sigmoid);
 
+    /// One hidden layer of an MLP: `Linear → [BatchNorm] → ReLU`.
+    pub fn hidden(width: usize, batchnorm: bool) -> Vec<LayerSpec> {
+        let mut v = vec![LayerSpec::Linear {
+            out: width,
+            // A bias before batch norm is cancelled by the mean subtraction.
+            bias: !batchnorm,
+            zero_init: false,
+        }];
+        if batchnorm {
+            v.push(LayerSpec::BatchNorm);
+        }
+        v.push(LayerSpec::RELU);
+        v
+    }
+
     /// `y = x·W + b`, weights uniform in ±1/√fan_in.
     pub fn linear(out: usize) -> Self {
         LayerSpec::Linear {
@@ -143,19 +158,10 @@ impl StackSpec {
         out: usize,
         zero_last: bool,
     ) -> Self {
-        let mut layers = Vec::new();
-        for &h in hidden {
-            // A bias before batch norm is cancelled by the mean subtraction.
-            layers.push(LayerSpec::Linear {
-                out: h,
-                bias: !batchnorm,
-                zero_init: false,
-            });
-            if batchnorm {
-                layers.push(LayerSpec::BatchNorm);
-            }
-            layers.push(LayerSpec::RELU);
-        }
+        let mut layers: Vec<LayerSpec> = hidden
+            .iter()
+            .flat_map(|&h| LayerSpec::hidden(h, batchnorm))
+            .collect();
         layers.push(LayerSpec::Linear {
             out,
             bias: true,

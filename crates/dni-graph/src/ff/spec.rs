@@ -175,7 +175,7 @@ impl FfSpec {
         batch: usize,
         optim: OptimConfig,
     ) -> Self {
-        let blocks = hidden.iter().map(|&h| mlp_layer(h, true)).collect();
+        let blocks = hidden.iter().map(|&h| LayerSpec::hidden(h, true)).collect();
         Self::new(input, blocks, classes, batch, optim)
     }
 
@@ -195,7 +195,7 @@ impl FfSpec {
             .map(|group| {
                 group
                     .iter()
-                    .flat_map(|&h| mlp_layer(h, batchnorm))
+                    .flat_map(|&h| LayerSpec::hidden(h, batchnorm))
                     .collect()
             })
             .collect())
@@ -346,21 +346,6 @@ impl FfSpec {
         }
         out
     }
-}
-
-/// One hidden layer of the paper's MLP: `Linear → [BatchNorm] → ReLU`.
-fn mlp_layer(width: usize, batchnorm: bool) -> Vec<LayerSpec> {
-    let mut v = vec![LayerSpec::Linear {
-        out: width,
-        // A bias before batch norm is cancelled by the mean subtraction.
-        bias: !batchnorm,
-        zero_init: false,
-    }];
-    if batchnorm {
-        v.push(LayerSpec::BatchNorm);
-    }
-    v.push(LayerSpec::RELU);
-    v
 }
 
 #[cfg(test)]
