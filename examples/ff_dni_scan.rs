@@ -19,6 +19,7 @@
 use std::path::Path;
 
 use dni_graph::ff::{EvalSet, FfNet, FfSpec, Schedule, SgSpec};
+use dni_graph::layers::LayerSpec;
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::Gpu;
 use dni_tasks::{EpochShuffler, Mnist};
@@ -72,8 +73,10 @@ fn main() -> Result<()> {
     spec.seed = seed;
     spec.sg_optim = Some(optim(get("sg_opt", "adam"), sg_lr));
     let sg = |conditioned| SgSpec {
-        hidden: sg_hidden.clone(),
-        batchnorm: sg_bn && !sg_hidden.is_empty(),
+        hidden_layers: sg_hidden
+            .iter()
+            .flat_map(|&h| LayerSpec::hidden(h, sg_bn))
+            .collect(),
         conditioned,
     };
     spec = match method.as_str() {

@@ -158,10 +158,23 @@ impl StackSpec {
         out: usize,
         zero_last: bool,
     ) -> Self {
-        let mut layers: Vec<LayerSpec> = hidden
+        let layers: Vec<LayerSpec> = hidden
             .iter()
             .flat_map(|&h| LayerSpec::hidden(h, batchnorm))
             .collect();
+        Self::with_output(input, context, &layers, out, zero_last)
+    }
+
+    /// `hidden_layers`, then a Linear to `out` (with a bias; exactly zero at the start with
+    /// `zero_last`, as every synthetic-gradient model's output layer is).
+    pub fn with_output(
+        input: usize,
+        context: usize,
+        hidden_layers: &[LayerSpec],
+        out: usize,
+        zero_last: bool,
+    ) -> Self {
+        let mut layers = hidden_layers.to_vec();
         layers.push(LayerSpec::Linear {
             out,
             bias: true,

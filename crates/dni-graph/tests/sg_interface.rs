@@ -2,6 +2,7 @@
 //! learns a gradient that is a fixed function of `h` (and, conditioned, of a label), hands it back in
 //! the units of the true gradient, and refuses tensors of the wrong shape.
 
+use dni_graph::layers::LayerSpec;
 use dni_graph::sg::{fidelity, SgInterface, SgInterfaceConfig};
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::testing::{gpu, Lcg};
@@ -139,14 +140,24 @@ fn a_label_dependent_gradient_needs_the_context() {
     let mut mlp = SgInterface::new(
         &gpu,
         SgInterfaceConfig {
-            hidden: vec![16],
-            batchnorm: true,
+            hidden_layers: LayerSpec::hidden(16, true),
             ..config(CLASSES)
         },
     )
     .unwrap();
     let (mlp_explained, _) = train(&gpu, &mut mlp, &task, true, 300);
     assert!(mlp_explained > 0.8, "MLP SG explains {mlp_explained}");
+    // A synthesiser of the user's own layers (here Linear → tanh) learns it too.
+    let mut tanh = SgInterface::new(
+        &gpu,
+        SgInterfaceConfig {
+            hidden_layers: vec![LayerSpec::linear(16), LayerSpec::TANH],
+            ..config(CLASSES)
+        },
+    )
+    .unwrap();
+    let (tanh_explained, _) = train(&gpu, &mut tanh, &task, true, 300);
+    assert!(tanh_explained > 0.8, "tanh SG explains {tanh_explained}");
 }
 
 #[test]
@@ -158,11 +169,17 @@ fn wrong_shapes_are_errors() {
     )
     .is_err());
     let bn_one_row = SgInterfaceConfig {
-        hidden: vec![4],
-        batchnorm: true,
+        hidden_layers: LayerSpec::hidden(4, true),
         ..SgInterfaceConfig::linear(1, 4, OptimConfig::adam(1e-3))
     };
     assert!(SgInterface::new(&gpu, bn_one_row).is_err());
+    // A context is read by the first layer, which must then be a Linear.
+    let tanh_first = SgInterfaceConfig {
+        hidden_layers: vec![LayerSpec::TANH],
+        ..config(CLASSES)
+    };
+    let e = SgInterface::new(&gpu, tanh_first).err().expect("refused");
+    assert!(e.to_string().contains("Linear first layer"), "{e}");
     let mut sg = SgInterface::new(&gpu, config(CLASSES)).unwrap();
     let h = Tensor::zeros(&gpu, &[ROWS, WIDTH]).unwrap();
     let y = Tensor::zeros(&gpu, &[ROWS, CLASSES]).unwrap();

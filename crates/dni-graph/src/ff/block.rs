@@ -147,7 +147,7 @@ impl Regressor {
         rng: &mut Rng,
     ) -> Result<Self> {
         let ctx = if sg.conditioned { net.classes } else { 0 };
-        let spec = StackSpec::mlp(features, ctx, &sg.hidden, sg.batchnorm, features, true);
+        let spec = StackSpec::with_output(features, ctx, &sg.hidden_layers, features, true);
         Self::new(
             gpu,
             &spec,

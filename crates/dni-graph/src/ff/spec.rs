@@ -10,10 +10,10 @@ use crate::layers::LayerSpec;
 /// A synthetic-gradient model `M(h)` or, conditioned, `M(h, onehot(y))`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SgSpec {
-    /// Hidden widths; empty is a linear model. The paper's DNI model is `[1024, 1024]`.
-    pub hidden: Vec<usize>,
-    /// Batch norm after each hidden Linear (the paper's DNI model has it).
-    pub batchnorm: bool,
+    /// The layers before the zero-initialised output Linear: empty for a linear model; the paper's
+    /// DNI model is [`SgSpec::mlp`]`([1024, 1024])` (batch norm and ReLU); any layers, the user's
+    /// own included. A conditioned model's first layer must be a Linear (it reads the label).
+    pub hidden_layers: Vec<LayerSpec>,
     /// cDNI: the one-hot label is a second input (`[h, onehot(y)]`).
     pub conditioned: bool,
 }
@@ -22,8 +22,7 @@ impl SgSpec {
     /// A linear model, zero-initialised (`M(h) = 0` at the start).
     pub fn linear(conditioned: bool) -> Self {
         Self {
-            hidden: Vec::new(),
-            batchnorm: false,
+            hidden_layers: Vec::new(),
             conditioned,
         }
     }
@@ -31,8 +30,10 @@ impl SgSpec {
     /// Hidden layers of the given widths with batch norm and ReLU, then a zero-initialised Linear.
     pub fn mlp(hidden: Vec<usize>, conditioned: bool) -> Self {
         Self {
-            hidden,
-            batchnorm: true,
+            hidden_layers: hidden
+                .iter()
+                .flat_map(|&h| LayerSpec::hidden(h, true))
+                .collect(),
             conditioned,
         }
     }
@@ -315,13 +316,31 @@ impl FfSpec {
             .interfaces
             .iter()
             .filter_map(|i| i.sg.as_ref())
-            .find(|sg| sg.hidden.contains(&0))
-            .map(|sg| format!("{:?}", sg.hidden))
+            .find(|sg| {
+                sg.hidden_layers
+                    .iter()
+                    .any(|l| matches!(l, LayerSpec::Linear { out: 0, .. }))
+            })
+            .map(|sg| format!("{:?}", sg.hidden_layers))
         {
             cfg(
-                "interfaces.sg.hidden",
+                "interfaces.sg.hidden_layers",
                 &h,
                 "every hidden layer needs a unit",
+            );
+        }
+        if let Some(first) = self
+            .interfaces
+            .iter()
+            .filter_map(|i| i.sg.as_ref())
+            .filter(|sg| sg.conditioned)
+            .filter_map(|sg| sg.hidden_layers.first())
+            .find(|l| !matches!(l, LayerSpec::Linear { .. }))
+        {
+            cfg(
+                "interfaces.sg.hidden_layers",
+                &format!("{first:?}"),
+                "a conditioned SG reads the label in its first layer, which must be a Linear",
             );
         }
         if self
@@ -390,6 +409,23 @@ mod tests {
         );
         let empty_linear = FfSpec::new(3, vec![vec![LayerSpec::linear(0)]], 2, 4, optim);
         assert!(fields(&empty_linear)[0].contains("at least one output"));
+        // A conditioned SG reads the label in its first layer.
+        let tanh_first = SgSpec {
+            hidden_layers: vec![LayerSpec::TANH, LayerSpec::linear(4)],
+            conditioned: true,
+        };
+        let p = fields(&ok.clone().dni(tanh_first.clone()));
+        assert!(p.len() == 1 && p[0].contains("first layer"), "{p:?}");
+        let plain = SgSpec {
+            conditioned: false,
+            ..tanh_first
+        };
+        assert!(ok.clone().dni(plain).problems().is_empty());
+        let zero_wide = fields(&ok.clone().dni(SgSpec::mlp(vec![0], false)));
+        assert!(
+            zero_wide[0].contains("interfaces.sg.hidden_layers"),
+            "{zero_wide:?}"
+        );
         let mut short = ok.clone();
         short.interfaces.clear();
         assert!(fields(&short)[0].contains("interfaces"));

@@ -35,7 +35,7 @@ use dni_tasks::Rng;
 use super::model::{SgPass, Synthesizer};
 use super::SgInput;
 use crate::error::{Error, Result};
-use crate::layers::StackSpec;
+use crate::layers::{LayerSpec, StackSpec};
 
 /// The shape and training of an [`SgInterface`].
 #[derive(Clone, Debug, PartialEq)]
@@ -46,12 +46,14 @@ pub struct SgInterfaceConfig {
     pub width: usize,
     /// Width of a context the SG also reads, e.g. a one-hot label (cDNI); 0 for none.
     pub context: usize,
-    /// Widths of hidden ReLU layers; empty for the paper's linear SG.
-    pub hidden: Vec<usize>,
-    /// Batch norm after each hidden layer (the paper's feed-forward SG models).
-    pub batchnorm: bool,
+    /// The SG model's layers before its output Linear (which starts at exactly zero, so `M` does):
+    /// empty for the paper's linear SG, `LayerSpec::hidden(w, batchnorm)` per layer of an MLP like
+    /// the paper's feed-forward SG models, or any layers, your own
+    /// ([`LayerSpec::Custom`](crate::layers::LayerSpec::Custom)) included. With a context, the
+    /// first layer must be a Linear (it reads `[h, c]`).
+    pub hidden_layers: Vec<LayerSpec>,
     pub optim: OptimConfig,
-    /// Seed of an MLP's initial hidden weights (the output layer starts at zero).
+    /// Seed of the hidden layers' initial weights (the output layer starts at zero).
     pub seed: u64,
 }
 
@@ -62,8 +64,7 @@ impl SgInterfaceConfig {
             rows,
             width,
             context: 0,
-            hidden: Vec::new(),
-            batchnorm: false,
+            hidden_layers: Vec::new(),
             optim,
             seed: 1,
         }
@@ -93,21 +94,15 @@ impl SgInterface {
                 "h needs at least one row and one feature",
             ));
         }
-        if cfg.batchnorm && cfg.rows < 2 {
+        if cfg.hidden_layers.contains(&LayerSpec::BatchNorm) && cfg.rows < 2 {
             return Err(Error::config(
                 "SgInterfaceConfig rows",
                 cfg.rows,
                 "batch norm needs at least 2 rows",
             ));
         }
-        let spec = StackSpec::mlp(
-            cfg.width,
-            cfg.context,
-            &cfg.hidden,
-            cfg.batchnorm,
-            cfg.width,
-            true,
-        );
+        let spec =
+            StackSpec::with_output(cfg.width, cfg.context, &cfg.hidden_layers, cfg.width, true);
         let mut rng = Rng::new(cfg.seed);
         let model = Synthesizer::from_stack(
             gpu,

@@ -158,7 +158,7 @@ impl Section for MnistConfig {
             crate::experiments::mnist::spec(m, 1, 0).problems(),
             |field| match field {
                 "interfaces.lambda" => "lambda",
-                "interfaces.sg.hidden" => "sg_hidden",
+                "interfaces.sg.hidden_layers" => "sg_hidden",
                 other => other,
             },
         );
