@@ -97,7 +97,8 @@ pub trait CustomParams: Send + Sync {
     /// Records `y = f(x)`.
     fn forward(&self, enc: &mut Encoder, x: &Tensor, y: &Tensor, scratch: &[Tensor]) -> Result<()>;
     /// Records the backward pass of the forward that wrote `y` (and `scratch`) from `x`: every
-    /// parameter's `grad` (overwritten) from `dy`, and the gradient at `x` into `dx` when given.
+    /// parameter's `grad` from `dy`, and the gradient at `x` into `dx` when given (both overwritten,
+    /// not accumulated).
     fn backward(
         &self,
         enc: &mut Encoder,

@@ -127,3 +127,32 @@ fn threaded_schedule_resumes_from_an_export() {
     assert_eq!(resumed.step(), 8);
     assert!(resumed.take_metrics().unwrap().loss.is_finite());
 }
+
+#[test]
+fn parameters_are_reachable_by_the_names_checkpoints_use() {
+    let gpu = gpu();
+    let net = FfNet::new(&gpu, spec(3)).unwrap();
+    let state = net.export_state().unwrap();
+    let params = net.params();
+    let names: Vec<&String> = params.iter().map(|(n, _)| n).collect();
+    assert!(names.iter().any(|n| *n == "block0.l0.w"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.starts_with("block0.sg.")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("block1.synth.")),
+        "{names:?}"
+    );
+    for (name, p) in &params {
+        let value = format!("{name}.value");
+        let saved = state.iter().find(|(n, _)| *n == value);
+        match saved {
+            Some((_, StateBuf::F32(v))) => assert_eq!(*v, gpu.read(&p.value).unwrap(), "{name}"),
+            other => panic!("{value} is not in the checkpoint: {other:?}"),
+        }
+        assert!(std::ptr::eq(net.param(name).unwrap(), *p));
+    }
+    let e = net.param("block0.l9.w").unwrap_err().to_string();
+    assert!(e.contains("block0.l9.w"), "{e}");
+}

@@ -342,6 +342,39 @@ impl FfNet {
         Ok(out)
     }
 
+    /// Every trainable parameter of the network by its full name: `block{i}.l0.w`, and the SG and
+    /// synthetic-input models' as `block{i}.sg.l0.w`, `block{i}.synth.l0.w` (a checkpoint holds
+    /// each as `{name}.value`, `.grad`, `.m`, `.v`), in block order.
+    pub fn params(&self) -> Vec<(String, &Param)> {
+        let mut v = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let stacks = [
+                (format!("block{i}"), Some(&b.stack)),
+                (format!("block{i}.sg"), b.sg.as_ref().map(|r| r.stack())),
+                (
+                    format!("block{i}.synth"),
+                    b.synth.as_ref().map(|r| r.stack()),
+                ),
+            ];
+            for (pre, stack) in stacks {
+                if let Some(s) = stack {
+                    let names = s.param_names().into_iter().map(|n| format!("{pre}.{n}"));
+                    v.extend(names.zip(s.params()));
+                }
+            }
+        }
+        v
+    }
+
+    /// The parameter called `name` (see [`params`](Self::params)).
+    pub fn param(&self, name: &str) -> Result<&Param> {
+        self.params()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
+            .ok_or_else(|| Error::UnknownParam(name.to_string()))
+    }
+
     /// The trainable parameters of block `i` by name (`l0.w`, `l1.gamma`, ...), in layer order.
     pub fn block_params(&self, i: usize) -> Vec<(String, &Param)> {
         self.blocks
