@@ -78,13 +78,8 @@ pub enum RnnMethod {
     DniAux,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimizerKind {
-    #[default]
-    Adam,
-    Sgd,
-}
+/// The optimiser a section names (`adam`, `sgd`): the kernel library's own kind.
+pub use dni_kernels::ops::optim::OptimKind;
 
 /// The whole experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -181,7 +176,7 @@ pub struct RnnConfig {
     #[serde(default)]
     pub aux_every_step: bool,
     #[serde(default)]
-    pub optimizer: OptimizerKind,
+    pub optimizer: OptimKind,
     pub lr: f64,
     /// SGD momentum (ignored by Adam).
     #[serde(default = "default_momentum")]
@@ -196,7 +191,7 @@ pub struct RnnConfig {
     /// about its learning rate whatever the gradient's size, which can exceed tiny targets; SGD
     /// steps in proportion to them. A kind other than the core's trains on the per-step kernels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_optimizer: Option<OptimizerKind>,
+    pub sg_optimizer: Option<OptimKind>,
     /// SGD momentum of the SG model when `sg_optimizer = "sgd"` (default: `momentum`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sg_momentum: Option<f64>,
@@ -1014,7 +1009,7 @@ steps = 100
                 rnn.sg_lr(),
                 rnn.sg_optimizer
             ),
-            (3, 1.0, OptimizerKind::Adam, rnn.lr, None)
+            (3, 1.0, OptimKind::Adam, rnn.lr, None)
         );
         assert_eq!(c.copy, Some(CurriculumConfig::default()));
         assert_eq!(c.copy.as_ref().unwrap().window_chars, 1000);
@@ -1096,7 +1091,7 @@ sg_model = "mlp"
         let r = c.rnn.unwrap();
         assert_eq!(
             (r.clip, r.sg_optimizer, r.sg_momentum),
-            (Some(0.25), Some(OptimizerKind::Sgd), Some(0.5))
+            (Some(0.25), Some(OptimKind::Sgd), Some(0.5))
         );
         assert_eq!(
             (r.probe_every, r.probe_steps(), r.sg_apply),

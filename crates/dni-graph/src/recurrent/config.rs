@@ -182,8 +182,7 @@ impl RecurrentConfig {
                  bit-vector tasks (Copy, Repeat Copy) hand over; use the first-step aux task",
             );
         }
-        let same_kind =
-            |o: OptimConfig| std::mem::discriminant(&o) == std::mem::discriminant(&self.optim);
+        let same_kind = |o: OptimConfig| o.kind() == self.optim.kind();
         if self.sg.normalise && !(self.sg.is_fused() && self.sg_optim.is_none_or(same_kind)) {
             bad(
                 "sg_normalise",

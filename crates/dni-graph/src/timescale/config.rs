@@ -7,16 +7,22 @@ use crate::error::Result;
 
 /// How the A→B connection is trained. All three run the same forward; they differ in when A updates
 /// and what gradient its message receives.
+///
+/// Written in configs as `e2e`, `dni`, `nodni` (the `serde` feature; [`Method::name`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Method {
     /// One graph unrolled `T²` steps: A (one BPTT window of `T²` steps) and B (`T` ticks) update
     /// together once per block, and B's true gradient for each message flows back into A.
+    #[cfg_attr(feature = "serde", serde(rename = "e2e"))]
     EndToEnd,
     /// A updates every `T` steps with a synthetic gradient `M(message)` for its message; B's true
     /// message gradients train `M` when B updates, every `T²` steps.
+    #[cfg_attr(feature = "serde", serde(rename = "dni"))]
     Dni,
     /// Decoupled without DNI: A updates every `T` steps on its own task only (the message gets no
     /// gradient); B trains on the messages as they come.
+    #[cfg_attr(feature = "serde", serde(rename = "nodni"))]
     NoDni,
 }
 

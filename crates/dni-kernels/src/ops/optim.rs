@@ -53,6 +53,32 @@ struct Params {
     _pad: [u32; 3],
 }
 
+/// Which update rule, without its hyper-parameters: what a config file names (`adam`, `sgd`, the
+/// `serde` feature). [`OptimKind::config`] gives the rule with them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
+pub enum OptimKind {
+    /// [`OptimConfig::adam`].
+    #[default]
+    Adam,
+    /// [`OptimConfig::sgd`].
+    Sgd,
+}
+
+impl OptimKind {
+    /// The rule at learning rate `lr`; `momentum` is SGD's (Adam has its betas instead).
+    pub fn config(self, lr: f32, momentum: f32) -> OptimConfig {
+        match self {
+            Self::Adam => OptimConfig::adam(lr),
+            Self::Sgd => OptimConfig::sgd(lr, momentum),
+        }
+    }
+}
+
 /// Which update rule, with its hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimConfig {
@@ -80,6 +106,14 @@ impl OptimConfig {
 
     pub fn sgd(lr: f32, momentum: f32) -> Self {
         Self::Sgd { lr, momentum }
+    }
+
+    /// The rule without its hyper-parameters.
+    pub fn kind(&self) -> OptimKind {
+        match self {
+            Self::Sgd { .. } => OptimKind::Sgd,
+            Self::Adam { .. } => OptimKind::Adam,
+        }
     }
 
     pub fn lr(&self) -> f32 {
@@ -364,5 +398,20 @@ impl Optimizer {
             (STATE_BIAS * 4) as u64,
             bytemuck::cast_slice(&bias),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_gives_its_rule_and_a_rule_its_kind() {
+        assert_eq!(OptimKind::Adam.config(0.01, 0.5), OptimConfig::adam(0.01));
+        assert_eq!(OptimKind::Sgd.config(0.01, 0.5), OptimConfig::sgd(0.01, 0.5));
+        for kind in [OptimKind::Adam, OptimKind::Sgd] {
+            assert_eq!(kind.config(0.1, 0.9).kind(), kind);
+        }
+        assert_eq!(OptimKind::default(), OptimKind::Adam);
     }
 }

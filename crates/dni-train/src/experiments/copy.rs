@@ -8,14 +8,13 @@ use std::time::Instant;
 use anyhow::Context;
 use dni_graph::recurrent::{BitWindow, Method, Metrics, OutputLoss, RecurrentConfig, RunGroup};
 use dni_graph::sg::{Fidelity, SgConfig};
-use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::Gpu;
 use dni_tasks::{copy::WIDTH, CurriculumConfig, Observed, TaskStream, Window};
 use serde::Serialize;
 
 use super::Experiment;
 use crate::checkpoint::{self, Poll, RunControl};
-use crate::config::{Config, OptimizerKind, RnnConfig, RnnMethod, Section, Validator};
+use crate::config::{Config, OptimKind, RnnConfig, RnnMethod, Section, Validator};
 use crate::progress::{Metrics as Shown, Progress};
 
 /// `[copy]` is the library's curriculum ([`CurriculumConfig`]), checked by its own rules.
@@ -43,10 +42,7 @@ pub(crate) fn recurrent_config(
             every_step: rnn.aux_every_step,
         },
     };
-    let optim = |kind: OptimizerKind, lr: f64, momentum: f64| match kind {
-        OptimizerKind::Adam => OptimConfig::adam(lr as f32),
-        OptimizerKind::Sgd => OptimConfig::sgd(lr as f32, momentum as f32),
-    };
+    let optim = |kind: OptimKind, lr: f64, momentum: f64| kind.config(lr as f32, momentum as f32);
     let sg_optim = optim(
         rnn.sg_optimizer.unwrap_or(rnn.optimizer),
         rnn.sg_lr(),
@@ -561,6 +557,7 @@ mod tests {
     use super::*;
     use crate::config::Overrides;
     use crate::progress::Mode;
+    use dni_kernels::ops::optim::OptimConfig;
 
     fn config(sets: &[&str]) -> Config {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -10,7 +10,6 @@ use anyhow::Context;
 use dni_graph::ff::{
     EvalSet, FfNet, FfSpec, InterfaceSpec, Schedule, SgSpec, StepStats, SynthInputSpec,
 };
-use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::Gpu;
 use dni_tasks::{mnist::CLASSES, EpochShuffler, Mnist};
 use serde::{Deserialize, Serialize};
@@ -19,7 +18,7 @@ use super::Experiment;
 use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
 use crate::config::{
     default_mnist_dir, default_momentum, default_one, default_one_usize, default_true, serde_name,
-    Config, OptimizerKind, Section, Validator,
+    Config, OptimKind, Section, Validator,
 };
 use crate::progress::{Metrics as Shown, Progress};
 
@@ -60,7 +59,7 @@ pub struct MnistConfig {
     pub batch: usize,
     pub steps: u64,
     #[serde(default)]
-    pub optimizer: OptimizerKind,
+    pub optimizer: OptimKind,
     pub lr: f64,
     /// SGD momentum (ignored by Adam).
     #[serde(default = "default_momentum")]
@@ -79,7 +78,7 @@ pub struct MnistConfig {
     /// Optimiser kind of the SG (and synthetic-input) models; default `optimizer` (with
     /// `momentum` for SGD).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_optimizer: Option<OptimizerKind>,
+    pub sg_optimizer: Option<OptimKind>,
     /// Probability that a block runs its backward pass and update on a step.
     #[serde(default = "default_one")]
     pub p_update: f64,
@@ -189,10 +188,7 @@ impl Section for MnistConfig {
 
 /// The network and training algorithm `[mnist]` describes, for `input` features.
 pub fn spec(m: &MnistConfig, input: usize, seed: u64) -> FfSpec {
-    let optim_of = |kind: OptimizerKind, lr: f64| match kind {
-        OptimizerKind::Adam => OptimConfig::adam(lr as f32),
-        OptimizerKind::Sgd => OptimConfig::sgd(lr as f32, m.momentum as f32),
-    };
+    let optim_of = |kind: OptimKind, lr: f64| kind.config(lr as f32, m.momentum as f32);
     let optim = |lr: f64| optim_of(m.optimizer, lr);
     let mut spec = FfSpec::backprop(
         input,

@@ -18,20 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Experiment;
 use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
-use crate::config::{default_mnist_dir, default_one, Config, OptimizerKind, Section, Validator};
+use crate::config::{default_mnist_dir, default_one, Config, OptimKind, Section, Validator};
 use crate::progress::{Metrics as Shown, Progress};
-
-/// How the A→B connection of the two-timescale system is trained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TimescaleMethod {
-    /// The joint system unrolled T² steps before one update of both networks.
-    E2e,
-    /// A synthetic gradient for A's message; A updates every T steps.
-    Dni,
-    /// Decoupled, A gets no gradient from B.
-    Nodni,
-}
 
 /// `[timescale]`: the two-timescale MNIST system (paper 3.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,13 +36,14 @@ pub struct TimescaleSection {
     pub batch: usize,
     /// Step budget in steps of the digit stream (rounded up to whole blocks of T² steps).
     pub steps: u64,
-    pub method: TimescaleMethod,
+    /// `e2e`, `dni` or `nodni` (the library's [`Method`]).
+    pub method: Method,
     /// Adam learning rate of A and B.
     pub lr: f64,
     /// Optimiser of the synthetic-gradient model (default `adam`, the networks' optimiser; `sgd`
     /// has momentum 0.9).
     #[serde(default)]
-    pub sg_optimizer: OptimizerKind,
+    pub sg_optimizer: OptimKind,
     /// Learning rate of the synthetic-gradient model; default `lr`. B's message gradients are
     /// mostly label noise, and Adam at the networks' rate fits the noise (the SG then explains less
     /// than the zero predictor): `configs/two_timescale.toml` sets `lr / 100`.
@@ -166,16 +155,9 @@ pub(crate) fn system_config(ts: &TimescaleSection, input: usize, seed: u64) -> T
         hidden_a: ts.hidden,
         hidden_b: ts.hidden,
         batch: ts.batch,
-        method: match ts.method {
-            TimescaleMethod::E2e => Method::EndToEnd,
-            TimescaleMethod::Dni => Method::Dni,
-            TimescaleMethod::Nodni => Method::NoDni,
-        },
+        method: ts.method,
         optim: OptimConfig::adam(ts.lr as f32),
-        sg_optim: match ts.sg_optimizer {
-            OptimizerKind::Adam => OptimConfig::adam(sg_lr as f32),
-            OptimizerKind::Sgd => OptimConfig::sgd(sg_lr as f32, 0.9),
-        },
+        sg_optim: ts.sg_optimizer.config(sg_lr as f32, 0.9),
         sg_scale: ts.sg_scale as f32,
         sg_conditioned: ts.sg_conditioned,
         sg_hidden: ts.sg_hidden,
