@@ -8,12 +8,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use dni_graph::recurrent::OutputLoss;
-use dni_graph::sg::SgInput;
 use dni_tasks::{CurriculumConfig, DataError};
 use serde::{Deserialize, Serialize};
 
 pub use crate::experiments::charlm::CharLmConfig;
-use crate::experiments::copy::recurrent_config;
 pub use crate::experiments::mnist::MnistConfig;
 pub use crate::experiments::two_timescale::TimescaleSection;
 
@@ -66,18 +64,6 @@ impl Task {
 /// GPU backend selection: the kernel library's own choice (`run.backend`, `--backend`).
 pub use dni_kernels::BackendChoice as Backend;
 
-/// Recurrent training method (paper 2.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RnnMethod {
-    /// Truncated BPTT: zero gradient at the chunk's last state.
-    Bptt,
-    /// Synthetic gradient for the chunk's last state.
-    Dni,
-    /// DNI plus the auxiliary task of predicting the synthetic gradient `T` steps ahead.
-    DniAux,
-}
-
 /// The optimiser a section names (`adam`, `sgd`): the kernel library's own kind.
 pub use dni_kernels::ops::optim::OptimKind;
 
@@ -92,7 +78,7 @@ pub struct Config {
     #[serde(default)]
     pub run: RunConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rnn: Option<RnnConfig>,
+    pub rnn: Option<RecurrentSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<CurriculumConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,101 +137,8 @@ impl Default for RunConfig {
     }
 }
 
-/// `[rnn]`: the LSTM and its training (copy, repeat_copy, charlm).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RnnConfig {
-    /// LSTM units.
-    pub hidden: usize,
-    /// Parallel streams.
-    pub batch: usize,
-    /// Truncation length: steps per forward/backward chunk.
-    #[serde(rename = "T")]
-    pub t: usize,
-    pub method: RnnMethod,
-    /// Factor applied to the synthetic gradient when it is injected (default 1; the paper's
-    /// recurrent cores use 0.1, which every committed rnn config sets).
-    #[serde(default = "default_one")]
-    pub sg_scale: f64,
-    /// Weight of the aux loss for `dni_aux`.
-    #[serde(default = "default_one")]
-    pub aux_weight: f64,
-    /// `dni_aux` at every step of the window, each onto the SG `T` steps later (the paper's Fig.
-    /// 2b; the trainer reads the next window's inputs for those targets), instead of at the
-    /// window's first step only (the default). Per-step kernels; Copy and Repeat Copy only.
-    #[serde(default)]
-    pub aux_every_step: bool,
-    #[serde(default)]
-    pub optimizer: OptimKind,
-    pub lr: f64,
-    /// SGD momentum (ignored by Adam).
-    #[serde(default = "default_momentum")]
-    pub momentum: f64,
-    /// Step budget (one step = one chunk of `T` steps).
-    pub steps: u64,
-    /// Learning rate of the synthetic-gradient model and the aux head (default `lr`; the committed
-    /// Copy configs set 3× the core, measured in docs/RECURRENT.md).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_lr: Option<f64>,
-    /// The SG model's and aux head's optimiser kind (default: `optimizer`). Adam moves every weight by
-    /// about its learning rate whatever the gradient's size, which can exceed tiny targets; SGD
-    /// steps in proportion to them. A kind other than the core's trains on the per-step kernels.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_optimizer: Option<OptimKind>,
-    /// SGD momentum of the SG model when `sg_optimizer = "sgd"` (default: `momentum`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_momentum: Option<f64>,
-    /// Global-norm gradient clipping: each window the core's gradient and, separately, the SG
-    /// model's (with the aux head's) are scaled down to this L2 norm when above it. Off when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clip: Option<f64>,
-    /// What the SG model reads: `"state"` (`[h; c]`, the paper's) or `"hidden"` (`h` alone: `c` is
-    /// unbounded on an endless stream and dominates a linear map of `[h; c]`).
-    #[serde(default)]
-    pub sg_input: SgInput,
-    /// Width of the SG model's hidden ReLU layer; 0 (the default) is the paper's linear model.
-    #[serde(default)]
-    pub sg_hidden: usize,
-    /// Discount of the bootstrapped part of the SG's target, apart from the injection scale
-    /// (default: `sg_scale`, the paper's rule; other implementations inject unscaled and discount
-    /// by 0.9). Anything but the default SG (linear, `state`, no discount) trains on the per-step
-    /// kernels.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_discount: Option<f64>,
-    /// Target normalisation: the SG model regresses onto its targets divided by their running RMS
-    /// `σ`, and `σ·M` is injected (Adam's steps are the same size whatever the targets' size, so
-    /// without it a fast SG overshoots small targets). Fused kernels only: the default SG, the
-    /// core's optimiser kind, an adapter with subgroups.
-    #[serde(default)]
-    pub sg_normalise: bool,
-    /// Whether the synthetic gradient is injected (DNI methods). `false` trains the SG model without
-    /// applying it: the core learns exactly as BPTT does, and the probe can score the SG it would get.
-    #[serde(default = "default_true")]
-    pub sg_apply: bool,
-    /// Run the SG fidelity probe every this many steps (0: never). It reads the parameters back and
-    /// runs a long BPTT on the host, so it is a diagnostic, not something to run every step.
-    #[serde(default)]
-    pub probe_every: u64,
-    /// How many steps past the window the probe unrolls (default 8·T).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probe_steps: Option<usize>,
-    /// Futures the Copy probe averages the true gradient over (the unread characters drawn afresh
-    /// for each): an estimate of the expected future gradient, which is what an SG can predict.
-    #[serde(default = "default_probe_samples")]
-    pub probe_samples: usize,
-}
-
-impl RnnConfig {
-    /// The SG model's learning rate in effect.
-    pub fn sg_lr(&self) -> f64 {
-        self.sg_lr.unwrap_or(self.lr)
-    }
-
-    /// Steps the probe unrolls past the window.
-    pub fn probe_steps(&self) -> usize {
-        self.probe_steps.unwrap_or(self.t.saturating_mul(8))
-    }
-}
+/// `[rnn]`: the LSTM and its training (copy, repeat_copy, charlm): the library's own settings.
+pub use dni_graph::recurrent::{MethodKind, RecurrentSettings};
 
 fn default_seed() -> u64 {
     1
@@ -268,10 +161,6 @@ pub(crate) fn default_momentum() -> f64 {
 pub(crate) fn default_mnist_dir() -> PathBuf {
     PathBuf::from("data/mnist")
 }
-fn default_probe_samples() -> usize {
-    8
-}
-
 pub(crate) fn default_true() -> bool {
     true
 }
@@ -736,39 +625,17 @@ impl Validator<'_> {
         }
     }
 
-    fn check_rnn(&mut self, r: &RnnConfig) {
-        // The trainer's own limits (sizes at least 1, sg_scale, aux_weight, clip, the SG model,
-        // target normalisation), as the library states them. The widths of the task's input and
-        // readout do not matter to them; the sizes below are checked against the widest anyway.
+    fn check_rnn(&mut self, r: &RecurrentSettings) {
+        // The trainer's and the probe's limits (sizes at least 1, sg_scale, aux_weight, clip, the
+        // SG model, target normalisation, the probe's ranges), as the library states them. The
+        // widths of the task's input and readout do not matter to them; the sizes below are
+        // checked against the widest anyway.
         let (loss, width) = match self.cfg.task.copy_kind() {
             Some(_) => (OutputLoss::SigmoidBits, 1),
             None => (OutputLoss::Softmax, 2),
         };
-        let trainer = recurrent_config(r, width, width, loss, 0);
-        self.check_library("rnn", trainer.problems(), |field| field);
+        self.check_library("rnn", r.problems(width, width, loss), |field| field);
         self.check_training("rnn", r.steps, r.lr, r.momentum, r.sg_lr);
-        if let Some(m) = r.sg_momentum {
-            self.check(
-                (0.0..1.0).contains(&m),
-                "rnn.sg_momentum",
-                m,
-                "momentum must be in [0, 1)",
-            );
-        }
-        self.check(
-            (1..=1000).contains(&r.probe_samples),
-            "rnn.probe_samples",
-            r.probe_samples,
-            "the probe averages over 1 to 1000 futures (default 8)",
-        );
-        if let Some(n) = r.probe_steps {
-            self.check(
-                (1..=100_000).contains(&n),
-                "rnn.probe_steps",
-                n,
-                "the probe unrolls 1 to 100000 steps past the window (remove it for 8·T)",
-            );
-        }
         self.check_f32("rnn.sg_scale", r.sg_scale);
         self.check_f32("rnn.aux_weight", r.aux_weight);
         self.check_f32("rnn.sg_lr (default lr)", r.sg_lr());
@@ -807,7 +674,7 @@ impl Validator<'_> {
     /// Sizes whose arithmetic overflows, or whose buffers could not exist, are refused here,
     /// before anything is allocated: the largest buffers are `4H·H` weights (per run), the
     /// `T·B·H` activations and the `T·B·64` window data, in f32.
-    fn check_rnn_sizes(&mut self, r: &RnnConfig) {
+    fn check_rnn_sizes(&mut self, r: &RecurrentSettings) {
         self.check_sizes("rnn", &[("rnn.hidden", r.hidden)], r.batch, r.t);
     }
 
@@ -1127,25 +994,28 @@ sg_model = "mlp"
         }
     }
 
-    /// The `[rnn]` section's limits are the trainer's own (`RecurrentConfig::validate`): the CLI
+    /// The `[rnn]` section's limits are the library's own (`RecurrentSettings::problems`): the CLI
     /// reports the library's reason, blamed on the key, instead of a second statement of the rule.
     #[test]
     fn the_rnn_limits_are_the_trainers_own() {
         let good = load("rnn-good", COPY, &["rnn.method=dni_aux"]).unwrap();
         let good = good.rnn.unwrap();
-        type Change = fn(&mut RnnConfig);
-        let cases: [(&str, Change); 5] = [
+        type Change = fn(&mut RecurrentSettings);
+        let cases: [(&str, Change); 8] = [
             ("rnn.hidden=0", |r| r.hidden = 0),
             ("rnn.T=0", |r| r.t = 0),
             ("rnn.sg_scale=-1", |r| r.sg_scale = -1.0),
             ("rnn.aux_weight=-2", |r| r.aux_weight = -2.0),
             ("rnn.clip=-1", |r| r.clip = Some(-1.0)),
+            ("rnn.sg_momentum=1", |r| r.sg_momentum = Some(1.0)),
+            ("rnn.probe_samples=0", |r| r.probe_samples = 0),
+            ("rnn.probe_steps=0", |r| r.probe_steps = Some(0)),
         ];
         for (set, change) in cases {
             let mut bad = good.clone();
             change(&mut bad);
-            let trainer = recurrent_config(&bad, 1, 1, OutputLoss::SigmoidBits, 0);
-            let Err(dni_graph::Error::Config { field, reason, .. }) = trainer.validate() else {
+            let problems = bad.problems(1, 1, OutputLoss::SigmoidBits);
+            let Some(dni_graph::Error::Config { field, reason, .. }) = problems.first() else {
                 panic!("{set}: the library accepts it");
             };
             let msg = err("rnn-lib", COPY, &["rnn.method=dni_aux", set]);
@@ -1230,7 +1100,7 @@ sg_model = "mlp"
         )
         .unwrap();
         let rnn = c.rnn.as_ref().unwrap();
-        assert_eq!((rnn.t, rnn.lr, rnn.method), (8, 0.5, RnnMethod::Bptt));
+        assert_eq!((rnn.t, rnn.lr, rnn.method), (8, 0.5, MethodKind::Bptt));
         assert_eq!(c.seed, 7);
         assert_eq!(c.run.name.as_deref(), Some("my-run"));
         assert_eq!(c.copy.unwrap().max_n, Some(9));

@@ -33,6 +33,7 @@ mod fused;
 mod group;
 mod metrics;
 mod per_step;
+mod settings;
 mod trainer;
 
 pub use crate::error::Result;
@@ -40,4 +41,5 @@ pub use config::{Method, OutputLoss, RecurrentConfig};
 pub use fused::fused_unavailable;
 pub use group::{runs_mismatch, BitWindow, RunGroup, StateBuf, StepPath, TokenWindow};
 pub use metrics::{EvalResult, Metrics};
+pub use settings::{MethodKind, RecurrentSettings};
 pub use trainer::RecurrentTrainer;

@@ -408,7 +408,10 @@ mod tests {
     #[test]
     fn a_kind_gives_its_rule_and_a_rule_its_kind() {
         assert_eq!(OptimKind::Adam.config(0.01, 0.5), OptimConfig::adam(0.01));
-        assert_eq!(OptimKind::Sgd.config(0.01, 0.5), OptimConfig::sgd(0.01, 0.5));
+        assert_eq!(
+            OptimKind::Sgd.config(0.01, 0.5),
+            OptimConfig::sgd(0.01, 0.5)
+        );
         for kind in [OptimKind::Adam, OptimKind::Sgd] {
             assert_eq!(kind.config(0.1, 0.9).kind(), kind);
         }

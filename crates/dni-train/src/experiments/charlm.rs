@@ -11,7 +11,6 @@ use dni_kernels::Gpu;
 use dni_tasks::{CharStream, Corpus, EvalStream, TextFile};
 use serde::{Deserialize, Serialize};
 
-use super::copy::recurrent_config;
 use super::Experiment;
 use crate::checkpoint::{self, Poll, RunControl};
 use crate::config::{Config, Section, Validator};
@@ -240,7 +239,7 @@ pub fn train_with(
         corpus.valid.len(),
         corpus.test.len()
     ));
-    let rcfg = recurrent_config(rnn, vocab, vocab, OutputLoss::Softmax, cfg.seed);
+    let rcfg = rnn.trainer_config(vocab, vocab, OutputLoss::Softmax, cfg.seed);
     let method = rcfg.method.name();
     let mut trainer = RecurrentTrainer::new(gpu, rcfg).context("building the LSTM trainer")?;
     trainer.set_sg_apply(rnn.sg_apply && trainer.config().method.has_sg())?;

@@ -6,66 +6,21 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use dni_graph::recurrent::{BitWindow, Method, Metrics, OutputLoss, RecurrentConfig, RunGroup};
-use dni_graph::sg::{Fidelity, SgConfig};
+use dni_graph::recurrent::{BitWindow, Metrics, OutputLoss, RunGroup};
+use dni_graph::sg::Fidelity;
 use dni_kernels::Gpu;
 use dni_tasks::{copy::WIDTH, CurriculumConfig, Observed, TaskStream, Window};
 use serde::Serialize;
 
 use super::Experiment;
 use crate::checkpoint::{self, Poll, RunControl};
-use crate::config::{Config, OptimKind, RnnConfig, RnnMethod, Section, Validator};
+use crate::config::{Config, MethodKind, Section, Validator};
 use crate::progress::{Metrics as Shown, Progress};
 
 /// `[copy]` is the library's curriculum ([`CurriculumConfig`]), checked by its own rules.
 impl Section for CurriculumConfig {
     fn check(&self, v: &mut Validator, _base: &Path) {
         v.check_library("copy", self.problems(), |field| field);
-    }
-}
-
-/// The trainer's configuration from `[rnn]`.
-pub(crate) fn recurrent_config(
-    rnn: &RnnConfig,
-    input: usize,
-    output: usize,
-    loss: OutputLoss,
-    seed: u64,
-) -> RecurrentConfig {
-    let sg_scale = rnn.sg_scale as f32;
-    let method = match rnn.method {
-        RnnMethod::Bptt => Method::Bptt,
-        RnnMethod::Dni => Method::Dni { sg_scale },
-        RnnMethod::DniAux => Method::DniAux {
-            sg_scale,
-            aux_weight: rnn.aux_weight as f32,
-            every_step: rnn.aux_every_step,
-        },
-    };
-    let optim = |kind: OptimKind, lr: f64, momentum: f64| kind.config(lr as f32, momentum as f32);
-    let sg_optim = optim(
-        rnn.sg_optimizer.unwrap_or(rnn.optimizer),
-        rnn.sg_lr(),
-        rnn.sg_momentum.unwrap_or(rnn.momentum),
-    );
-    RecurrentConfig {
-        input,
-        hidden: rnn.hidden,
-        output,
-        batch: rnn.batch,
-        t: rnn.t,
-        loss,
-        method,
-        optim: optim(rnn.optimizer, rnn.lr, rnn.momentum),
-        sg_optim: Some(sg_optim),
-        clip: rnn.clip.map(|c| c as f32),
-        sg: SgConfig {
-            input: rnn.sg_input,
-            hidden: rnn.sg_hidden,
-            discount: rnn.sg_discount.map(|g| g as f32),
-            normalise: rnn.sg_normalise,
-        },
-        seed,
     }
 }
 
@@ -268,7 +223,7 @@ pub fn train_group_with(
             anyhow::bail!("runs of one group must share rnn.T, rnn.steps and run.log_every");
         }
         let copy = cfg.copy.clone().unwrap_or_default();
-        let rcfg = recurrent_config(rnn, WIDTH, WIDTH, OutputLoss::SigmoidBits, cfg.seed);
+        let rcfg = rnn.trainer_config(WIDTH, WIDTH, OutputLoss::SigmoidBits, cfg.seed);
         let ahead = rcfg.method.aux_every_step().then(Window::default);
         rcfgs.push(rcfg);
         runs.push(RunState {
@@ -288,7 +243,7 @@ pub fn train_group_with(
     let mut group = RunGroup::new(gpu, rcfgs).context("building the LSTM run group")?;
     for (k, cfg) in cfgs.iter().enumerate() {
         if let Some(rnn) = &cfg.rnn {
-            group.set_sg_apply(k, rnn.sg_apply && rnn.method != RnnMethod::Bptt)?;
+            group.set_sg_apply(k, rnn.sg_apply && rnn.method != MethodKind::Bptt)?;
         }
     }
     let (probe_every, probe_steps, probe_samples) =
@@ -557,7 +512,6 @@ mod tests {
     use super::*;
     use crate::config::Overrides;
     use crate::progress::Mode;
-    use dni_kernels::ops::optim::OptimConfig;
 
     fn config(sets: &[&str]) -> Config {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -567,35 +521,6 @@ mod tests {
         };
         Config::load_with_base(&root.join("configs/copy.toml"), &o, &root)
             .expect("configs/copy.toml")
-    }
-
-    #[test]
-    fn recurrent_config_follows_the_rnn_section() {
-        let cfg = config(&[
-            "rnn.method=dni_aux",
-            "rnn.aux_weight=0.5",
-            "rnn.optimizer=sgd",
-        ]);
-        let r = recurrent_config(
-            cfg.rnn.as_ref().unwrap(),
-            10,
-            10,
-            OutputLoss::SigmoidBits,
-            4,
-        );
-        assert_eq!(
-            r.method,
-            Method::DniAux {
-                sg_scale: 0.1,
-                aux_weight: 0.5,
-                every_step: false,
-            }
-        );
-        assert_eq!(r.optim, OptimConfig::sgd(1e-3, 0.9));
-        assert_eq!(r.sg_optim, Some(OptimConfig::sgd(3e-3, 0.9)));
-        assert_eq!(r.sg, SgConfig::default());
-        assert_eq!((r.hidden, r.batch, r.t, r.seed), (64, 16, 2, 4));
-        assert_eq!(r.clip, Some(1.0));
     }
 
     /// The paper's central claim at CI size. At T = 2 a window never holds both a character and its

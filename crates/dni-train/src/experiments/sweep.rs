@@ -244,8 +244,7 @@ fn split_by_path(
 ) -> Vec<(usize, Vec<(Config, String)>)> {
     let fuses = |cfg: &Config| {
         cfg.rnn.as_ref().is_some_and(|rnn| {
-            let rc = copy::recurrent_config(
-                rnn,
+            let rc = rnn.trainer_config(
                 dni_tasks::copy::WIDTH,
                 dni_tasks::copy::WIDTH,
                 dni_graph::recurrent::OutputLoss::SigmoidBits,
@@ -385,7 +384,7 @@ mod tests {
         let base = copy_config();
         let mut every = base.clone();
         let rnn = every.rnn.as_mut().unwrap();
-        rnn.method = crate::config::RnnMethod::DniAux;
+        rnn.method = crate::config::MethodKind::DniAux;
         rnn.aux_every_step = true;
         let cells = vec![
             (base.clone(), "dni".to_string()),
@@ -397,8 +396,7 @@ mod tests {
             .iter()
             .map(|(t, g)| (*t, g.iter().map(|(_, row)| row.as_str()).collect()))
             .collect();
-        let rc = copy::recurrent_config(
-            base.rnn.as_ref().unwrap(),
+        let rc = base.rnn.as_ref().unwrap().trainer_config(
             dni_tasks::copy::WIDTH,
             dni_tasks::copy::WIDTH,
             dni_graph::recurrent::OutputLoss::SigmoidBits,
