@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::experiments::charlm::CharLmConfig;
 pub use crate::experiments::mnist::MnistConfig;
-pub use crate::experiments::two_timescale::TimescaleSection;
+pub use crate::experiments::two_timescale::TimescaleSettings;
 
 /// Task-specific sections of the file.
 const SECTIONS: [&str; 5] = ["rnn", "copy", "charlm", "mnist", "timescale"];
@@ -86,7 +86,7 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mnist: Option<MnistConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timescale: Option<TimescaleSection>,
+    pub timescale: Option<TimescaleSettings>,
     /// Where the values came from, for error messages; not part of the TOML.
     #[serde(skip)]
     pub origin: Origin,

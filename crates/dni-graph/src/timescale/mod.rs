@@ -35,11 +35,13 @@
 mod config;
 
 mod metrics;
+mod settings;
 mod system;
 
 pub use crate::error::Result;
 pub use config::{Method, TimescaleConfig};
 pub use metrics::{Evaluation, Metrics, Scores};
+pub use settings::TimescaleSettings;
 // The digit stream lives with the other tasks; re-exported here, where it is used.
 pub use dni_tasks::digits::{input_width, DigitBlock, DigitStream};
 pub use system::TwoTimescale;

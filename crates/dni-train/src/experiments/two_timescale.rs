@@ -4,77 +4,24 @@
 //! both networks' test accuracy over the course of training, at the same step budget.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use dni_graph::timescale::{
-    DigitBlock, DigitStream, Evaluation, Method, TimescaleConfig, TwoTimescale,
-};
-use dni_kernels::ops::optim::OptimConfig;
+use dni_graph::timescale::{DigitBlock, DigitStream, Evaluation, TwoTimescale};
 use dni_kernels::Gpu;
 use dni_tasks::Mnist;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::Experiment;
 use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
-use crate::config::{default_mnist_dir, default_one, Config, OptimKind, Section, Validator};
+use crate::config::{Config, Section, Validator};
 use crate::progress::{Metrics as Shown, Progress};
 
-/// `[timescale]`: the two-timescale MNIST system (paper 3.2).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimescaleSection {
-    /// Directory with the four IDX files (gzipped or not).
-    #[serde(default = "default_mnist_dir")]
-    pub data_dir: PathBuf,
-    /// A answers every T steps; B ticks every T steps and answers every T ticks.
-    #[serde(rename = "T")]
-    pub t: usize,
-    /// LSTM units of A and of B.
-    pub hidden: usize,
-    pub batch: usize,
-    /// Step budget in steps of the digit stream (rounded up to whole blocks of T² steps).
-    pub steps: u64,
-    /// `e2e`, `dni` or `nodni` (the library's [`Method`]).
-    pub method: Method,
-    /// Adam learning rate of A and B.
-    pub lr: f64,
-    /// Optimiser of the synthetic-gradient model (default `adam`, the networks' optimiser; `sgd`
-    /// has momentum 0.9).
-    #[serde(default)]
-    pub sg_optimizer: OptimKind,
-    /// Learning rate of the synthetic-gradient model; default `lr`. B's message gradients are
-    /// mostly label noise, and Adam at the networks' rate fits the noise (the SG then explains less
-    /// than the zero predictor): `configs/two_timescale.toml` sets `lr / 100`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_lr: Option<f64>,
-    /// Factor on the synthetic gradient when A receives it.
-    #[serde(default = "default_one")]
-    pub sg_scale: f64,
-    /// Condition the SG on B's answer for the block, one-hot (cDNI on the link; method dni).
-    #[serde(default)]
-    pub sg_conditioned: bool,
-    /// Units of the SG model's hidden ReLU layer; 0 (the default): linear.
-    #[serde(default)]
-    pub sg_hidden: usize,
-    /// Steps between test-split evaluations.
-    #[serde(default = "default_timescale_eval_every")]
-    pub eval_every: u64,
-    /// Blocks of T² steps per evaluation (each has `batch` lanes).
-    #[serde(default = "default_timescale_eval_blocks")]
-    pub eval_blocks: usize,
-}
+/// `[timescale]`: the two-timescale MNIST system (paper 3.2), the library's own settings.
+pub use dni_graph::timescale::TimescaleSettings;
 
-fn default_timescale_eval_every() -> u64 {
-    2000
-}
-
-fn default_timescale_eval_blocks() -> usize {
-    50
-}
-
-impl Section for TimescaleSection {
+impl Section for TimescaleSettings {
     fn check(&self, v: &mut Validator, base: &Path) {
         let ts = self;
         v.check_sizes(
@@ -99,44 +46,8 @@ impl Section for TimescaleSection {
                 ),
             );
         }
-        // The system's own limits (T, sizes, rates, sg_scale, the SG model, conditioning), as the
-        // library states them; A and B share `hidden`, and `lr` / `sg_lr` set the two optimisers.
-        v.check_library(
-            "timescale",
-            system_config(ts, 1, 0)
-                .problems()
-                .into_iter()
-                // Without its own sg_lr the SG's rate is lr, whose problem is reported already.
-                .filter(|p| {
-                    ts.sg_lr.is_some()
-                        || !matches!(
-                            p,
-                            dni_graph::Error::Config {
-                                field: "sg_optim",
-                                ..
-                            }
-                        )
-                })
-                .collect(),
-            |field| match field {
-                "hidden_a" | "hidden_b" => "hidden",
-                "optim" => "lr",
-                "sg_optim" => "sg_lr",
-                other => other,
-            },
-        );
-        v.check(
-            ts.eval_blocks >= 1,
-            "timescale.eval_blocks",
-            ts.eval_blocks,
-            "must be at least 1",
-        );
-        for (key, n) in [
-            ("timescale.steps", ts.steps),
-            ("timescale.eval_every", ts.eval_every),
-        ] {
-            v.check(n >= 1, key, n, "must be at least 1 step");
-        }
+        // The system's and the run's own limits, as the library states them, by key.
+        v.check_library("timescale", ts.problems(), |field| field);
     }
 }
 
@@ -145,25 +56,6 @@ const MILESTONES: [f64; 6] = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 
 /// Offset of the test stream's seed from the run's, so test digits differ from the training order.
 const TEST_SEED: u64 = 0x7E57;
-
-/// The system's configuration from `[timescale]`.
-pub(crate) fn system_config(ts: &TimescaleSection, input: usize, seed: u64) -> TimescaleConfig {
-    let sg_lr = ts.sg_lr.unwrap_or(ts.lr);
-    TimescaleConfig {
-        t: ts.t,
-        input,
-        hidden_a: ts.hidden,
-        hidden_b: ts.hidden,
-        batch: ts.batch,
-        method: ts.method,
-        optim: OptimConfig::adam(ts.lr as f32),
-        sg_optim: ts.sg_optimizer.config(sg_lr as f32, 0.9),
-        sg_scale: ts.sg_scale as f32,
-        sg_conditioned: ts.sg_conditioned,
-        sg_hidden: ts.sg_hidden,
-        seed,
-    }
-}
 
 /// One `metrics.jsonl` record: training scores every `run.log_every` steps (`split` = "train"),
 /// test scores every `timescale.eval_every` steps and at the end (`split` = "test").
@@ -274,7 +166,7 @@ pub fn train_with(
     let mnist = Mnist::load_dir(&ts.data_dir)
         .with_context(|| format!("loading MNIST from {}", ts.data_dir.display()))?;
     let mut stream = DigitStream::new(&mnist.train, ts.t, ts.batch, cfg.seed)?;
-    let scfg = system_config(ts, stream.input_width(), cfg.seed);
+    let scfg = ts.system_config(stream.input_width(), cfg.seed);
     let method = scfg.method.name();
     let mut sys = TwoTimescale::new(gpu, scfg).context("building the two-timescale system")?;
     let block_steps = (ts.t * ts.t) as u64;
@@ -506,7 +398,7 @@ fn restore(
 /// Accuracy of the best constant answer for A and for B on the blocks an evaluation sees.
 fn majority_accuracy(
     mnist: &Mnist,
-    ts: &TimescaleSection,
+    ts: &TimescaleSettings,
     seed: u64,
 ) -> anyhow::Result<(f64, f64)> {
     let mut test = DigitStream::new(&mnist.test, ts.t, ts.batch, seed ^ TEST_SEED)?;
@@ -532,6 +424,7 @@ mod tests {
     use super::*;
     use crate::config::Overrides;
     use crate::progress::Mode;
+    use dni_graph::timescale::Method;
 
     fn config(sets: &[&str]) -> anyhow::Result<Config> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -546,14 +439,19 @@ mod tests {
     fn config_maps_onto_the_system() {
         let cfg = config(&["timescale.method=nodni", "timescale.sg_lr=0.5"]).unwrap();
         let ts = cfg.timescale.as_ref().unwrap();
-        let s = system_config(ts, 785, 3);
+        let s = ts.system_config(785, 3);
         assert_eq!(s.method, Method::NoDni);
         assert_eq!(
             (s.t, s.hidden_a, s.hidden_b, s.batch),
             (ts.t, ts.hidden, ts.hidden, ts.batch)
         );
         assert_eq!(s.sg_optim.lr(), 0.5);
-        let s = system_config(config(&[]).unwrap().timescale.as_ref().unwrap(), 785, 3);
+        let s = config(&[])
+            .unwrap()
+            .timescale
+            .as_ref()
+            .unwrap()
+            .system_config(785, 3);
         // The config sets lr / 100 (the default is lr, the one rule for SG defaults).
         assert_eq!(s.sg_optim.lr(), (ts.lr / 100.0) as f32);
         assert_eq!(cfg.run_label(), format!("two_timescale-nodni-T{}", ts.t));
@@ -576,15 +474,12 @@ mod tests {
         );
         assert!(msg.contains("timescale.sg_conditioned = true"), "{msg}");
         assert!(msg.contains("timescale.sg_hidden = 70000"), "{msg}");
-        let s = system_config(
-            config(&["timescale.sg_conditioned=true", "timescale.sg_hidden=32"])
-                .unwrap()
-                .timescale
-                .as_ref()
-                .unwrap(),
-            785,
-            3,
-        );
+        let s = config(&["timescale.sg_conditioned=true", "timescale.sg_hidden=32"])
+            .unwrap()
+            .timescale
+            .as_ref()
+            .unwrap()
+            .system_config(785, 3);
         assert!(s.sg_conditioned && s.sg_hidden == 32);
     }
 
