@@ -103,6 +103,14 @@ pub(crate) fn first_problem(problems: Vec<Error>) -> Result<()> {
     }
 }
 
+/// Keeps the first of each run of problems naming the same field (several blocks or networks
+/// that share one setting break it together; say it once).
+pub(crate) fn once_per_field(problems: &mut Vec<Error>) {
+    problems.dedup_by(|a, b| {
+        matches!((a, b), (Error::Config { field: fa, .. }, Error::Config { field: fb, .. }) if fa == fb)
+    });
+}
+
 pub(crate) fn config_err<T>(
     field: &'static str,
     value: impl std::fmt::Display,

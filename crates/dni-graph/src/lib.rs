@@ -12,6 +12,8 @@
 //!
 //! Training algorithms are configurations of these pieces, not separate code paths.
 
+#[cfg(feature = "serde")]
+mod defaults;
 mod error;
 pub mod ff;
 mod in_flight;

@@ -12,7 +12,7 @@ use dni_tasks::{CurriculumConfig, DataError};
 use serde::{Deserialize, Serialize};
 
 pub use crate::experiments::charlm::CharLmConfig;
-pub use crate::experiments::mnist::MnistConfig;
+pub use crate::experiments::mnist::MnistSettings;
 pub use crate::experiments::two_timescale::TimescaleSettings;
 
 /// Task-specific sections of the file.
@@ -64,9 +64,6 @@ impl Task {
 /// GPU backend selection: the kernel library's own choice (`run.backend`, `--backend`).
 pub use dni_kernels::BackendChoice as Backend;
 
-/// The optimiser a section names (`adam`, `sgd`): the kernel library's own kind.
-pub use dni_kernels::ops::optim::OptimKind;
-
 /// The whole experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,7 +81,7 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charlm: Option<CharLmConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mnist: Option<MnistConfig>,
+    pub mnist: Option<MnistSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timescale: Option<TimescaleSettings>,
     /// Where the values came from, for error messages; not part of the TOML.
@@ -148,21 +145,6 @@ fn default_out_dir() -> PathBuf {
 }
 fn default_log_every() -> u64 {
     50
-}
-pub(crate) fn default_one() -> f64 {
-    1.0
-}
-pub(crate) fn default_one_usize() -> usize {
-    1
-}
-pub(crate) fn default_momentum() -> f64 {
-    0.9
-}
-pub(crate) fn default_mnist_dir() -> PathBuf {
-    PathBuf::from("data/mnist")
-}
-pub(crate) fn default_true() -> bool {
-    true
 }
 
 /// Command-line changes to a config file.
@@ -794,6 +776,8 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
+    use dni_kernels::ops::optim::OptimKind;
+
     use super::*;
     use crate::experiments::charlm::CorpusFormat;
 
@@ -1247,7 +1231,7 @@ method = "bp"
 "#;
         let msg = err("m-unlock", m, &["mnist.unlock=true", "mnist.p_update=0.5"]);
         assert!(
-            msg.contains("mnist.unlock = true: only applies to method dni or cdni, not bp"),
+            msg.contains("mnist.unlock = true: only applies to methods dni and cdni"),
             "{msg}"
         );
         assert!(msg.contains("mnist.p_update = 0.5"), "{msg}");

@@ -19,6 +19,7 @@
 mod block;
 mod eval;
 mod probe;
+mod settings;
 mod single;
 pub mod spec;
 mod threaded;
@@ -31,6 +32,7 @@ use crate::error::Error;
 pub use crate::error::Result;
 pub use eval::{ClassifierEval, EvalSet};
 pub use probe::InterfaceProbe;
+pub use settings::{FfMethod, MnistSettings};
 pub use spec::{FfSpec, InterfaceSpec, SgSpec, SynthInputSpec};
 
 use crate::layers::StackSpec;

@@ -54,10 +54,10 @@ pub struct RecurrentSettings {
     pub method: MethodKind,
     /// Factor applied to the synthetic gradient when it is injected (default 1; the paper's
     /// recurrent cores use 0.1, which every committed rnn config sets).
-    #[cfg_attr(feature = "serde", serde(default = "one"))]
+    #[cfg_attr(feature = "serde", serde(default = "crate::defaults::one"))]
     pub sg_scale: f64,
     /// Weight of the aux loss for `dni_aux`.
-    #[cfg_attr(feature = "serde", serde(default = "one"))]
+    #[cfg_attr(feature = "serde", serde(default = "crate::defaults::one"))]
     pub aux_weight: f64,
     /// `dni_aux` at every step of the window, each onto the SG `T` steps later (the paper's Fig.
     /// 2b; the trainer reads the next window's inputs for those targets), instead of at the
@@ -68,7 +68,7 @@ pub struct RecurrentSettings {
     pub optimizer: OptimKind,
     pub lr: f64,
     /// SGD momentum (ignored by Adam).
-    #[cfg_attr(feature = "serde", serde(default = "momentum"))]
+    #[cfg_attr(feature = "serde", serde(default = "crate::defaults::momentum"))]
     pub momentum: f64,
     /// Step budget (one step = one window of `T` steps).
     pub steps: u64,
@@ -124,7 +124,7 @@ pub struct RecurrentSettings {
     pub sg_normalise: bool,
     /// Whether the synthetic gradient is injected (DNI methods). `false` trains the SG model without
     /// applying it: the core learns exactly as BPTT does, and the probe can score the SG it would get.
-    #[cfg_attr(feature = "serde", serde(default = "yes"))]
+    #[cfg_attr(feature = "serde", serde(default = "crate::defaults::yes"))]
     pub sg_apply: bool,
     /// Run the SG fidelity probe every this many steps (0: never). It reads the parameters back and
     /// runs a long BPTT on the host, so it is a diagnostic, not something to run every step.
@@ -140,21 +140,6 @@ pub struct RecurrentSettings {
     /// for each): an estimate of the expected future gradient, which is what an SG can predict.
     #[cfg_attr(feature = "serde", serde(default = "probe_samples"))]
     pub probe_samples: usize,
-}
-
-#[cfg(feature = "serde")]
-fn one() -> f64 {
-    1.0
-}
-
-#[cfg(feature = "serde")]
-fn momentum() -> f64 {
-    0.9
-}
-
-#[cfg(feature = "serde")]
-fn yes() -> bool {
-    true
 }
 
 #[cfg(feature = "serde")]

@@ -20,7 +20,7 @@ use crate::error::Error;
 )]
 pub struct TimescaleSettings {
     /// Directory with the four MNIST IDX files (gzipped or not); default `data/mnist`.
-    #[cfg_attr(feature = "serde", serde(default = "mnist_dir"))]
+    #[cfg_attr(feature = "serde", serde(default = "crate::defaults::mnist_dir"))]
     pub data_dir: PathBuf,
     /// A answers every T steps; B ticks every T steps and answers every T ticks.
     #[cfg_attr(feature = "serde", serde(rename = "T"))]
@@ -47,7 +47,7 @@ pub struct TimescaleSettings {
     )]
     pub sg_lr: Option<f64>,
     /// Factor on the synthetic gradient when A receives it.
-    #[cfg_attr(feature = "serde", serde(default = "one"))]
+    #[cfg_attr(feature = "serde", serde(default = "crate::defaults::one"))]
     pub sg_scale: f64,
     /// Condition the SG on B's answer for the block, one-hot (cDNI on the link; method dni).
     #[cfg_attr(feature = "serde", serde(default))]
@@ -61,16 +61,6 @@ pub struct TimescaleSettings {
     /// Blocks of T² steps per evaluation (each has `batch` lanes).
     #[cfg_attr(feature = "serde", serde(default = "eval_blocks"))]
     pub eval_blocks: usize,
-}
-
-#[cfg(feature = "serde")]
-fn mnist_dir() -> PathBuf {
-    PathBuf::from("data/mnist")
-}
-
-#[cfg(feature = "serde")]
-fn one() -> f64 {
-    1.0
 }
 
 #[cfg(feature = "serde")]
@@ -146,21 +136,7 @@ impl TimescaleSettings {
             })
             .collect();
         // A and B share `hidden`: say it once.
-        out.dedup_by(|a, b| {
-            matches!(
-                (a, b),
-                (
-                    Error::Config {
-                        field: "hidden",
-                        ..
-                    },
-                    Error::Config {
-                        field: "hidden",
-                        ..
-                    }
-                )
-            )
-        });
+        crate::error::once_per_field(&mut out);
         for (field, n) in [("steps", self.steps), ("eval_every", self.eval_every)] {
             if n == 0 {
                 out.push(Error::config(field, n, "must be at least 1 step"));

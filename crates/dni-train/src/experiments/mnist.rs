@@ -3,123 +3,24 @@
 //! unlock; every layer is a block of its own. Training metrics are read back every `log_every`
 //! steps, the test error every `eval_every` steps; the result is the final test error.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use dni_graph::ff::{
-    EvalSet, FfNet, FfSpec, InterfaceSpec, Schedule, SgSpec, StepStats, SynthInputSpec,
-};
+use dni_graph::ff::{EvalSet, FfNet, Schedule, StepStats};
 use dni_kernels::Gpu;
 use dni_tasks::{mnist::CLASSES, EpochShuffler, Mnist};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::Experiment;
 use crate::checkpoint::{self, Checkpoint, Poll, RunControl};
-use crate::config::{
-    default_mnist_dir, default_momentum, default_one, default_one_usize, default_true, serde_name,
-    Config, OptimKind, Section, Validator,
-};
+use crate::config::{Config, Section, Validator};
 use crate::progress::{Metrics as Shown, Progress};
 
-/// Feed-forward training method (paper 3.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MnistMethod {
-    /// Only the output layer learns (a lower bound).
-    Nobp,
-    /// Ordinary backpropagation.
-    Bp,
-    /// Synthetic gradients from the activations.
-    Dni,
-    /// Synthetic gradients conditioned on the label.
-    Cdni,
-}
+/// `[mnist]`: the feed-forward MNIST experiments, the library's own settings.
+pub use dni_graph::ff::MnistSettings;
 
-impl MnistMethod {
-    pub fn uses_sg(self) -> bool {
-        matches!(self, MnistMethod::Dni | MnistMethod::Cdni)
-    }
-}
-
-/// `[mnist]`: the feed-forward MNIST experiments.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MnistConfig {
-    /// Directory with the four IDX files (gzipped or not).
-    #[serde(default = "default_mnist_dir")]
-    pub data_dir: PathBuf,
-    /// Hidden layers.
-    #[serde(default = "default_layers")]
-    pub layers: usize,
-    /// Units per hidden layer.
-    #[serde(default = "default_hidden")]
-    pub hidden: usize,
-    #[serde(default = "default_hidden")]
-    pub batch: usize,
-    pub steps: u64,
-    #[serde(default)]
-    pub optimizer: OptimKind,
-    pub lr: f64,
-    /// SGD momentum (ignored by Adam).
-    #[serde(default = "default_momentum")]
-    pub momentum: f64,
-    pub method: MnistMethod,
-    /// Units per hidden layer of the SG model (batch norm, ReLU; the paper's DNI model is 2 × 1024);
-    /// 0 (the default) is a linear model. cDNI's model also reads the one-hot label.
-    #[serde(default)]
-    pub sg_hidden: usize,
-    /// Hidden layers of the SG model when `sg_hidden` > 0.
-    #[serde(default = "default_one_usize")]
-    pub sg_layers: usize,
-    /// Learning rate of the SG (and synthetic-input) models; default `lr`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_lr: Option<f64>,
-    /// Optimiser kind of the SG (and synthetic-input) models; default `optimizer` (with
-    /// `momentum` for SGD).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sg_optimizer: Option<OptimKind>,
-    /// Probability that a block runs its backward pass and update on a step.
-    #[serde(default = "default_one")]
-    pub p_update: f64,
-    /// Complete unlock: synthetic inputs as well as synthetic gradients.
-    #[serde(default)]
-    pub unlock: bool,
-    /// BP(λ): `λ·true + (1-λ)·synthetic` gradient; 0 = purely synthetic.
-    #[serde(default)]
-    pub lambda: f64,
-    /// Steps between test-set evaluations.
-    #[serde(default = "default_mnist_eval_every")]
-    pub eval_every: u64,
-    /// Steps between SG fidelity probes (0: off): each interface's delivered gradient scored against
-    /// backprop's true gradient on a fixed training batch (`probe_cosine` in metrics.jsonl).
-    #[serde(default)]
-    pub probe_every: u64,
-    /// Run each block on its own worker thread.
-    #[serde(default = "default_true")]
-    pub threads: bool,
-}
-
-impl MnistConfig {
-    /// Whether the SG model has hidden layers (an MLP) rather than being linear.
-    pub fn sg_is_mlp(&self) -> bool {
-        self.sg_hidden > 0 && self.sg_layers > 0
-    }
-}
-
-fn default_layers() -> usize {
-    4
-}
-
-fn default_hidden() -> usize {
-    256
-}
-
-fn default_mnist_eval_every() -> u64 {
-    200
-}
-
-impl Section for MnistConfig {
+impl Section for MnistSettings {
     fn check(&self, v: &mut Validator, base: &Path) {
         let m = self;
         v.check_sizes(
@@ -144,86 +45,10 @@ impl Section for MnistConfig {
                 ),
             );
         }
-        v.check(
-            m.layers >= 1,
-            "mnist.layers",
-            m.layers,
-            "needs at least 1 hidden layer",
-        );
-        // The network's own limits (sizes, batch, p_update, λ), as the library states them; the
-        // input width does not matter to them.
-        v.check_library(
-            "mnist",
-            crate::experiments::mnist::spec(m, 1, 0).problems(),
-            |field| match field {
-                "interfaces.lambda" => "lambda",
-                "interfaces.sg.hidden_layers" => "sg_hidden",
-                other => other,
-            },
-        );
+        // The network's and the run's own limits, as the library states them, by key.
+        v.check_library("mnist", m.problems(), |field| field);
         v.check_training("mnist", m.steps, m.lr, m.momentum, m.sg_lr);
-        if m.sg_hidden > 0 {
-            v.check(
-                m.sg_layers >= 1,
-                "mnist.sg_layers",
-                m.sg_layers,
-                "an SG model with sg_hidden > 0 needs at least 1 hidden layer (or set sg_hidden = 0 for a linear one)",
-            );
-        }
-        v.check(
-            m.eval_every >= 1,
-            "mnist.eval_every",
-            m.eval_every,
-            "must be at least 1 step",
-        );
-        let method = serde_name(&m.method);
-        if !m.method.uses_sg() {
-            let why = format!("only applies to method dni or cdni, not {method}");
-            v.check(!m.unlock, "mnist.unlock", m.unlock, &why);
-            v.check(m.p_update == 1.0, "mnist.p_update", m.p_update, &why);
-            v.check(m.lambda == 0.0, "mnist.lambda", m.lambda, &why);
-        }
     }
-}
-
-/// The network and training algorithm `[mnist]` describes, for `input` features.
-pub fn spec(m: &MnistConfig, input: usize, seed: u64) -> FfSpec {
-    let optim_of = |kind: OptimKind, lr: f64| kind.config(lr as f32, m.momentum as f32);
-    let optim = |lr: f64| optim_of(m.optimizer, lr);
-    let mut spec = FfSpec::backprop(
-        input,
-        vec![m.hidden; m.layers],
-        CLASSES,
-        m.batch,
-        optim(m.lr),
-    );
-    spec.seed = seed;
-    // One rule for SG defaults: the network's own optimiser and rate unless set.
-    spec.sg_optim = match (m.sg_optimizer, m.sg_lr) {
-        (None, None) => None,
-        (kind, lr) => Some(optim_of(kind.unwrap_or(m.optimizer), lr.unwrap_or(m.lr))),
-    };
-    let sg = |conditioned: bool| match m.sg_is_mlp() {
-        true => SgSpec::mlp(vec![m.sg_hidden; m.sg_layers], conditioned),
-        false => SgSpec::linear(conditioned),
-    };
-    // BP(λ) applies to the SG methods (the config rejects a λ on the others).
-    let with_lambda = |iface: InterfaceSpec| InterfaceSpec {
-        lambda: m.lambda as f32,
-        ..iface
-    };
-    let iface = match m.method {
-        MnistMethod::Bp => InterfaceSpec::backprop(),
-        MnistMethod::Nobp => InterfaceSpec::cut(),
-        MnistMethod::Dni => with_lambda(InterfaceSpec::dni(sg(false))),
-        MnistMethod::Cdni => with_lambda(InterfaceSpec::dni(sg(true))),
-    };
-    spec = spec.with_interfaces(iface);
-    spec.p_update = m.p_update as f32;
-    if m.unlock {
-        spec.synthetic_input = Some(SynthInputSpec { hidden: Vec::new() });
-    }
-    spec
 }
 
 /// One `metrics.jsonl` record, written at every log and evaluation step.
@@ -293,15 +118,6 @@ pub struct MnistOutcome {
     pub adapter: String,
 }
 
-fn method_name(m: MnistMethod) -> &'static str {
-    match m {
-        MnistMethod::Nobp => "nobp",
-        MnistMethod::Bp => "bp",
-        MnistMethod::Dni => "dni",
-        MnistMethod::Cdni => "cdni",
-    }
-}
-
 /// This task as an [`Experiment`].
 pub struct MnistExperiment;
 
@@ -351,7 +167,7 @@ pub fn train_with(
     let data = Mnist::load_dir(&m.data_dir)
         .with_context(|| format!("loading MNIST from {}", m.data_dir.display()))?;
     let input = data.train.pixels();
-    let spec = spec(m, input, cfg.seed);
+    let spec = m.spec(input, CLASSES, cfg.seed);
     let mut net = FfNet::new(gpu, spec).context("building the network")?;
     let test_labels: Vec<u32> = data.test.labels.iter().map(|&l| l as u32).collect();
     let test = EvalSet::new(gpu, input, &data.test.images, &test_labels, 1000)
@@ -545,7 +361,7 @@ pub fn train_with(
     let wall = started.elapsed().as_secs_f64();
     Ok(MnistOutcome {
         task: cfg.task.name(),
-        method: method_name(m.method),
+        method: m.method.name(),
         layers: m.layers,
         hidden: m.hidden,
         batch: m.batch,
