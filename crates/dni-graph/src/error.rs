@@ -78,6 +78,14 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The field a [`Error::Config`] names (`hidden`, `sg_lr`, ...); `None` for other errors.
+    pub fn config_field(&self) -> Option<&'static str> {
+        match self {
+            Error::Config { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
     pub(crate) fn config(
         field: &'static str,
         value: impl std::fmt::Display,
@@ -103,12 +111,32 @@ pub(crate) fn first_problem(problems: Vec<Error>) -> Result<()> {
     }
 }
 
-/// Keeps the first of each run of problems naming the same field (several blocks or networks
-/// that share one setting break it together; say it once).
-pub(crate) fn once_per_field(problems: &mut Vec<Error>) {
-    problems.dedup_by(|a, b| {
-        matches!((a, b), (Error::Config { field: fa, .. }, Error::Config { field: fb, .. }) if fa == fb)
-    });
+/// A config's problems as the settings that set its fields name them: those `keep` accepts, each
+/// field renamed by `key`, and the first of each run naming the same key only (several blocks or
+/// networks that share one setting break it together; say it once).
+pub(crate) fn by_key(
+    problems: Vec<Error>,
+    keep: impl Fn(&Error) -> bool,
+    key: impl Fn(&'static str) -> &'static str,
+) -> Vec<Error> {
+    let mut out: Vec<Error> = problems
+        .into_iter()
+        .filter(|p| keep(p))
+        .map(|p| match p {
+            Error::Config {
+                field,
+                value,
+                reason,
+            } => Error::Config {
+                field: key(field),
+                value,
+                reason,
+            },
+            other => other,
+        })
+        .collect();
+    out.dedup_by(|a, b| a.config_field().is_some() && a.config_field() == b.config_field());
+    out
 }
 
 pub(crate) fn config_err<T>(

@@ -184,42 +184,18 @@ impl MnistSettings {
     /// ([`FfSpec::problems`], blamed on the key that sets the field) and the run's (layers, the SG
     /// model's layers, evaluations, and the settings only the SG methods take).
     pub fn problems(&self) -> Vec<Error> {
-        let mut out: Vec<Error> = self
-            .spec(1, 2, 0)
-            .problems()
-            .into_iter()
-            // bp's and nobp's interfaces have λ of their own, not the file's (whose λ on those
-            // methods is refused below).
-            .filter(|p| {
-                self.method.uses_sg()
-                    || !matches!(
-                        p,
-                        Error::Config {
-                            field: "interfaces.lambda",
-                            ..
-                        }
-                    )
-            })
-            .map(|p| match p {
-                Error::Config {
-                    field,
-                    value,
-                    reason,
-                } => Error::Config {
-                    field: match field {
-                        "hidden_blocks" => "hidden",
-                        "interfaces.lambda" => "lambda",
-                        "interfaces.sg.hidden_layers" => "sg_hidden",
-                        other => other,
-                    },
-                    value,
-                    reason,
-                },
+        // bp's and nobp's interfaces have a λ of their own, not the file's (whose λ on those
+        // methods is refused below); the hidden blocks share `hidden`.
+        let mut out = crate::error::by_key(
+            self.spec(1, 2, 0).problems(),
+            |p| self.method.uses_sg() || p.config_field() != Some("interfaces.lambda"),
+            |field| match field {
+                "hidden_blocks" => "hidden",
+                "interfaces.lambda" => "lambda",
+                "interfaces.sg.hidden_layers" => "sg_hidden",
                 other => other,
-            })
-            .collect();
-        // The hidden blocks share `hidden`: say it once.
-        crate::error::once_per_field(&mut out);
+            },
+        );
         let mut bad = |field, value: &dyn std::fmt::Display, reason| {
             out.push(Error::config(field, value, reason))
         };
@@ -318,11 +294,8 @@ mod tests {
     fn each_broken_limit_names_its_key() {
         let fields = |s: MnistSettings| -> Vec<&'static str> {
             s.problems()
-                .into_iter()
-                .filter_map(|e| match e {
-                    Error::Config { field, .. } => Some(field),
-                    _ => None,
-                })
+                .iter()
+                .filter_map(Error::config_field)
                 .collect()
         };
         assert!(fields(settings()).is_empty());

@@ -312,10 +312,7 @@ mod tests {
         let fields: Vec<&str> = bad
             .problems(1, 1, OutputLoss::SigmoidBits)
             .iter()
-            .filter_map(|e| match e {
-                Error::Config { field, .. } => Some(*field),
-                _ => None,
-            })
+            .filter_map(Error::config_field)
             .collect();
         assert_eq!(
             fields,

@@ -102,41 +102,18 @@ impl TimescaleSettings {
     /// B's widths, `lr` and `sg_lr` for the two optimisers) and the run's (a step budget and
     /// evaluations of at least 1).
     pub fn problems(&self) -> Vec<Error> {
-        let mut out: Vec<Error> = self
-            .system_config(1, 0)
-            .problems()
-            .into_iter()
-            // Without its own sg_lr the SG's rate is lr, whose problem is reported already.
-            .filter(|p| {
-                self.sg_lr.is_some()
-                    || !matches!(
-                        p,
-                        Error::Config {
-                            field: "sg_optim",
-                            ..
-                        }
-                    )
-            })
-            .map(|p| match p {
-                Error::Config {
-                    field,
-                    value,
-                    reason,
-                } => Error::Config {
-                    field: match field {
-                        "hidden_a" | "hidden_b" => "hidden",
-                        "optim" => "lr",
-                        "sg_optim" => "sg_lr",
-                        other => other,
-                    },
-                    value,
-                    reason,
-                },
+        // Without its own sg_lr the SG's rate is lr, whose problem is reported already; A and B
+        // share `hidden`.
+        let mut out = crate::error::by_key(
+            self.system_config(1, 0).problems(),
+            |p| self.sg_lr.is_some() || p.config_field() != Some("sg_optim"),
+            |field| match field {
+                "hidden_a" | "hidden_b" => "hidden",
+                "optim" => "lr",
+                "sg_optim" => "sg_lr",
                 other => other,
-            })
-            .collect();
-        // A and B share `hidden`: say it once.
-        crate::error::once_per_field(&mut out);
+            },
+        );
         for (field, n) in [("steps", self.steps), ("eval_every", self.eval_every)] {
             if n == 0 {
                 out.push(Error::config(field, n, "must be at least 1 step"));
@@ -202,11 +179,8 @@ mod tests {
     fn each_broken_limit_names_its_key() {
         let fields = |s: TimescaleSettings| -> Vec<&'static str> {
             s.problems()
-                .into_iter()
-                .filter_map(|e| match e {
-                    Error::Config { field, .. } => Some(field),
-                    _ => None,
-                })
+                .iter()
+                .filter_map(Error::config_field)
                 .collect()
         };
         assert!(fields(settings()).is_empty());
