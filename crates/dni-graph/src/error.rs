@@ -139,6 +139,35 @@ pub(crate) fn by_key(
     out
 }
 
+/// The rules every trained settings section shares, by key: a step budget of at least 1, a
+/// learning rate above 0, SGD momentum in `[0, 1)` (1 never forgets a gradient), and the SG
+/// model's own rate, when set, above 0.
+pub(crate) fn training_problems(
+    steps: u64,
+    lr: f64,
+    momentum: f64,
+    sg_lr: Option<f64>,
+) -> Vec<Error> {
+    let mut out = Vec::new();
+    if steps == 0 {
+        out.push(Error::config("steps", steps, "steps must be at least 1"));
+    }
+    if !(lr.is_finite() && lr > 0.0) {
+        out.push(Error::config("lr", lr, "the learning rate must be > 0"));
+    }
+    if !(0.0..1.0).contains(&momentum) {
+        out.push(Error::config("momentum", momentum, "must be in [0, 1)"));
+    }
+    if let Some(lr) = sg_lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
+        out.push(Error::config(
+            "sg_lr",
+            lr,
+            "the SG model's learning rate must be > 0 (remove it for the default, lr)",
+        ));
+    }
+    out
+}
+
 pub(crate) fn config_err<T>(
     field: &'static str,
     value: impl std::fmt::Display,

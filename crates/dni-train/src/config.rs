@@ -617,40 +617,11 @@ impl Validator<'_> {
             None => (OutputLoss::Softmax, 2),
         };
         self.check_library("rnn", r.problems(width, width, loss), |field| field);
-        self.check_training("rnn", r.steps, r.lr, r.momentum, r.sg_lr);
+        self.check_f32_rates("rnn", r.lr, r.momentum);
         self.check_f32("rnn.sg_scale", r.sg_scale);
         self.check_f32("rnn.aux_weight", r.aux_weight);
         self.check_f32("rnn.sg_lr (default lr)", r.sg_lr());
         self.check_rnn_sizes(r);
-    }
-
-    /// What every trained section has: a step budget, the networks' rate and momentum, and the
-    /// SG model's rate (default: the section's `lr`).
-    pub(crate) fn check_training(
-        &mut self,
-        section: &str,
-        steps: u64,
-        lr: f64,
-        momentum: f64,
-        sg_lr: Option<f64>,
-    ) {
-        self.check(
-            steps >= 1,
-            &format!("{section}.steps"),
-            steps,
-            "steps must be at least 1",
-        );
-        self.check_lr(section, lr, momentum);
-        if let Some(lr) = sg_lr {
-            self.check(
-                lr.is_finite() && lr > 0.0,
-                &format!("{section}.sg_lr"),
-                lr,
-                &format!(
-                    "the SG model's learning rate must be > 0 (remove it for the default, {section}.lr)"
-                ),
-            );
-        }
     }
 
     /// Sizes whose arithmetic overflows, or whose buffers could not exist, are refused here,
@@ -712,20 +683,10 @@ impl Validator<'_> {
         );
     }
 
-    fn check_lr(&mut self, section: &str, lr: f64, momentum: f64) {
-        self.check(
-            lr.is_finite() && lr > 0.0,
-            &format!("{section}.lr"),
-            lr,
-            "the learning rate must be > 0",
-        );
+    /// The networks' rate and momentum as the GPU holds them, in f32 (their ranges are the
+    /// library's): a rate must not vanish, and a momentum must not round up to 1.
+    pub(crate) fn check_f32_rates(&mut self, section: &str, lr: f64, momentum: f64) {
         self.check_f32(&format!("{section}.lr"), lr);
-        self.check(
-            (0.0..1.0).contains(&momentum),
-            &format!("{section}.momentum"),
-            momentum,
-            "must be in [0, 1)",
-        );
         self.check(
             !(0.0..1.0).contains(&momentum) || (momentum as f32) < 1.0,
             &format!("{section}.momentum"),
@@ -985,7 +946,10 @@ sg_model = "mlp"
         let good = load("rnn-good", COPY, &["rnn.method=dni_aux"]).unwrap();
         let good = good.rnn.unwrap();
         type Change = fn(&mut RecurrentSettings);
-        let cases: [(&str, Change); 8] = [
+        let cases: [(&str, Change); 11] = [
+            ("rnn.steps=0", |r| r.steps = 0),
+            ("rnn.lr=0", |r| r.lr = 0.0),
+            ("rnn.momentum=1", |r| r.momentum = 1.0),
             ("rnn.hidden=0", |r| r.hidden = 0),
             ("rnn.T=0", |r| r.t = 0),
             ("rnn.sg_scale=-1", |r| r.sg_scale = -1.0),

@@ -181,12 +181,15 @@ impl MnistSettings {
     }
 
     /// Every limit these settings break, each naming its key: the network's own
-    /// ([`FfSpec::problems`], blamed on the key that sets the field) and the run's (layers, the SG
-    /// model's layers, evaluations, and the settings only the SG methods take).
+    /// ([`FfSpec::problems`], blamed on the key that sets the field) and the run's (a step budget,
+    /// learning rates, momentum, layers, the SG model's layers, evaluations, and the settings only
+    /// the SG methods take).
     pub fn problems(&self) -> Vec<Error> {
         // bp's and nobp's interfaces have a λ of their own, not the file's (whose λ on those
         // methods is refused below); the hidden blocks share `hidden`.
-        let mut out = crate::error::by_key(
+        let mut out =
+            crate::error::training_problems(self.steps, self.lr, self.momentum, self.sg_lr);
+        out.extend(crate::error::by_key(
             self.spec(1, 2, 0).problems(),
             |p| self.method.uses_sg() || p.config_field() != Some("interfaces.lambda"),
             |field| match field {
@@ -195,7 +198,7 @@ impl MnistSettings {
                 "interfaces.sg.hidden_layers" => "sg_hidden",
                 other => other,
             },
-        );
+        ));
         let mut bad = |field, value: &dyn std::fmt::Display, reason| {
             out.push(Error::config(field, value, reason))
         };
@@ -300,6 +303,7 @@ mod tests {
         };
         assert!(fields(settings()).is_empty());
         let bad = MnistSettings {
+            steps: 0,
             hidden: 0,
             batch: 1,
             lambda: 2.0,
@@ -309,7 +313,14 @@ mod tests {
         };
         assert_eq!(
             fields(bad),
-            ["hidden", "batch", "lambda", "sg_layers", "eval_every"]
+            [
+                "steps",
+                "hidden",
+                "batch",
+                "lambda",
+                "sg_layers",
+                "eval_every"
+            ]
         );
         let bp = MnistSettings {
             method: FfMethod::Bp,

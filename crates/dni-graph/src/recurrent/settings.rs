@@ -206,12 +206,13 @@ impl RecurrentSettings {
         }
     }
 
-    /// Every limit these settings break, each naming its key: the trainer's own
-    /// ([`RecurrentConfig::problems`], for a task of `input`/`output` widths and `loss`) and the
-    /// probe's. The run-level rules every section shares (a step budget, learning rates, values
-    /// that survive f32) are the CLI's.
+    /// Every limit these settings break, each naming its key: the run's (a step budget, learning
+    /// rates, momentum), the trainer's own ([`RecurrentConfig::problems`], for a task of
+    /// `input`/`output` widths and `loss`) and the probe's.
     pub fn problems(&self, input: usize, output: usize, loss: OutputLoss) -> Vec<Error> {
-        let mut out = self.trainer_config(input, output, loss, 0).problems();
+        let mut out =
+            crate::error::training_problems(self.steps, self.lr, self.momentum, self.sg_lr);
+        out.extend(self.trainer_config(input, output, loss, 0).problems());
         if let Some(m) = self.sg_momentum.filter(|m| !(0.0..1.0).contains(m)) {
             out.push(Error::config(
                 "sg_momentum",
@@ -303,6 +304,10 @@ mod tests {
     #[test]
     fn each_broken_limit_names_its_key() {
         let bad = RecurrentSettings {
+            steps: 0,
+            lr: 0.0,
+            momentum: 1.0,
+            sg_lr: Some(-1.0),
             hidden: 0,
             sg_momentum: Some(1.0),
             probe_samples: 0,
@@ -316,7 +321,16 @@ mod tests {
             .collect();
         assert_eq!(
             fields,
-            ["hidden", "sg_momentum", "probe_samples", "probe_steps"]
+            [
+                "steps",
+                "lr",
+                "momentum",
+                "sg_lr",
+                "hidden",
+                "sg_momentum",
+                "probe_samples",
+                "probe_steps"
+            ]
         );
         assert!(settings()
             .problems(1, 1, OutputLoss::SigmoidBits)

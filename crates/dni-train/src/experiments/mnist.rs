@@ -47,7 +47,7 @@ impl Section for MnistSettings {
         }
         // The network's and the run's own limits, as the library states them, by key.
         v.check_library("mnist", m.problems(), |field| field);
-        v.check_training("mnist", m.steps, m.lr, m.momentum, m.sg_lr);
+        v.check_f32_rates("mnist", m.lr, m.momentum);
     }
 }
 
