@@ -11,9 +11,16 @@ use dni_kernels::ops::reduce::col_sum;
 use dni_kernels::{Encoder, Gpu, Result, Tensor};
 use dni_tasks::Rng;
 
-/// A bias that is always there ([`Param`]) or optional (`Option<Param>`).
-pub(crate) trait Bias {
+/// A bias that is always there ([`Param`]) or optional (`Option<Param>`). Sealed: those two are
+/// the only kinds.
+pub trait Bias: sealed::Sealed {
     fn param(&self) -> Option<&Param>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for dni_kernels::ops::optim::Param {}
+    impl Sealed for Option<dni_kernels::ops::optim::Param> {}
 }
 
 impl Bias for Param {
@@ -28,7 +35,8 @@ impl Bias for Option<Param> {
     }
 }
 
-pub(crate) struct Linear<B: Bias = Param> {
+/// `y = x·W (+ c·Wc) (+ b)`; see the module docs.
+pub struct Linear<B: Bias = Param> {
     /// `[in, out]`.
     pub w: Param,
     /// `[out]`.

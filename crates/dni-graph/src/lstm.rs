@@ -1,43 +1,195 @@
-//! The LSTM's parameters, shared by the recurrent trainer and the two-timescale system: input and
-//! recurrent weights and the gate bias, laid out as the LSTM kernels read them (gates `[i, f, g, o]`
-//! along the `4H` axis).
+//! The crate's one LSTM piece: parameters, the workspace of one truncated-BPTT window, and the
+//! state `[h | c]` carried from one window to the next. The recurrent trainer's per-step path and
+//! both networks of the two-timescale system are built from it, and a user composes it with a
+//! [`Linear`](crate::linear::Linear) readout and an [`SgInterface`](crate::sg::SgInterface) on its
+//! state to train a recurrent model of their own with DNI (`examples/sg_on_lstm.rs`).
+//!
+//! One window of `steps` steps over `batch` streams:
+//!
+//! 1. [`forward`](Lstm::forward) from the carried state gives `h_1..h_T` ([`h_rows`](Lstm::h_rows))
+//!    and the window's last state ([`last_state`](Lstm::last_state));
+//! 2. [`backward`](Lstm::backward) takes the loss gradient at every output and, optionally, a
+//!    gradient at the last state (the synthetic gradient; `None` is plain truncated BPTT). It writes
+//!    the parameters' gradients and returns the gradient at the window's first state (the
+//!    bootstrapped target of the SG the previous window used at its end);
+//! 3. the caller updates [`params`](Lstm::params) with its optimiser;
+//! 4. [`carry`](Lstm::carry) makes the last state the next window's first: the state is never reset
+//!    unless the caller [`reset`](Lstm::reset)s it.
+//!
+//! Gates are `[i, f, g, o]` along the `4H` axis, as the LSTM kernels read them.
 
-use dni_kernels::ops::lstm::{LstmGrads, LstmParams};
+use dni_kernels::ops::lstm::{LstmGrads, LstmParams, LstmWindow};
 use dni_kernels::ops::optim::Param;
-use dni_kernels::{Gpu, Tensor};
+use dni_kernels::{Encoder, Gpu, Tensor};
+use dni_tasks::Rng;
 
-/// One LSTM core's parameters: `w_x [input, 4H]`, `w_h [H, 4H]`, `bias [4H]`.
-pub(crate) struct LstmCore {
-    pub(crate) w_x: Param,
-    pub(crate) w_h: Param,
-    pub(crate) bias: Param,
+use crate::error::Result;
+
+/// An LSTM layer over windows of `steps` steps of `batch` streams, with its carried state.
+pub struct Lstm {
+    /// `[input, 4H]`.
+    w_x: Param,
+    /// `[H, 4H]`.
+    w_h: Param,
+    /// `[4H]`.
+    bias: Param,
+    window: LstmWindow,
+    /// `[B, 2H]` = `[h | c]`: where the next window starts.
+    state: Tensor,
+    /// `[B, 2H]`: the gradient at the last backward's first state.
+    ds0: Tensor,
 }
 
-impl LstmCore {
-    /// Weights uniform in `±1/√hidden`, drawn by `uniform(n, bound)` (`w_x` first, then `w_h`, so
-    /// each trainer keeps its own generator and its recorded initial weights), and the forget
-    /// gate's bias at 1.
-    pub(crate) fn new(
+impl Lstm {
+    /// Weights uniform in `±1/√hidden` from `rng` (`w_x`, then `w_h`), the forget gate's bias at 1,
+    /// the others at 0; the carried state at zero.
+    pub fn new(
         gpu: &Gpu,
         input: usize,
         hidden: usize,
-        uniform: &mut dyn FnMut(usize, f32) -> Vec<f32>,
-    ) -> dni_kernels::Result<Self> {
+        batch: usize,
+        steps: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        // Checked first, so that bad sizes are an error and not a huge allocation.
+        let window = LstmWindow::new(gpu, input, hidden, batch, steps)?;
         let (i, h) = (input, hidden);
         let bound = 1.0 / (h as f32).sqrt();
-        let w_x = uniform(i * 4 * h, bound);
-        let w_h = uniform(h * 4 * h, bound);
+        let w_x = rng.symmetric(i * 4 * h, bound);
+        let w_h = rng.symmetric(h * 4 * h, bound);
         let mut bias = vec![0.0; 4 * h];
         bias[h..2 * h].fill(1.0);
         Ok(Self {
             w_x: Param::new(gpu, Tensor::from_slice(gpu, &[i, 4 * h], &w_x)?)?,
             w_h: Param::new(gpu, Tensor::from_slice(gpu, &[h, 4 * h], &w_h)?)?,
             bias: Param::new(gpu, Tensor::from_slice(gpu, &[4 * h], &bias)?)?,
+            window,
+            state: Tensor::zeros(gpu, &[batch, 2 * h])?,
+            ds0: Tensor::zeros(gpu, &[batch, 2 * h])?,
         })
     }
 
+    pub fn input(&self) -> usize {
+        self.window.input()
+    }
+    pub fn hidden(&self) -> usize {
+        self.window.hidden()
+    }
+    pub fn batch(&self) -> usize {
+        self.window.batch()
+    }
+    pub fn steps(&self) -> usize {
+        self.window.steps()
+    }
+
+    /// Records the window's forward over `x` `[T, B, input]` from the carried state.
+    pub fn forward(&self, enc: &mut Encoder, x: &Tensor) -> Result<()> {
+        self.forward_from(enc, x, &self.state)
+    }
+
+    /// Records the window's forward from another state `s0` `[B, 2H]` (an evaluation's, say); the
+    /// carried state is untouched. [`backward`](Self::backward) may follow either forward.
+    pub fn forward_from(&self, enc: &mut Encoder, x: &Tensor, s0: &Tensor) -> Result<()> {
+        Ok(self.window.forward(enc, self.values(), x, s0)?)
+    }
+
+    /// The window's outputs `h_1..h_T`, `[T, B, H]`.
+    pub fn h_seq(&self) -> &Tensor {
+        self.window.h_seq()
+    }
+
+    /// The window's outputs as `[T·B, H]` rows (a readout's input).
+    pub fn h_rows(&self) -> Result<Tensor> {
+        let (t, b, h) = (self.steps(), self.batch(), self.hidden());
+        Ok(self.window.h_seq().reshape(&[t * b, h])?)
+    }
+
+    /// Cell states `c_0..c_T`, `[T+1, B, H]`.
+    pub fn c_seq(&self) -> &Tensor {
+        self.window.c_seq()
+    }
+
+    /// The state after the window's last step, `[B, 2H]` = `[h | c]`: where a synthetic gradient
+    /// is evaluated.
+    pub fn last_state(&self) -> &Tensor {
+        self.window.s_last()
+    }
+
+    /// The carried state `[B, 2H]`: the first state of the next [`forward`](Self::forward).
+    pub fn state(&self) -> &Tensor {
+        &self.state
+    }
+
+    /// Records the backward through the window last run forward over `x`: `dh_rows` `[T·B, H]` is the
+    /// loss gradient at every output, `ds_last` `[B, 2H]` the gradient arriving at the last state
+    /// (`None`: zero, plain truncated BPTT), `dx` `[T, B, input]` receives the input's gradient if
+    /// given. Overwrites the parameters' gradients and returns the gradient at the window's first
+    /// state, `[B, 2H]`.
+    pub fn backward(
+        &self,
+        enc: &mut Encoder,
+        x: &Tensor,
+        dh_rows: &Tensor,
+        ds_last: Option<&Tensor>,
+        dx: Option<&Tensor>,
+    ) -> Result<&Tensor> {
+        self.backward_into(enc, x, dh_rows, ds_last, self.grads(), &self.ds0, dx)?;
+        Ok(&self.ds0)
+    }
+
+    /// [`backward`](Self::backward) into gradient buffers of the caller's (a second pass whose
+    /// parameter gradients are scratch).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_into(
+        &self,
+        enc: &mut Encoder,
+        x: &Tensor,
+        dh_rows: &Tensor,
+        ds_last: Option<&Tensor>,
+        grads: LstmGrads,
+        ds0: &Tensor,
+        dx: Option<&Tensor>,
+    ) -> Result<()> {
+        Ok(self.window.backward(
+            enc,
+            self.values(),
+            x,
+            &self.state,
+            dh_rows,
+            ds_last,
+            grads,
+            ds0,
+            dx,
+        )?)
+    }
+
+    /// The gradient at the first state of the last [`backward`](Self::backward).
+    pub fn first_state_grad(&self) -> &Tensor {
+        &self.ds0
+    }
+
+    /// Records: the window's last state becomes the carried state.
+    pub fn carry(&self, enc: &mut Encoder) -> Result<()> {
+        Ok(enc.copy(self.window.s_last(), &self.state)?)
+    }
+
+    /// Records: the carried state becomes `h = c = 0`.
+    pub fn reset(&self, enc: &mut Encoder) {
+        enc.clear(&self.state);
+    }
+
+    /// The parameters by name: `w_x`, `w_h`, `bias`.
+    pub fn params(&self) -> [(&'static str, &Param); 3] {
+        [("w_x", &self.w_x), ("w_h", &self.w_h), ("bias", &self.bias)]
+    }
+
+    /// The parameters, for an optimiser step.
+    pub fn param_list(&self) -> [&Param; 3] {
+        [&self.w_x, &self.w_h, &self.bias]
+    }
+
     /// The values, as the LSTM kernels take them.
-    pub(crate) fn params(&self) -> LstmParams<'_> {
+    pub(crate) fn values(&self) -> LstmParams<'_> {
         LstmParams {
             w_x: &self.w_x.value,
             w_h: &self.w_h.value,
@@ -45,17 +197,11 @@ impl LstmCore {
         }
     }
 
-    /// The gradient buffers, as the LSTM backward kernels write them.
-    pub(crate) fn grads(&self) -> LstmGrads<'_> {
+    fn grads(&self) -> LstmGrads<'_> {
         LstmGrads {
             dw_x: &self.w_x.grad,
             dw_h: &self.w_h.grad,
             dbias: &self.bias.grad,
         }
-    }
-
-    /// The three parameters, for an optimiser step.
-    pub(crate) fn param_list(&self) -> [&Param; 3] {
-        [&self.w_x, &self.w_h, &self.bias]
     }
 }

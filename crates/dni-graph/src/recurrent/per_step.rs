@@ -24,7 +24,7 @@
 
 use dni_kernels::ops::elementwise::{axpy, scale};
 use dni_kernels::ops::loss::{sg_l2, sigmoid_xent, softmax_xent};
-use dni_kernels::ops::lstm::{state_join, LstmGrads, LstmParams, LstmWindow};
+use dni_kernels::ops::lstm::{state_join, LstmGrads, LstmWindow};
 use dni_kernels::ops::optim::{Optimizer, Param};
 use dni_kernels::{Gpu, Tensor};
 
@@ -33,7 +33,7 @@ use super::error::{check_eval_steps, check_len, one_hot, Result};
 use super::metrics::{EvalResult, Metrics};
 use crate::in_flight::InFlight;
 use crate::linear::Linear;
-use crate::lstm::LstmCore;
+use crate::lstm::Lstm;
 use crate::sg::model::{SgPass, SgShape, Synthesizer};
 use crate::Error;
 use dni_tasks::Rng;
@@ -80,8 +80,7 @@ struct Lookahead {
 pub(crate) struct PerStepTrainer {
     gpu: Gpu,
     cfg: RecurrentConfig,
-    lstm: LstmWindow,
-    core: LstmCore,
+    lstm: Lstm,
     readout: Linear,
     /// The SG model, with its own optimiser (which also updates the aux head: a separate instance
     /// even with the core's settings, so that skipped SG updates do not advance the core's Adam
@@ -99,12 +98,9 @@ pub(crate) struct PerStepTrainer {
     targets: Tensor,
     /// `[T, B, output]` (sigmoid only).
     mask: Option<Tensor>,
-    /// The carried state `[B, 2H]` = `[h | c]`.
-    s0: Tensor,
     logits: Tensor,
     dlogits: Tensor,
     dh_seq: Tensor,
-    ds0: Tensor,
 
     /// `[3]` (nats, wrong bits, scored rows) for sigmoid; `[2]` (nats, wrong) for softmax.
     task_metrics: Tensor,
@@ -142,7 +138,7 @@ impl PerStepTrainer {
         let (i, h, o, b, t) = (cfg.input, cfg.hidden, cfg.output, cfg.batch, cfg.t);
         let mut rng = Rng::new(cfg.seed);
         let bound = 1.0 / (h as f32).sqrt();
-        let core = LstmCore::new(gpu, i, h, &mut |n, bound| rng.symmetric(n, bound))?;
+        let lstm = Lstm::new(gpu, i, h, b, t, &mut rng)?;
         let readout = Linear::new(gpu, h, o, &rng.symmetric(h * o, bound))?;
         let sg = match cfg.method.has_sg() {
             true => Some(Synthesizer::new(
@@ -210,8 +206,7 @@ impl PerStepTrainer {
             OutputLoss::Softmax => (Tensor::zeros(gpu, &[t * b])?, None, 2),
         };
         Ok(Self {
-            lstm: LstmWindow::new(gpu, i, h, b, t)?,
-            core,
+            lstm,
             readout,
             sg,
             discount,
@@ -222,11 +217,9 @@ impl PerStepTrainer {
             x: Tensor::zeros(gpu, &[t, b, i])?,
             targets,
             mask,
-            s0: Tensor::zeros(gpu, &[b, 2 * h])?,
             logits: Tensor::zeros(gpu, &[t * b, o])?,
             dlogits: Tensor::zeros(gpu, &[t * b, o])?,
             dh_seq: Tensor::zeros(gpu, &[t * b, h])?,
-            ds0: Tensor::zeros(gpu, &[b, 2 * h])?,
             task_metrics: Tensor::zeros(gpu, &[task_width])?,
             sg_loss: Tensor::zeros(gpu, &[1])?,
             sg_zero_loss: Tensor::zeros(gpu, &[1])?,
@@ -279,16 +272,16 @@ impl PerStepTrainer {
 
     /// The carried state `[B, 2H]` = `[h | c]` that the next window starts from.
     pub fn state(&self) -> &Tensor {
-        &self.s0
+        self.lstm.state()
     }
 
     /// Every parameter by name: `lstm.w_x`, `lstm.w_h`, `lstm.bias`, `readout.w`, `readout.b`,
     /// then `sg.w`, `sg.b` and `aux.w`, `aux.b` when present. Gradients hold the last step's.
     pub fn params(&self) -> Vec<(&'static str, &Param)> {
         let mut v = vec![
-            ("lstm.w_x", &self.core.w_x),
-            ("lstm.w_h", &self.core.w_h),
-            ("lstm.bias", &self.core.bias),
+            ("lstm.w_x", self.lstm.params()[0].1),
+            ("lstm.w_h", self.lstm.params()[1].1),
+            ("lstm.bias", self.lstm.params()[2].1),
             ("readout.w", &self.readout.w),
             ("readout.b", &self.readout.b),
         ];
@@ -434,7 +427,7 @@ impl PerStepTrainer {
     /// Zeroes the carried state (the next window starts from `h = c = 0`).
     pub fn reset_state(&mut self) {
         let mut enc = self.gpu.encoder();
-        enc.clear(&self.s0);
+        self.lstm.reset(&mut enc);
         self.gpu.submit(enc);
     }
 
@@ -469,10 +462,9 @@ impl PerStepTrainer {
                 self.targets.write(&self.gpu, &self.host_labels)?;
             }
             let mut enc = self.gpu.encoder();
-            let p = self.lstm_params();
-            self.lstm.forward(&mut enc, p, &self.x, &self.eval_s0)?;
-            enc.copy(self.lstm.s_last(), &self.eval_s0)?;
-            let h_seq = self.h_seq_2d()?;
+            self.lstm.forward_from(&mut enc, &self.x, &self.eval_s0)?;
+            enc.copy(self.lstm.last_state(), &self.eval_s0)?;
+            let h_seq = self.lstm.h_rows()?;
             self.readout.forward(&mut enc, &h_seq, &self.logits)?;
             softmax_xent(
                 &mut enc,
@@ -491,18 +483,6 @@ impl PerStepTrainer {
             errors: m[1] as f64,
             chars,
         })
-    }
-
-    fn lstm_params(&self) -> LstmParams<'_> {
-        self.core.params()
-    }
-
-    /// The window's hidden states viewed as `[T·B, H]` rows.
-    fn h_seq_2d(&self) -> Result<Tensor> {
-        Ok(self
-            .lstm
-            .h_seq()
-            .reshape(&[self.cfg.t * self.cfg.batch, self.cfg.hidden])?)
     }
 
     /// One-hot inputs and float class ids, built on the host and written into the persistent tensors.
@@ -531,11 +511,9 @@ impl PerStepTrainer {
         let (b, h) = (self.cfg.batch, self.cfg.hidden);
         let inv_b = 1.0 / b as f32;
         let mut enc = self.gpu.encoder();
-        let p = self.lstm_params();
-
         // 1-2. Forward, readout, task loss and the readout's gradients.
-        self.lstm.forward(&mut enc, p, &self.x, &self.s0)?;
-        let h_seq = self.h_seq_2d()?;
+        self.lstm.forward(&mut enc, &self.x)?;
+        let h_seq = self.lstm.h_rows()?;
         self.readout.forward(&mut enc, &h_seq, &self.logits)?;
         match &self.mask {
             Some(mask) => sigmoid_xent(
@@ -566,7 +544,7 @@ impl PerStepTrainer {
         let mut injected = None;
         if let Some(m) = &self.sg {
             if self.apply_sg || aux_on || self.discount.is_some() {
-                m.predict(&mut enc, self.lstm.s_last(), None)?;
+                m.predict(&mut enc, self.lstm.last_state(), None)?;
             }
             if self.apply_sg {
                 injected = Some(m.inject(&mut enc, inv_b)?);
@@ -580,9 +558,12 @@ impl PerStepTrainer {
             match &ab.ahead {
                 Some(ahead) => {
                     let rows = self.cfg.t * b;
-                    ahead
-                        .window
-                        .forward(&mut enc, p, &ahead.x, self.lstm.s_last())?;
+                    ahead.window.forward(
+                        &mut enc,
+                        self.lstm.values(),
+                        &ahead.x,
+                        self.lstm.last_state(),
+                    )?;
                     // The lookahead's c_seq starts with its own first state's c (s_last's): skip it.
                     enc.copy_region(ahead.window.c_seq(), b * h, &ahead.c, 0, rows * h)?;
                     let h_ahead = ahead.window.h_seq().reshape(&[rows, h])?;
@@ -622,23 +603,14 @@ impl PerStepTrainer {
         }
 
         // 5. Backward through the window.
-        let grads = self.core.grads();
-        self.lstm.backward(
-            &mut enc,
-            p,
-            &self.x,
-            &self.s0,
-            &self.dh_seq,
-            injected,
-            grads,
-            &self.ds0,
-            None,
-        )?;
+        let ds0 = self
+            .lstm
+            .backward(&mut enc, &self.x, &self.dh_seq, injected, None)?;
 
         // 6. Train M(s0) on the bootstrapped gradient that reached s0 (not on the first window: no
         //    window before it used M there). With a discount of its own, the bootstrap's share is
         //    corrected by a second pass of Jᵀ·M(s_last) alone: ds0 += ((γ − applied scale)/B)·Jᵀ·M.
-        let [w_x, w_h, bias] = self.core.param_list();
+        let [w_x, w_h, bias] = self.lstm.param_list();
         let params: Vec<&Param> = vec![w_x, w_h, bias, &self.readout.w, &self.readout.b];
         let sg_trained = self.train_sg && self.windows_total > 0;
         if let (Some(m), true) = (&self.sg, sg_trained) {
@@ -657,26 +629,24 @@ impl PerStepTrainer {
                         dw_h: &d.dw_h,
                         dbias: &d.dbias,
                     };
-                    self.lstm.backward(
+                    self.lstm.backward_into(
                         &mut enc,
-                        p,
                         &self.x,
-                        &self.s0,
                         &d.dh_zero,
                         Some(&d.inj),
                         scratch,
                         &d.ds0,
                         None,
                     )?;
-                    axpy(&mut enc, 1.0, &d.ds0, &self.ds0)?;
+                    axpy(&mut enc, 1.0, &d.ds0, ds0)?;
                 }
             }
-            scale(&mut enc, b as f32, &self.ds0)?;
+            scale(&mut enc, b as f32, ds0)?;
             m.fit(
                 &mut enc,
-                &self.s0,
+                self.lstm.state(),
                 None,
-                &self.ds0,
+                ds0,
                 inv_b,
                 &self.sg_loss,
                 &self.sg_zero_loss,
@@ -692,7 +662,7 @@ impl PerStepTrainer {
         if let Some(m) = &self.sg {
             m.step(&mut enc, sg_trained, &aux_params)?;
         }
-        enc.copy(self.lstm.s_last(), &self.s0)?;
+        self.lstm.carry(&mut enc)?;
         self.last_dispatches = enc.dispatches();
         let submission = self.gpu.submit(enc);
 
@@ -719,7 +689,7 @@ impl PerStepTrainer {
         if let Some(m) = &self.sg {
             v.push(("sg_optimizer".into(), m.optimizer().state_tensor()));
         }
-        v.push(("s0".into(), &self.s0));
+        v.push(("s0".into(), self.lstm.state()));
         v.push(("task_metrics".into(), &self.task_metrics));
         v.push(("sg_loss".into(), &self.sg_loss));
         v.push(("sg_zero_loss".into(), &self.sg_zero_loss));

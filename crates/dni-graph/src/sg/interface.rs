@@ -49,10 +49,12 @@ pub struct SgInterfaceConfig {
     /// The SG model's layers before its output Linear (which starts at exactly zero, so `M` does):
     /// empty for the paper's linear SG, `LayerSpec::hidden(w, batchnorm)` per layer of an MLP like
     /// the paper's feed-forward SG models, or any layers, your own
-    /// ([`LayerSpec::Custom`](crate::layers::LayerSpec::Custom)) included. With a context, the
+    /// ([`LayerSpec::Custom`]) included. With a context, the
     /// first layer must be a Linear (it reads `[h, c]`).
     pub hidden_layers: Vec<LayerSpec>,
     pub optim: OptimConfig,
+    /// Global-norm clip of each of the SG model's updates (`None`: unclipped).
+    pub clip: Option<f32>,
     /// Seed of the hidden layers' initial weights (the output layer starts at zero).
     pub seed: u64,
 }
@@ -66,6 +68,7 @@ impl SgInterfaceConfig {
             context: 0,
             hidden_layers: Vec::new(),
             optim,
+            clip: None,
             seed: 1,
         }
     }
@@ -110,7 +113,7 @@ impl SgInterface {
             SgInput::State,
             1.0,
             cfg.rows,
-            Optimizer::new(gpu, cfg.optim)?,
+            Optimizer::with_clip(gpu, cfg.optim, cfg.clip)?,
             &mut |n, bound| rng.symmetric(n, bound),
         )?;
         Ok(Self {

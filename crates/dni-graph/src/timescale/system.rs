@@ -25,7 +25,6 @@
 
 use dni_kernels::ops::elementwise::axpy;
 use dni_kernels::ops::loss::softmax_xent;
-use dni_kernels::ops::lstm::LstmWindow;
 use dni_kernels::ops::matmul::{matmul, Matmul};
 use dni_kernels::ops::optim::{Optimizer, Param};
 use dni_kernels::{Encoder, Gpu, Tensor};
@@ -36,28 +35,24 @@ use super::metrics::{Evaluation, Metrics, Scores};
 use crate::error::{check_len, Error, Result};
 use crate::in_flight::InFlight;
 use crate::linear::Linear;
-use crate::lstm::LstmCore;
+use crate::lstm::Lstm;
 use crate::recurrent::StateBuf;
 use crate::sg::model::{SgShape, Synthesizer};
 use crate::sg::{fidelity, Fidelity, SgConfig};
 use dni_tasks::DigitBlock;
 
-/// One LSTM with its readout, optimiser and the buffers of a window.
+/// One LSTM (with its carried training state) and its readout, optimiser and buffers.
 struct Net {
-    core: LstmCore,
+    lstm: Lstm,
     readout: Linear,
-    window: LstmWindow,
     optimizer: Optimizer,
-    /// Carried state `[B, 2H]` of training, and of evaluation (zeroed per evaluation).
-    state: Tensor,
+    /// Carried state `[B, 2H]` of evaluation (zeroed per evaluation).
     eval_state: Tensor,
     /// `[steps·B, classes]`.
     logits: Tensor,
     dlogits: Tensor,
     /// `[steps, B, H]`: the loss gradient at every output.
     dh: Tensor,
-    /// `[B, 2H]`: the gradient at the window's first state (unused: no SG on the net's own state).
-    ds0: Tensor,
     /// `[nats, wrong]` of training and of evaluation.
     metrics: Tensor,
     eval_metrics: Tensor,
@@ -76,16 +71,13 @@ impl Net {
     ) -> Result<Self> {
         let b = cfg.batch;
         Ok(Self {
-            core: LstmCore::new(gpu, input, hidden, &mut |n, bound| rng.symmetric(n, bound))?,
+            lstm: Lstm::new(gpu, input, hidden, b, steps, rng)?,
             readout: Linear::uniform(gpu, rng, hidden, classes)?,
-            window: LstmWindow::new(gpu, input, hidden, b, steps)?,
             optimizer: Optimizer::new(gpu, cfg.optim)?,
-            state: Tensor::zeros(gpu, &[b, 2 * hidden])?,
             eval_state: Tensor::zeros(gpu, &[b, 2 * hidden])?,
             logits: Tensor::zeros(gpu, &[steps * b, classes])?,
             dlogits: Tensor::zeros(gpu, &[steps * b, classes])?,
             dh: Tensor::zeros(gpu, &[steps, b, hidden])?,
-            ds0: Tensor::zeros(gpu, &[b, 2 * hidden])?,
             metrics: Tensor::zeros(gpu, &[2])?,
             eval_metrics: Tensor::zeros(gpu, &[2])?,
         })
@@ -93,12 +85,7 @@ impl Net {
 
     /// The window's outputs as `[steps·B, H]` rows.
     fn h_rows(&self) -> Result<Tensor> {
-        let (s, b, h) = (
-            self.window.steps(),
-            self.window.batch(),
-            self.window.hidden(),
-        );
-        Ok(self.window.h_seq().reshape(&[s * b, h])?)
+        self.lstm.h_rows()
     }
 
     /// Forward over `x` from `state` (training or evaluation state), then readout and loss at the
@@ -111,13 +98,17 @@ impl Net {
         eval: bool,
         loss_scale: f32,
     ) -> Result<()> {
-        let state = if eval { &self.eval_state } else { &self.state };
+        let state = if eval {
+            &self.eval_state
+        } else {
+            self.lstm.state()
+        };
         let metrics = if eval {
             &self.eval_metrics
         } else {
             &self.metrics
         };
-        self.window.forward(enc, self.core.params(), x, state)?;
+        self.lstm.forward_from(enc, x, state)?;
         let h = self.h_rows()?;
         self.readout.forward(enc, &h, &self.logits)?;
         softmax_xent(
@@ -150,35 +141,25 @@ impl Net {
         x: &Tensor,
         dx: Option<&Tensor>,
     ) -> Result<()> {
-        let dh = self.dh.reshape(&[
-            self.window.steps() * self.window.batch(),
-            self.window.hidden(),
-        ])?;
-        self.window.backward(
-            enc,
-            self.core.params(),
-            x,
-            &self.state,
-            &dh,
-            None,
-            self.core.grads(),
-            &self.ds0,
-            dx,
-        )?;
+        let dh = self
+            .dh
+            .reshape(&[self.lstm.steps() * self.lstm.batch(), self.lstm.hidden()])?;
+        self.lstm.backward(enc, x, &dh, None, dx)?;
         self.optimizer.step(enc, &self.all_params())?;
         Ok(())
     }
 
     /// Carries the state on to the next window.
     fn finish(&self, enc: &mut Encoder, eval: bool) -> Result<()> {
-        let state = if eval { &self.eval_state } else { &self.state };
-        enc.copy(self.window.s_last(), state)?;
-        Ok(())
+        match eval {
+            true => Ok(enc.copy(self.lstm.last_state(), &self.eval_state)?),
+            false => self.lstm.carry(enc),
+        }
     }
 
     fn all_params(&self) -> Vec<&Param> {
         let [w, b] = self.readout.params();
-        let [w_x, w_h, bias] = self.core.param_list();
+        let [w_x, w_h, bias] = self.lstm.param_list();
         vec![w_x, w_h, bias, w, b]
     }
 }
@@ -408,8 +389,8 @@ impl TwoTimescale {
         }
         v.push(("a.optim".into(), self.a.optimizer.state_tensor()));
         v.push(("b.optim".into(), self.b.optimizer.state_tensor()));
-        v.push(("a.state".into(), &self.a.state));
-        v.push(("b.state".into(), &self.b.state));
+        v.push(("a.state".into(), self.a.lstm.state()));
+        v.push(("b.state".into(), self.b.lstm.state()));
         v.push(("a.metrics".into(), &self.a.metrics));
         v.push(("b.metrics".into(), &self.b.metrics));
         if let Some(sg) = &self.sg {
@@ -517,7 +498,7 @@ impl TwoTimescale {
 
     /// The carried states `[B, 2H]` = `[h | c]` of A and B.
     pub fn states(&self) -> (&Tensor, &Tensor) {
-        (&self.a.state, &self.b.state)
+        (self.a.lstm.state(), self.b.lstm.state())
     }
 
     /// Trains on one block of the stream (see [`TwoTimescale::train_block`]).
@@ -688,11 +669,11 @@ impl TwoTimescale {
     fn gather_messages(&self, enc: &mut Encoder, k: usize) -> Result<()> {
         let (t, b, ha) = (self.cfg.t, self.cfg.batch, self.cfg.hidden_a);
         let row = b * ha;
-        let per = self.a.window.steps() / t;
+        let per = self.a.lstm.steps() / t;
         for w in 0..per {
             let step = w * t + t - 1;
             enc.copy_region(
-                self.a.window.h_seq(),
+                self.a.lstm.h_seq(),
                 step * row,
                 &self.msgs,
                 (k * per + w) * row,
@@ -724,17 +705,9 @@ impl TwoTimescale {
         let xb = self.xb.reshape(&[t * b, ha + 1])?;
         let dxb = self.dxb.reshape(&[t * b, ha + 1])?;
         let dh = self.b.dh.reshape(&[t * b, self.cfg.hidden_b])?;
-        self.b.window.backward(
-            enc,
-            self.b.core.params(),
-            &xb,
-            &self.b.state,
-            &dh,
-            None,
-            self.b.core.grads(),
-            &self.b.ds0,
-            delta.then_some(&dxb),
-        )?;
+        self.b
+            .lstm
+            .backward(enc, &xb, &dh, None, delta.then_some(&dxb))?;
         if delta {
             let dmsgs = self.dmsgs.reshape(&[t * b, ha])?;
             matmul(
@@ -756,7 +729,7 @@ impl TwoTimescale {
         check_len("three targets", threes.len(), b)?;
         check_targets("odd-digit targets", odd, self.cfg.classes_a() - 1)?;
         check_targets("three targets", threes, self.cfg.classes_b() - 1)?;
-        let steps_a = self.a.window.steps();
+        let steps_a = self.a.lstm.steps();
         let per = steps_a / t;
         for (k, (x, l)) in self.xa.iter().zip(&self.la).enumerate() {
             let span = steps_a * b * i;
