@@ -54,6 +54,16 @@ impl Lstm {
         // Checked first, so that bad sizes are an error and not a huge allocation.
         let window = LstmWindow::new(gpu, input, hidden, batch, steps)?;
         let (i, h) = (input, hidden);
+        // The window's [B, 4H] buffers exist, so 4H and H·4H fit; input·4H is the user's to break.
+        if i.checked_mul(4 * h).is_none() {
+            return Err(crate::Error::shape(
+                "Lstm::new",
+                format!(
+                    "input {i} × 4·hidden {} is more weights than can be addressed",
+                    4 * h
+                ),
+            ));
+        }
         let bound = 1.0 / (h as f32).sqrt();
         let w_x = rng.symmetric(i * 4 * h, bound);
         let w_h = rng.symmetric(h * 4 * h, bound);

@@ -128,4 +128,10 @@ fn data_of_the_wrong_shape_is_an_error() {
     let err = net.forward(&mut enc, &x).unwrap_err().to_string();
     assert!(err.contains('x'), "{err}");
     assert!(Lstm::new(&gpu, INPUT, 0, BATCH, STEPS, &mut Rng::new(1)).is_err());
+    let huge = Lstm::new(&gpu, usize::MAX / 4, HIDDEN, BATCH, STEPS, &mut Rng::new(1));
+    let err = huge
+        .err()
+        .expect("an input too wide to address")
+        .to_string();
+    assert!(err.contains("input"), "{err}");
 }

@@ -30,14 +30,26 @@ impl std::fmt::Debug for Tensor {
 impl Tensor {
     /// A zero-filled tensor (wgpu zero-initialises new buffers).
     pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Self> {
-        let len: usize = shape.iter().product();
-        if len == 0 {
-            return Err(Error::Shape {
-                op: "Tensor::zeros",
-                detail: format!("shape {shape:?} has no elements"),
-            });
-        }
-        let bytes = (len * 4) as u64;
+        // Checked: shapes come from configs and data, and a wrapped product would allocate the wrong size.
+        let len = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let bytes = len.and_then(|n| n.checked_mul(4)).map(|b| b as u64);
+        let (len, bytes) = match (len, bytes) {
+            (Some(0), _) => {
+                return Err(Error::Shape {
+                    op: "Tensor::zeros",
+                    detail: format!("shape {shape:?} has no elements"),
+                })
+            }
+            (Some(len), Some(bytes)) => (len, bytes),
+            _ => {
+                return Err(Error::Shape {
+                    op: "Tensor::zeros",
+                    detail: format!(
+                        "shape {shape:?} has more elements than this machine can address"
+                    ),
+                })
+            }
+        };
         let limit = gpu.limits().max_storage_buffer_binding_size;
         if bytes > limit {
             return Err(Error::TooLarge { bytes, limit });

@@ -729,6 +729,11 @@ fn launchers_reject_bad_shapes_and_aliased_outputs() {
         LstmWindow::new(&gpu, 2, 0, b, 3).is_err(),
         "zero hidden size"
     );
+    // Sizes whose product wraps are an error, not a buffer of the wrapped size.
+    let wrapped = LstmWindow::new(&gpu, 2, 4, usize::MAX / 2 + 1, 4)
+        .unwrap_err()
+        .to_string();
+    assert!(wrapped.contains("more elements than"), "{wrapped}");
     // Nothing was recorded by the rejected calls.
     assert_eq!(enc.dispatches(), 0);
 }
