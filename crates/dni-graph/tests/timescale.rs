@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use dni_graph::recurrent::StateBuf;
 use dni_graph::timescale::{
-    DigitBlock, DigitStream, Evaluation, Method, TimescaleConfig, TwoTimescale,
+    DigitBlock, DigitStream, Evaluation, Method, TaskBlock, TimescaleConfig, TwoTimescale,
 };
 use dni_graph::Error;
 use dni_kernels::ops::optim::OptimConfig;
@@ -24,9 +24,12 @@ fn config(
     batch: usize,
     method: Method,
 ) -> TimescaleConfig {
+    let (classes_a, classes_b) = TimescaleConfig::digit_counts(t);
     TimescaleConfig {
         t,
         input,
+        classes_a,
+        classes_b,
         hidden_a: ha,
         hidden_b: hb,
         batch,
@@ -84,9 +87,9 @@ fn a_loss(
     for j in 0..t {
         let step = j * t + t - 1;
         let h = &fa.h_seq[step * b * ha..(step + 1) * b * ha];
-        let logits = linear(h, ra_w, ra_b, b, ha, t + 1);
+        let logits = linear(h, ra_w, ra_b, b, ha, cfg.classes_a);
         let labels: Vec<f32> = odd[j * b..(j + 1) * b].iter().map(|&v| v as f32).collect();
-        loss += softmax_xent_loss(&logits, &labels, b, t + 1);
+        loss += softmax_xent_loss(&logits, &labels, b, cfg.classes_a);
         msgs.extend_from_slice(h);
     }
     (loss / b as f64, msgs)
@@ -114,7 +117,7 @@ fn b_loss(cfg: &TimescaleConfig, ps: &[(String, Vec<f64>)], msgs: &[f64], threes
     };
     let fb = window_forward(db, pb, &xb, &vec![0.0; b * 2 * hb]);
     let h = &fb.h_seq[(t - 1) * b * hb..];
-    let cb = t * t + 1;
+    let cb = cfg.classes_b;
     let logits = linear(h, get(ps, "b.readout.w"), get(ps, "b.readout.b"), b, hb, cb);
     let labels: Vec<f32> = threes.iter().map(|&v| v as f32).collect();
     softmax_xent_loss(&logits, &labels, b, cb) / b as f64
@@ -323,7 +326,7 @@ fn the_conditioned_sg_reads_bs_answer() {
     let gpu = gpu();
     let mut cfg = config(2, 3, 3, 2, 2, Method::Dni);
     cfg.sg_conditioned = true;
-    let (t, b, ha, c) = (cfg.t, cfg.batch, cfg.hidden_a, cfg.classes_b());
+    let (t, b, ha, c) = (cfg.t, cfg.batch, cfg.hidden_a, cfg.classes_b);
     let mut sys = TwoTimescale::new(&gpu, cfg.clone()).unwrap();
     let mut rng = Lcg::new(6);
     let x = rng.vec(t * t * b * cfg.input);
@@ -570,6 +573,98 @@ fn dni_learns_a_on_mnist_and_every_method_runs() {
         );
     }
     eprintln!("MNIST runs: {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// A task of the user's own, not the digits: four symbols one-hot plus a window-start flag per step;
+/// A answers the symbol its window started with (4 classes), B whether the block started with symbol
+/// 0 or 1 (2 classes). Neither class count is the digit task's (`T + 1`, `T² + 1`).
+#[derive(Default)]
+struct EchoBlock {
+    inputs: Vec<f32>,
+    first_of_window: Vec<u32>,
+    block_starts_low: Vec<u32>,
+}
+
+impl EchoBlock {
+    fn fill(&mut self, rng: &mut Lcg, t: usize, b: usize) {
+        self.inputs.clear();
+        self.first_of_window.clear();
+        self.block_starts_low.clear();
+        for step in 0..t * t {
+            for _ in 0..b {
+                let s = (rng.next_u64() % 4) as usize;
+                let mut row = [0.0f32; 5];
+                row[s] = 1.0;
+                row[4] = if step % t == 0 { 1.0 } else { 0.0 };
+                self.inputs.extend_from_slice(&row);
+                if step % t == 0 {
+                    self.first_of_window.push(s as u32);
+                }
+                if step == 0 {
+                    self.block_starts_low.push(u32::from(s < 2));
+                }
+            }
+        }
+    }
+}
+
+impl TaskBlock for EchoBlock {
+    fn inputs(&self) -> &[f32] {
+        &self.inputs
+    }
+    fn targets_a(&self) -> &[u32] {
+        &self.first_of_window
+    }
+    fn targets_b(&self) -> &[u32] {
+        &self.block_starts_low
+    }
+}
+
+/// The system is not tied to the digit task: with class counts of the user's choosing, A and B both
+/// learn a task of the user's own, end to end and with DNI, and a class count below 2 is refused.
+#[test]
+fn a_task_of_the_users_own_is_learnt() {
+    let gpu = gpu();
+    let started = Instant::now();
+    let (t, b) = (2, 32);
+    for method in [Method::EndToEnd, Method::Dni] {
+        let mut cfg = config(t, 5, 16, 16, b, method);
+        (cfg.classes_a, cfg.classes_b) = (4, 2);
+        cfg.optim = OptimConfig::adam(1e-2);
+        let mut sys = TwoTimescale::new(&gpu, cfg).unwrap();
+        let mut rng = Lcg::new(11);
+        let mut block = EchoBlock::default();
+        for _ in 0..300 {
+            block.fill(&mut rng, t, b);
+            sys.train(&block).unwrap();
+        }
+        let ev = sys
+            .evaluate(20, |blk: &mut EchoBlock| blk.fill(&mut rng, t, b))
+            .unwrap();
+        let (a, bb) = (ev.a.accuracy().unwrap(), ev.b.accuracy().unwrap());
+        eprintln!("{}: A {a:.3}, B {bb:.3}", method.name());
+        // Untrained, A is right a quarter of the time and B half.
+        assert!(
+            a > 0.7,
+            "{}: A did not learn its echo: {a:.3}",
+            method.name()
+        );
+        assert!(
+            bb > 0.7,
+            "{}: B did not learn its answer: {bb:.3}",
+            method.name()
+        );
+    }
+    let mut bad = config(t, 5, 4, 4, b, Method::Dni);
+    bad.classes_b = 1;
+    assert!(matches!(
+        TwoTimescale::new(&gpu, bad),
+        Err(Error::Config {
+            field: "classes_b",
+            ..
+        })
+    ));
+    eprintln!("echo task: {:.1}s", started.elapsed().as_secs_f64());
 }
 
 #[test]

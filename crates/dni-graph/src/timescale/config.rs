@@ -49,13 +49,20 @@ impl Method {
     }
 }
 
-/// Everything that fixes a [`TwoTimescale`](super::TwoTimescale).
+/// Everything that fixes a [`TwoTimescale`](super::TwoTimescale). The task is the caller's: A's
+/// inputs, and how many answers A and B choose between (the paper's digit task is
+/// [`TimescaleConfig::digit_counts`]).
 #[derive(Clone, Debug)]
 pub struct TimescaleConfig {
     /// A's window: A answers every `T` steps, B ticks every `T` steps and answers every `T` ticks.
     pub t: usize,
     /// Input features per step of A (784 pixels + 1 window-start flag for the MNIST stream).
     pub input: usize,
+    /// Classes of A's answer at the end of each of its windows (softmax; at least 2).
+    pub classes_a: usize,
+    /// Classes of B's answer at the end of each block (softmax; at least 2). A conditioned SG reads
+    /// this answer one-hot.
+    pub classes_b: usize,
     /// LSTM units of A; A's message to B is its hidden state, so B reads `hidden_a + 1` features.
     pub hidden_a: usize,
     /// LSTM units of B.
@@ -80,14 +87,11 @@ pub struct TimescaleConfig {
 }
 
 impl TimescaleConfig {
-    /// Classes of A's answer: `0..=T` odd digits.
-    pub fn classes_a(&self) -> usize {
-        self.t + 1
-    }
-
-    /// Classes of B's answer: `0..=T²` threes.
-    pub fn classes_b(&self) -> usize {
-        self.t * self.t + 1
+    /// The answers' class counts of the paper's digit task at window length `t`:
+    /// `(classes_a, classes_b)` = `(T + 1, T² + 1)`, for `0..=T` odd digits in a window of A and
+    /// `0..=T²` threes in a block. Saturating: a `t` too large to square fails validation instead.
+    pub fn digit_counts(t: usize) -> (usize, usize) {
+        (t.saturating_add(1), t.saturating_mul(t).saturating_add(1))
     }
 
     /// Steps of one block, the unit of [`TwoTimescale::train_block`](super::TwoTimescale::train_block):
@@ -119,6 +123,11 @@ impl TimescaleConfig {
         ] {
             if v == 0 {
                 bad(field, &v, "must be at least 1");
+            }
+        }
+        for (field, v) in [("classes_a", self.classes_a), ("classes_b", self.classes_b)] {
+            if v < 2 {
+                bad(field, &v, "a softmax answer needs at least 2 classes");
             }
         }
         if !(self.sg_scale.is_finite() && self.sg_scale >= 0.0) {

@@ -1,7 +1,10 @@
-//! Two networks at two timescales (paper 3.2, Fig. 5): network A, an LSTM, reads one MNIST digit per
-//! step and answers every `T` steps with the number of odd digits in those `T` steps; network B, an
-//! LSTM that ticks once every `T` steps on A's message (A's hidden state at the window's last step),
-//! answers every `T` ticks with the number of threes in the last `T²` steps.
+//! Two networks at two timescales (paper 3.2, Fig. 5): network A, an LSTM, reads one input per step
+//! and answers every `T` steps; network B, an LSTM that ticks once every `T` steps on A's message (A's
+//! hidden state at the window's last step), answers every `T` ticks. The task is the caller's: a
+//! [`TaskBlock`] (or [`TwoTimescale::train_block`]'s slices) holds a block's inputs and both answers,
+//! and [`TimescaleConfig`] how many classes each answer has. The paper's task, the digit stream, is
+//! one such block: A reads one MNIST digit per step and counts the odd digits of its window, B counts
+//! the threes of the last `T²` steps.
 //!
 //! [`Method`] chooses how the A→B connection is trained: [`Method::EndToEnd`] unrolls the joint
 //! system `T²` steps before one update of both (A is update-locked to B); [`Method::Dni`] gives A a
@@ -17,8 +20,9 @@
 //! let mnist = dni_tasks::Mnist::load_dir("data/mnist")?;
 //! let (t, batch) = (4, 32);
 //! let mut stream = DigitStream::new(&mnist.train, t, batch, 1)?;
+//! let (classes_a, classes_b) = TimescaleConfig::digit_counts(t);
 //! let mut sys = TwoTimescale::new(&gpu, TimescaleConfig {
-//!     t, input: stream.input_width(), hidden_a: 64, hidden_b: 64, batch,
+//!     t, input: stream.input_width(), classes_a, classes_b, hidden_a: 64, hidden_b: 64, batch,
 //!     method: Method::Dni, optim: OptimConfig::adam(1e-3), sg_optim: OptimConfig::adam(1e-3),
 //!     sg_scale: 1.0, sg_conditioned: false, sg_hidden: 0, seed: 1,
 //! })?;
@@ -45,3 +49,27 @@ pub use settings::TimescaleSettings;
 // The digit stream lives with the other tasks; re-exported here, where it is used.
 pub use dni_tasks::digits::{input_width, DigitBlock, DigitStream};
 pub use system::TwoTimescale;
+
+/// One block of `T²` steps of a two-timescale task, for [`TwoTimescale::train`] and
+/// [`TwoTimescale::evaluate`]: A's inputs and the answers A and B must give.
+pub trait TaskBlock {
+    /// `[T², B, input]`, time-major.
+    fn inputs(&self) -> &[f32];
+    /// `[T, B]`: A's answer at the last step of each of its `T` windows (`0..classes_a`).
+    fn targets_a(&self) -> &[u32];
+    /// `[B]`: B's answer at the block's end (`0..classes_b`).
+    fn targets_b(&self) -> &[u32];
+}
+
+/// The paper's task: A counts the odd digits of its window, B the threes of the block.
+impl TaskBlock for DigitBlock {
+    fn inputs(&self) -> &[f32] {
+        &self.inputs
+    }
+    fn targets_a(&self) -> &[u32] {
+        &self.odd
+    }
+    fn targets_b(&self) -> &[u32] {
+        &self.threes
+    }
+}

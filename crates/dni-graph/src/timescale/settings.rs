@@ -81,9 +81,12 @@ impl TimescaleSettings {
     /// weights from `seed`.
     pub fn system_config(&self, input: usize, seed: u64) -> TimescaleConfig {
         let sg_lr = self.sg_lr.unwrap_or(self.lr);
+        let (classes_a, classes_b) = TimescaleConfig::digit_counts(self.t);
         TimescaleConfig {
             t: self.t,
             input,
+            classes_a,
+            classes_b,
             hidden_a: self.hidden,
             hidden_b: self.hidden,
             batch: self.batch,
@@ -103,10 +106,15 @@ impl TimescaleSettings {
     /// evaluations of at least 1).
     pub fn problems(&self) -> Vec<Error> {
         // Without its own sg_lr the SG's rate is lr, whose problem is reported already; A and B
-        // share `hidden`.
+        // share `hidden`; the class counts follow from `T`, whose own limit (at least 2) covers
+        // theirs.
         let mut out = crate::error::by_key(
             self.system_config(1, 0).problems(),
-            |p| self.sg_lr.is_some() || p.config_field() != Some("sg_optim"),
+            |p| match p.config_field() {
+                Some("sg_optim") => self.sg_lr.is_some(),
+                Some("classes_a" | "classes_b") => false,
+                _ => true,
+            },
             |field| match field {
                 "hidden_a" | "hidden_b" => "hidden",
                 "optim" => "lr",

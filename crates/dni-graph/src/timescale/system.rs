@@ -1,4 +1,4 @@
-//! The two-timescale system: network A (an LSTM over the digit stream), network B (an LSTM that
+//! The two-timescale system: network A (an LSTM over the input stream), network B (an LSTM that
 //! ticks once per window of A and reads A's message), and the A→B connection, trained end to end,
 //! with a synthetic gradient, or decoupled without one.
 //!
@@ -32,6 +32,7 @@ use dni_tasks::Rng;
 
 use super::config::{Method, TimescaleConfig};
 use super::metrics::{Evaluation, Metrics, Scores};
+use super::TaskBlock;
 use crate::error::{check_len, Error, Result};
 use crate::in_flight::InFlight;
 use crate::linear::Linear;
@@ -39,7 +40,6 @@ use crate::lstm::Lstm;
 use crate::recurrent::StateBuf;
 use crate::sg::model::{SgShape, Synthesizer};
 use crate::sg::{fidelity, Fidelity, SgConfig};
-use dni_tasks::DigitBlock;
 
 /// One LSTM (with its carried training state) and its readout, optimiser and buffers.
 struct Net {
@@ -170,8 +170,9 @@ struct Sg {
     model: Synthesizer,
     /// `[B, H_A]`: one window's message.
     msg: Tensor,
-    /// With `sg_conditioned`: B's answer for the block one-hot, for one window's message `[B, T²+1]`
-    /// and for all the block's `[T·B, T²+1]` (tick-major, as the messages' rows).
+    /// With `sg_conditioned`: B's answer for the block one-hot, for one window's message
+    /// `[B, classes_b]` and for all the block's `[T·B, classes_b]` (tick-major, as the messages'
+    /// rows).
     labels: Option<(Tensor, Tensor)>,
     loss: Tensor,
     zero_loss: Tensor,
@@ -212,7 +213,6 @@ pub struct TwoTimescale {
     host_x: Vec<f32>,
     host_la: Vec<f32>,
     host_lb: Vec<f32>,
-    eval_block: DigitBlock,
     blocks_unread: u64,
     sg_blocks_unread: u64,
     blocks_total: u64,
@@ -230,16 +230,8 @@ impl TwoTimescale {
         let (t, b, ha, i) = (cfg.t, cfg.batch, cfg.hidden_a, cfg.input);
         let mut rng = Rng::new(cfg.seed);
         let steps_a = if cfg.method.locked() { t * t } else { t };
-        let a = Net::new(gpu, &mut rng, &cfg, i, ha, cfg.classes_a(), steps_a)?;
-        let b_net = Net::new(
-            gpu,
-            &mut rng,
-            &cfg,
-            ha + 1,
-            cfg.hidden_b,
-            cfg.classes_b(),
-            t,
-        )?;
+        let a = Net::new(gpu, &mut rng, &cfg, i, ha, cfg.classes_a, steps_a)?;
+        let b_net = Net::new(gpu, &mut rng, &cfg, ha + 1, cfg.hidden_b, cfg.classes_b, t)?;
         let sg = if cfg.method == Method::Dni {
             Some(Sg {
                 model: Synthesizer::new(
@@ -252,11 +244,7 @@ impl TwoTimescale {
                     SgShape {
                         width: ha,
                         out: ha,
-                        context: if cfg.sg_conditioned {
-                            cfg.classes_b()
-                        } else {
-                            0
-                        },
+                        context: if cfg.sg_conditioned { cfg.classes_b } else { 0 },
                         predict_rows: b,
                         fit_rows: t * b,
                     },
@@ -268,8 +256,8 @@ impl TwoTimescale {
                 msg: Tensor::zeros(gpu, &[b, ha])?,
                 labels: match cfg.sg_conditioned {
                     true => Some((
-                        Tensor::zeros(gpu, &[b, cfg.classes_b()])?,
-                        Tensor::zeros(gpu, &[t * b, cfg.classes_b()])?,
+                        Tensor::zeros(gpu, &[b, cfg.classes_b])?,
+                        Tensor::zeros(gpu, &[t * b, cfg.classes_b])?,
                     )),
                     false => None,
                 },
@@ -307,7 +295,6 @@ impl TwoTimescale {
             host_x: Vec::with_capacity(t * t * b * i),
             host_la: vec![0.0; steps_a * b],
             host_lb: vec![0.0; t * b],
-            eval_block: DigitBlock::default(),
             blocks_unread: 0,
             sg_blocks_unread: 0,
             blocks_total: 0,
@@ -502,15 +489,20 @@ impl TwoTimescale {
     }
 
     /// Trains on one block of the stream (see [`TwoTimescale::train_block`]).
-    pub fn train(&mut self, block: &DigitBlock) -> Result<()> {
-        self.train_block(&block.inputs, &block.odd, &block.threes)
+    pub fn train(&mut self, block: &impl TaskBlock) -> Result<()> {
+        self.train_block(block.inputs(), block.targets_a(), block.targets_b())
     }
 
-    /// One block of `T²` steps. `inputs` is `[T², B, input]` (time-major), `odd` `[T, B]` the answer
-    /// A must give at the end of each of its windows (`0..=T`), `threes` `[B]` the answer B must give
-    /// at the block's end (`0..=T²`). Records and submits without waiting.
-    pub fn train_block(&mut self, inputs: &[f32], odd: &[u32], threes: &[u32]) -> Result<()> {
-        self.upload(inputs, odd, threes)?;
+    /// One block of `T²` steps. `inputs` is `[T², B, input]` (time-major), `targets_a` `[T, B]` the
+    /// answer A must give at the end of each of its windows (`0..classes_a`), `targets_b` `[B]` the
+    /// answer B must give at the block's end (`0..classes_b`). Records and submits without waiting.
+    pub fn train_block(
+        &mut self,
+        inputs: &[f32],
+        targets_a: &[u32],
+        targets_b: &[u32],
+    ) -> Result<()> {
+        self.upload(inputs, targets_a, targets_b)?;
         let mut enc = self.gpu.encoder();
         let inv_b = 1.0 / self.cfg.batch as f32;
         if self.cfg.method.locked() {
@@ -558,10 +550,10 @@ impl TwoTimescale {
 
     /// Forward-only pass over `blocks` held-out blocks that `next` fills, from zero states of its own;
     /// the training state and the parameters are untouched.
-    pub fn evaluate(
+    pub fn evaluate<B: TaskBlock + Default>(
         &mut self,
         blocks: usize,
-        mut next: impl FnMut(&mut DigitBlock),
+        mut next: impl FnMut(&mut B),
     ) -> Result<Evaluation> {
         let mut enc = self.gpu.encoder();
         for t in [
@@ -573,10 +565,10 @@ impl TwoTimescale {
             enc.clear(t);
         }
         self.gpu.submit(enc);
-        let mut blk = std::mem::take(&mut self.eval_block);
+        let mut blk = B::default();
         for _ in 0..blocks {
             next(&mut blk);
-            self.upload(&blk.inputs, &blk.odd, &blk.threes)?;
+            self.upload(blk.inputs(), blk.targets_a(), blk.targets_b())?;
             let mut enc = self.gpu.encoder();
             for k in 0..self.xa.len() {
                 self.a
@@ -588,7 +580,6 @@ impl TwoTimescale {
             self.b.finish(&mut enc, true)?;
             self.in_flight.submitted(&self.gpu, self.gpu.submit(enc))?;
         }
-        self.eval_block = blk;
         let vals = self
             .gpu
             .read_many(&[&self.a.eval_metrics, &self.b.eval_metrics])?;
@@ -722,13 +713,13 @@ impl TwoTimescale {
     }
 
     /// Checks the host data and writes it into the block's input and target tensors.
-    fn upload(&mut self, inputs: &[f32], odd: &[u32], threes: &[u32]) -> Result<()> {
+    fn upload(&mut self, inputs: &[f32], targets_a: &[u32], targets_b: &[u32]) -> Result<()> {
         let (t, b, i) = (self.cfg.t, self.cfg.batch, self.cfg.input);
         check_len("inputs", inputs.len(), t * t * b * i)?;
-        check_len("odd-digit targets", odd.len(), t * b)?;
-        check_len("three targets", threes.len(), b)?;
-        check_targets("odd-digit targets", odd, self.cfg.classes_a() - 1)?;
-        check_targets("three targets", threes, self.cfg.classes_b() - 1)?;
+        check_len("A's targets", targets_a.len(), t * b)?;
+        check_len("B's targets", targets_b.len(), b)?;
+        check_targets("A's targets", targets_a, self.cfg.classes_a - 1)?;
+        check_targets("B's targets", targets_b, self.cfg.classes_b - 1)?;
         let steps_a = self.a.lstm.steps();
         let per = steps_a / t;
         for (k, (x, l)) in self.xa.iter().zip(&self.la).enumerate() {
@@ -741,23 +732,23 @@ impl TwoTimescale {
             for w in 0..per {
                 let step = w * t + t - 1;
                 for lane in 0..b {
-                    self.host_la[step * b + lane] = odd[(k * per + w) * b + lane] as f32;
+                    self.host_la[step * b + lane] = targets_a[(k * per + w) * b + lane] as f32;
                 }
             }
             l.write(&self.gpu, &self.host_la)?;
         }
         self.host_lb.fill(-1.0);
-        for (dst, &v) in self.host_lb[(t - 1) * b..].iter_mut().zip(threes) {
+        for (dst, &v) in self.host_lb[(t - 1) * b..].iter_mut().zip(targets_b) {
             *dst = v as f32;
         }
         self.lb.write(&self.gpu, &self.host_lb)?;
         if let Some((window, block)) = self.sg.as_ref().and_then(|sg| sg.labels.as_ref()) {
             // Every tick's rows hold the lanes' one answer; reuse the x buffer (written above).
-            let c = self.cfg.classes_b();
+            let c = self.cfg.classes_b;
             self.host_x.clear();
             self.host_x.resize(t * b * c, 0.0);
             for tick in 0..t {
-                for (lane, &y) in threes.iter().enumerate() {
+                for (lane, &y) in targets_b.iter().enumerate() {
                     self.host_x[(tick * b + lane) * c + y as usize] = 1.0;
                 }
             }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use dni_graph::timescale::{DigitBlock, DigitStream, Evaluation, TwoTimescale};
+use dni_graph::timescale::{DigitBlock, DigitStream, Evaluation, TimescaleConfig, TwoTimescale};
 use dni_kernels::Gpu;
 use dni_tasks::Mnist;
 use serde::Serialize;
@@ -403,8 +403,8 @@ fn majority_accuracy(
 ) -> anyhow::Result<(f64, f64)> {
     let mut test = DigitStream::new(&mnist.test, ts.t, ts.batch, seed ^ TEST_SEED)?;
     let mut block = DigitBlock::default();
-    let mut a = vec![0u64; ts.t + 1];
-    let mut b = vec![0u64; ts.t * ts.t + 1];
+    let (classes_a, classes_b) = TimescaleConfig::digit_counts(ts.t);
+    let (mut a, mut b) = (vec![0u64; classes_a], vec![0u64; classes_b]);
     for _ in 0..ts.eval_blocks {
         test.next_block(&mut block);
         block.odd.iter().for_each(|&v| a[v as usize] += 1);
