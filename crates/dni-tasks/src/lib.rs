@@ -14,6 +14,7 @@ pub mod digits;
 pub mod error;
 pub mod mnist;
 pub mod rng;
+pub mod testing;
 pub mod text;
 
 pub use copy::{
@@ -28,13 +29,10 @@ pub use text::{CharStream, Corpus, EvalStream, Fractions, TextFile, TextFormat, 
 
 #[cfg(test)]
 pub(crate) mod test_util {
-    use std::path::PathBuf;
+    use crate::testing::TempDir;
 
-    /// A fresh empty directory under the system temp dir, unique per test tag and process.
-    pub(crate) fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("dni-tasks-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        dir
+    /// A fresh empty directory, unique per test tag and process, removed when dropped.
+    pub(crate) fn temp_dir(tag: &str) -> TempDir {
+        TempDir::new(&format!("tasks-{tag}"))
     }
 }

@@ -738,6 +738,7 @@ impl Validator<'_> {
 #[cfg(test)]
 mod tests {
     use dni_kernels::ops::optim::OptimKind;
+    use dni_tasks::testing::TempDir;
 
     use super::*;
     use crate::experiments::charlm::CorpusFormat;
@@ -746,16 +747,16 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
     }
 
-    fn temp_config(tag: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("dni-train-cfg-{}-{tag}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+    /// `text` as `test.toml` in a temp dir of its own (removed when the guard drops).
+    fn temp_config(tag: &str, text: &str) -> (TempDir, PathBuf) {
+        let dir = TempDir::new(&format!("train-cfg-{tag}"));
         let p = dir.join("test.toml");
         std::fs::write(&p, text).expect("write config");
-        p
+        (dir, p)
     }
 
     fn load(tag: &str, text: &str, sets: &[&str]) -> anyhow::Result<Config> {
-        let p = temp_config(tag, text);
+        let (_dir, p) = temp_config(tag, text);
         let o = Overrides {
             set: sets.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
@@ -1109,7 +1110,7 @@ sg_model = "mlp"
 
     #[test]
     fn typed_overrides() {
-        let p = temp_config("typed", COPY);
+        let (_dir, p) = temp_config("typed", COPY);
         let o = Overrides {
             steps: Some(0),
             out_dir: Some(PathBuf::from("elsewhere")),

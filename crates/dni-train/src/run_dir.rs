@@ -253,8 +253,7 @@ mod tests {
 
     #[test]
     fn creates_unique_dirs_and_writes_records() {
-        let out = std::env::temp_dir().join(format!("dni-train-runs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
+        let out = dni_tasks::testing::TempDir::new("train-runs");
         let cfg = copy_config(&out);
         let now = UNIX_EPOCH + Duration::from_secs(86_400);
         let argv = vec![

@@ -448,8 +448,7 @@ mod tests {
     #[test]
     fn a_short_run_evaluates_and_reports_test_at_the_best_validation() {
         let gpu = dni_kernels::testing::gpu();
-        let dir = std::env::temp_dir().join(format!("dni-charlm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dni_tasks::testing::TempDir::new("charlm");
         let text = dir.join("text.txt");
         std::fs::write(&text, "abcabd abcabd xyz. ".repeat(400)).unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
