@@ -947,7 +947,7 @@ sg_model = "mlp"
         let good = load("rnn-good", COPY, &["rnn.method=dni_aux"]).unwrap();
         let good = good.rnn.unwrap();
         type Change = fn(&mut RecurrentSettings);
-        let cases: [(&str, Change); 11] = [
+        let cases: [(&str, Change); 12] = [
             ("rnn.steps=0", |r| r.steps = 0),
             ("rnn.lr=0", |r| r.lr = 0.0),
             ("rnn.momentum=1", |r| r.momentum = 1.0),
@@ -959,6 +959,7 @@ sg_model = "mlp"
             ("rnn.sg_momentum=1", |r| r.sg_momentum = Some(1.0)),
             ("rnn.probe_samples=0", |r| r.probe_samples = 0),
             ("rnn.probe_steps=0", |r| r.probe_steps = Some(0)),
+            ("rnn.lr_half_life=0", |r| r.lr_half_life = Some(0)),
         ];
         for (set, change) in cases {
             let mut bad = good.clone();

@@ -72,6 +72,14 @@ pub struct RecurrentSettings {
     pub momentum: f64,
     /// Step budget (one step = one window of `T` steps).
     pub steps: u64,
+    /// Half-life of the core's learning rate, in windows: window `w` trains at
+    /// `lr · 2^(−w / lr_half_life)` (the SG model and the aux head keep `sg_lr`). Absent: constant,
+    /// the paper's.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub lr_half_life: Option<u64>,
     /// Learning rate of the synthetic-gradient model and the aux head (default `lr`; the committed
     /// Copy configs set 3× the core, measured in docs/RECURRENT.md).
     #[cfg_attr(
@@ -153,6 +161,15 @@ impl RecurrentSettings {
         self.sg_lr.unwrap_or(self.lr)
     }
 
+    /// The core's learning rate for window `window` (counted from 0): `lr`, halved every
+    /// `lr_half_life` windows when that is set.
+    pub fn lr_at(&self, window: u64) -> f64 {
+        match self.lr_half_life {
+            Some(h) if h > 0 => self.lr * 0.5f64.powf(window as f64 / h as f64),
+            _ => self.lr,
+        }
+    }
+
     /// Steps the probe unrolls past the window.
     pub fn probe_steps(&self) -> usize {
         self.probe_steps.unwrap_or(self.t.saturating_mul(8))
@@ -220,6 +237,13 @@ impl RecurrentSettings {
                 "momentum must be in [0, 1)",
             ));
         }
+        if self.lr_half_life == Some(0) {
+            out.push(Error::config(
+                "lr_half_life",
+                0,
+                "the rate halves every this many windows: at least 1 (remove it for a constant rate)",
+            ));
+        }
         if !(1..=1000).contains(&self.probe_samples) {
             out.push(Error::config(
                 "probe_samples",
@@ -257,6 +281,7 @@ mod tests {
             lr: 1e-3,
             momentum: 0.9,
             steps: 10,
+            lr_half_life: None,
             sg_lr: Some(3e-3),
             sg_optimizer: None,
             sg_momentum: None,
@@ -299,6 +324,14 @@ mod tests {
             Some(OptimConfig::adam(1e-3))
         );
         assert_eq!(s.probe_steps(), 16);
+        assert_eq!(s.lr_at(5000), 1e-3);
+        let halving = RecurrentSettings {
+            lr_half_life: Some(100),
+            ..settings()
+        };
+        assert_eq!(halving.lr_at(0), 1e-3);
+        assert!((halving.lr_at(100) - 5e-4).abs() < 1e-12);
+        assert!((halving.lr_at(250) - 1e-3 / 2f64.powf(2.5)).abs() < 1e-12);
     }
 
     #[test]
@@ -312,6 +345,7 @@ mod tests {
             sg_momentum: Some(1.0),
             probe_samples: 0,
             probe_steps: Some(0),
+            lr_half_life: Some(0),
             ..settings()
         };
         let fields: Vec<&str> = bad
@@ -328,6 +362,7 @@ mod tests {
                 "sg_lr",
                 "hidden",
                 "sg_momentum",
+                "lr_half_life",
                 "probe_samples",
                 "probe_steps"
             ]

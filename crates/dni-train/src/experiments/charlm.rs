@@ -302,6 +302,9 @@ pub fn train_with(
             break;
         }
         stream.next_window(rnn.t, &mut ins, &mut tgts);
+        if rnn.lr_half_life.is_some() {
+            trainer.set_lr(rnn.lr_at(step) as f32)?;
+        }
         trainer
             .train_window_tokens(&ins, &tgts)
             .with_context(|| format!("training step {}", step + 1))?;

@@ -275,6 +275,15 @@ pub fn train_group_with(
                 next_inputs: r.ahead.as_ref().map(|w| &w.inputs[..]),
             })
             .collect();
+        for (k, rnn) in cfgs
+            .iter()
+            .enumerate()
+            .filter_map(|(k, c)| Some((k, c.rnn.as_ref()?)))
+        {
+            if rnn.lr_half_life.is_some() {
+                group.set_lr(k, rnn.lr_at(step) as f32)?;
+            }
+        }
         group
             .train_window(&windows)
             .with_context(|| format!("training step {}", step + 1))?;
@@ -608,5 +617,32 @@ mod tests {
             "bits/char {first:.3} -> {last:.3}"
         );
         assert!(out.adapter.contains(&gpu.adapter().name));
+    }
+
+    /// `rnn.lr_half_life` reaches the core: the run above, with its rate halved every 10 windows,
+    /// has all but stopped after 100 (its rate is then 0.1% of `lr`) and learns nothing more.
+    #[test]
+    fn the_core_rate_follows_its_half_life() {
+        let gpu = dni_kernels::testing::gpu();
+        let cfg = config(&[
+            "rnn.T=5",
+            "rnn.steps=600",
+            "rnn.hidden=32",
+            "rnn.lr=0.01",
+            "rnn.lr_half_life=10",
+            "run.log_every=100",
+        ]);
+        let mut progress = Progress::with_mode("test", 600, Mode::Quiet);
+        let mut bits = Vec::new();
+        CopyExperiment::train(&gpu, &cfg, &mut progress, &mut |r| {
+            bits.push(r.bits_per_char.unwrap_or(f64::NAN));
+            Ok(())
+        })
+        .unwrap();
+        // With a constant rate the same run falls by more than 1 bit (the test above).
+        assert!(
+            (bits[5] - bits[1]).abs() < 0.3,
+            "bits/char {bits:?}: the core kept learning"
+        );
     }
 }
