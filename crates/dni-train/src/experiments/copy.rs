@@ -584,16 +584,19 @@ mod tests {
         assert!(bits < Some(1.2), "{}", out[0].summary_line());
     }
 
-    #[test]
-    fn a_short_copy_run_logs_every_interval_and_learns() {
+    /// A short DNI run (T = 5, 600 windows, hidden 32, lr 0.01, logged every 100) with `extra`
+    /// settings: its `(step, bits per character, SG loss)` records.
+    fn short_run(extra: &[&str]) -> (CopyOutcome, Vec<(u64, f64, Option<f64>)>) {
         let gpu = dni_kernels::testing::gpu();
-        let cfg = config(&[
+        let mut sets = vec![
             "rnn.T=5",
             "rnn.steps=600",
             "rnn.hidden=32",
             "rnn.lr=0.01",
             "run.log_every=100",
-        ]);
+        ];
+        sets.extend_from_slice(extra);
+        let cfg = config(&sets);
         let mut progress = Progress::with_mode("test", 600, Mode::Quiet);
         let mut records = Vec::new();
         let out = CopyExperiment::train(&gpu, &cfg, &mut progress, &mut |r| {
@@ -601,6 +604,12 @@ mod tests {
             Ok(())
         })
         .unwrap();
+        (out, records)
+    }
+
+    #[test]
+    fn a_short_copy_run_logs_every_interval_and_learns() {
+        let (out, records) = short_run(&[]);
         assert_eq!(out.steps, 600);
         assert_eq!(
             records.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -616,29 +625,17 @@ mod tests {
             first > 1.5 && last < first - 1.0,
             "bits/char {first:.3} -> {last:.3}"
         );
-        assert!(out.adapter.contains(&gpu.adapter().name));
+        assert!(out
+            .adapter
+            .contains(&dni_kernels::testing::gpu().adapter().name));
     }
 
     /// `rnn.lr_half_life` reaches the core: the run above, with its rate halved every 10 windows,
     /// has all but stopped after 100 (its rate is then 0.1% of `lr`) and learns nothing more.
     #[test]
     fn the_core_rate_follows_its_half_life() {
-        let gpu = dni_kernels::testing::gpu();
-        let cfg = config(&[
-            "rnn.T=5",
-            "rnn.steps=600",
-            "rnn.hidden=32",
-            "rnn.lr=0.01",
-            "rnn.lr_half_life=10",
-            "run.log_every=100",
-        ]);
-        let mut progress = Progress::with_mode("test", 600, Mode::Quiet);
-        let mut bits = Vec::new();
-        CopyExperiment::train(&gpu, &cfg, &mut progress, &mut |r| {
-            bits.push(r.bits_per_char.unwrap_or(f64::NAN));
-            Ok(())
-        })
-        .unwrap();
+        let (_, records) = short_run(&["rnn.lr_half_life=10"]);
+        let bits: Vec<f64> = records.iter().map(|r| r.1).collect();
         // With a constant rate the same run falls by more than 1 bit (the test above).
         assert!(
             (bits[5] - bits[1]).abs() < 0.3,
