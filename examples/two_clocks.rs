@@ -4,7 +4,8 @@
 //! [`TwoTimescale`] holds network A (an LSTM that reads one input per step and answers every `T`
 //! steps) and network B (an LSTM that ticks once per window of A, reads A's message, its hidden state
 //! at the window's last step, and answers every `T` ticks). The task is yours: a type implementing
-//! [`TaskBlock`] hands over one block of `T²` steps (A's inputs and both answers), and
+//! `TaskBlock` hands over one block of `T²` steps (A's inputs and both answers; [`BlockData`] holds
+//! them in plain vectors, which is what this example fills), and
 //! [`TimescaleConfig`] says how many classes each answer has. The paper's digit task is one such
 //! block (`dni_graph::timescale::DigitStream`, behind `dni-train --config configs/two_timescale.toml`).
 //!
@@ -42,7 +43,7 @@
 //! `cargo test` runs it at 1500 blocks (seed 11) and checks that the link's gradient, true or
 //! synthetic, is what B needs.
 
-use dni_graph::timescale::{Evaluation, Method, TaskBlock, TimescaleConfig, TwoTimescale};
+use dni_graph::timescale::{BlockData, Evaluation, Method, TimescaleConfig, TwoTimescale};
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::Gpu;
 use dni_tasks::Rng;
@@ -59,46 +60,24 @@ const LR: f32 = 1e-2;
 /// The seed the table above was measured with.
 const SEED: u64 = 11;
 
-/// One block of the task: `[T², B, INPUT]` inputs, A's answers `[T, B]`, B's `[B]`.
-#[derive(Default)]
-struct EchoBlock {
-    inputs: Vec<f32>,
-    window_first: Vec<u32>,
-    block_second: Vec<u32>,
-}
-
-impl EchoBlock {
-    fn fill(&mut self, rng: &mut Rng) {
-        self.inputs.clear();
-        self.window_first.clear();
-        self.block_second.clear();
-        for step in 0..T * T {
-            for _ in 0..BATCH {
-                let s = rng.below(SYMBOLS as u64) as usize;
-                let mut row = [0.0f32; INPUT];
-                row[s] = 1.0;
-                row[SYMBOLS] = if step % T == 0 { 1.0 } else { 0.0 };
-                self.inputs.extend_from_slice(&row);
-                if step % T == 0 {
-                    self.window_first.push(s as u32);
-                }
-                if step == 1 {
-                    self.block_second.push(s as u32);
-                }
+/// Fills `block` with one block of the task: `[T², B, INPUT]` inputs, A's answers `[T, B]` (the
+/// symbol each window started with), B's `[B]` (the symbol at the block's second step).
+fn fill(block: &mut BlockData, rng: &mut Rng) {
+    block.clear();
+    for step in 0..T * T {
+        for _ in 0..BATCH {
+            let s = rng.below(SYMBOLS as u64) as usize;
+            let mut row = [0.0f32; INPUT];
+            row[s] = 1.0;
+            row[SYMBOLS] = if step % T == 0 { 1.0 } else { 0.0 };
+            block.inputs.extend_from_slice(&row);
+            if step % T == 0 {
+                block.targets_a.push(s as u32);
+            }
+            if step == 1 {
+                block.targets_b.push(s as u32);
             }
         }
-    }
-}
-
-impl TaskBlock for EchoBlock {
-    fn inputs(&self) -> &[f32] {
-        &self.inputs
-    }
-    fn targets_a(&self) -> &[u32] {
-        &self.window_first
-    }
-    fn targets_b(&self) -> &[u32] {
-        &self.block_second
     }
 }
 
@@ -124,12 +103,12 @@ fn run(gpu: &Gpu, method: Method, blocks: usize, seed: u64) -> dni_graph::Result
         },
     )?;
     let mut rng = Rng::new(seed);
-    let mut block = EchoBlock::default();
+    let mut block = BlockData::default();
     for _ in 0..blocks {
-        block.fill(&mut rng);
+        fill(&mut block, &mut rng);
         sys.train(&block)?;
     }
-    sys.evaluate(20, |b: &mut EchoBlock| b.fill(&mut rng))
+    sys.evaluate(20, |b: &mut BlockData| fill(b, &mut rng))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use dni_graph::recurrent::StateBuf;
 use dni_graph::timescale::{
-    DigitBlock, DigitStream, Evaluation, Method, TaskBlock, TimescaleConfig, TwoTimescale,
+    BlockData, DigitBlock, DigitStream, Evaluation, Method, TimescaleConfig, TwoTimescale,
 };
 use dni_graph::Error;
 use dni_kernels::ops::optim::OptimConfig;
@@ -578,45 +578,22 @@ fn dni_learns_a_on_mnist_and_every_method_runs() {
 /// A task of the user's own, not the digits: four symbols one-hot plus a window-start flag per step;
 /// A answers the symbol its window started with (4 classes), B whether the block started with symbol
 /// 0 or 1 (2 classes). Neither class count is the digit task's (`T + 1`, `T² + 1`).
-#[derive(Default)]
-struct EchoBlock {
-    inputs: Vec<f32>,
-    first_of_window: Vec<u32>,
-    block_starts_low: Vec<u32>,
-}
-
-impl EchoBlock {
-    fn fill(&mut self, rng: &mut Lcg, t: usize, b: usize) {
-        self.inputs.clear();
-        self.first_of_window.clear();
-        self.block_starts_low.clear();
-        for step in 0..t * t {
-            for _ in 0..b {
-                let s = (rng.next_u64() % 4) as usize;
-                let mut row = [0.0f32; 5];
-                row[s] = 1.0;
-                row[4] = if step % t == 0 { 1.0 } else { 0.0 };
-                self.inputs.extend_from_slice(&row);
-                if step % t == 0 {
-                    self.first_of_window.push(s as u32);
-                }
-                if step == 0 {
-                    self.block_starts_low.push(u32::from(s < 2));
-                }
+fn echo_block(block: &mut BlockData, rng: &mut Lcg, t: usize, b: usize) {
+    block.clear();
+    for step in 0..t * t {
+        for _ in 0..b {
+            let s = (rng.next_u64() % 4) as usize;
+            let mut row = [0.0f32; 5];
+            row[s] = 1.0;
+            row[4] = if step % t == 0 { 1.0 } else { 0.0 };
+            block.inputs.extend_from_slice(&row);
+            if step % t == 0 {
+                block.targets_a.push(s as u32);
+            }
+            if step == 0 {
+                block.targets_b.push(u32::from(s < 2));
             }
         }
-    }
-}
-
-impl TaskBlock for EchoBlock {
-    fn inputs(&self) -> &[f32] {
-        &self.inputs
-    }
-    fn targets_a(&self) -> &[u32] {
-        &self.first_of_window
-    }
-    fn targets_b(&self) -> &[u32] {
-        &self.block_starts_low
     }
 }
 
@@ -633,13 +610,13 @@ fn a_task_of_the_users_own_is_learnt() {
         cfg.optim = OptimConfig::adam(1e-2);
         let mut sys = TwoTimescale::new(&gpu, cfg).unwrap();
         let mut rng = Lcg::new(11);
-        let mut block = EchoBlock::default();
+        let mut block = BlockData::default();
         for _ in 0..300 {
-            block.fill(&mut rng, t, b);
+            echo_block(&mut block, &mut rng, t, b);
             sys.train(&block).unwrap();
         }
         let ev = sys
-            .evaluate(20, |blk: &mut EchoBlock| blk.fill(&mut rng, t, b))
+            .evaluate(20, |blk: &mut BlockData| echo_block(blk, &mut rng, t, b))
             .unwrap();
         let (a, bb) = (ev.a.accuracy().unwrap(), ev.b.accuracy().unwrap());
         eprintln!("{}: A {a:.3}, B {bb:.3}", method.name());

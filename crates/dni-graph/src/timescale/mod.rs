@@ -1,7 +1,7 @@
 //! Two networks at two timescales (paper 3.2, Fig. 5): network A, an LSTM, reads one input per step
 //! and answers every `T` steps; network B, an LSTM that ticks once every `T` steps on A's message (A's
 //! hidden state at the window's last step), answers every `T` ticks. The task is the caller's: a
-//! [`TaskBlock`] (or [`TwoTimescale::train_block`]'s slices) holds a block's inputs and both answers,
+//! [`TaskBlock`] ([`BlockData`], or [`TwoTimescale::train_block`]'s slices) holds a block's inputs and both answers,
 //! and [`TimescaleConfig`] how many classes each answer has. The paper's task, the digit stream, is
 //! one such block: A reads one MNIST digit per step and counts the odd digits of its window, B counts
 //! the threes of the last `T²` steps.
@@ -59,6 +59,39 @@ pub trait TaskBlock {
     fn targets_a(&self) -> &[u32];
     /// `[B]`: B's answer at the block's end (`0..classes_b`).
     fn targets_b(&self) -> &[u32];
+}
+
+/// A block of a task of your own in plain vectors: fill them, then [`TwoTimescale::train`] it (or
+/// fill it in [`TwoTimescale::evaluate`]'s callback).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BlockData {
+    /// `[T², B, input]`, time-major.
+    pub inputs: Vec<f32>,
+    /// `[T, B]`: A's answer at the last step of each of its windows.
+    pub targets_a: Vec<u32>,
+    /// `[B]`: B's answer at the block's end.
+    pub targets_b: Vec<u32>,
+}
+
+impl BlockData {
+    /// Empties the three vectors, keeping their memory, before a block is filled again.
+    pub fn clear(&mut self) {
+        self.inputs.clear();
+        self.targets_a.clear();
+        self.targets_b.clear();
+    }
+}
+
+impl TaskBlock for BlockData {
+    fn inputs(&self) -> &[f32] {
+        &self.inputs
+    }
+    fn targets_a(&self) -> &[u32] {
+        &self.targets_a
+    }
+    fn targets_b(&self) -> &[u32] {
+        &self.targets_b
+    }
 }
 
 /// The paper's task: A counts the odd digits of its window, B the threes of the block.
