@@ -104,9 +104,19 @@ fn run(gpu: &Gpu, method: Method, blocks: usize, seed: u64) -> dni_graph::Result
     )?;
     let mut rng = Rng::new(seed);
     let mut block = BlockData::default();
-    for _ in 0..blocks {
+    for i in 1..=blocks {
         fill(&mut block, &mut rng);
         sys.train(&block)?;
+        if i % (blocks / 4).max(1) == 0 {
+            // Training accuracy since the last line (one read-back, four times a run).
+            let m = sys.read_metrics()?;
+            println!(
+                "{:>5} block {i:5}: train A {:.3}, B {:.3}",
+                method.name(),
+                m.a.accuracy().unwrap_or(f64::NAN),
+                m.b.accuracy().unwrap_or(f64::NAN)
+            );
+        }
     }
     sys.evaluate(20, |b: &mut BlockData| fill(b, &mut rng))
 }
