@@ -653,6 +653,12 @@ fn bad_input_is_an_error() {
         TwoTimescale::new(&gpu, bad.clone()),
         Err(Error::Config { field: "T", .. })
     ));
+    // A window length whose block size overflows is a config error, not a wrapped size.
+    bad.t = 1 << 33;
+    assert!(matches!(
+        TwoTimescale::new(&gpu, bad.clone()),
+        Err(Error::Config { field: "T", .. })
+    ));
     bad.t = t;
     bad.hidden_b = 0;
     assert!(matches!(

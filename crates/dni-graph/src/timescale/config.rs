@@ -125,6 +125,22 @@ impl TimescaleConfig {
                 bad(field, &v, "must be at least 1");
             }
         }
+        // A block's inputs and activations, `T²·B` rows of up to `max(input, H_A + 1, H_B)`: sizes
+        // whose products overflow are refused here, before any buffer is sized from them.
+        let widest = self
+            .input
+            .max(self.hidden_a.saturating_add(1))
+            .max(self.hidden_b);
+        let block = [self.t, self.batch, widest]
+            .iter()
+            .try_fold(self.t, |acc, &x| acc.checked_mul(x));
+        if block.is_none() {
+            bad(
+                "T",
+                &self.t,
+                "T²·batch·max(input, hidden_a + 1, hidden_b) overflows the address space",
+            );
+        }
         for (field, v) in [("classes_a", self.classes_a), ("classes_b", self.classes_b)] {
             if v < 2 {
                 bad(field, &v, "a softmax answer needs at least 2 classes");
