@@ -53,7 +53,8 @@ pub struct RecurrentSettings {
     pub t: usize,
     pub method: MethodKind,
     /// Factor applied to the synthetic gradient when it is injected (default 1; the paper's
-    /// recurrent cores use 0.1, which every committed rnn config sets).
+    /// recurrent cores use 0.1, as `charlm.toml` does; the Copy configs set 0.5, measured in
+    /// docs/RECURRENT.md).
     #[cfg_attr(feature = "serde", serde(default = "crate::defaults::one"))]
     pub sg_scale: f64,
     /// Weight of the aux loss for `dni_aux`.
