@@ -55,7 +55,7 @@ fn every_recurrent_config_reads_into_the_library() {
         assert_eq!(trainer.method.kind(), rnn.method, "{file}");
     }
     // The main job: DNI at T = 2, SG scaled by 0.5 where it is injected (the paper's 0.1 is
-    // behind BPTT at T = 5 here; docs/RECURRENT.md, "The injection scale").
+    // level with BPTT at T = 5 here; docs/RECURRENT.md, "The injection scale").
     let copy: RecurrentSettings = section("copy.toml", "rnn").unwrap();
     assert_eq!((copy.method, copy.t), (MethodKind::Dni, 2));
     assert_eq!(
