@@ -35,6 +35,20 @@ impl Bias for Option<Param> {
     }
 }
 
+/// A linear map's initial weights, row-major `[inputs, outputs]`, uniform in `±1/√inputs` from
+/// `rng`: [`Linear::uniform`]'s, and the fused recurrent kernels' readout. A count that cannot be
+/// addressed is an error.
+pub fn uniform_weights(rng: &mut Rng, inputs: usize, outputs: usize) -> Result<Vec<f32>> {
+    let Some(n) = inputs.checked_mul(outputs) else {
+        return Err(dni_kernels::Error::Shape {
+            op: "uniform_weights",
+            detail: format!("inputs {inputs} × outputs {outputs} weights cannot be addressed"),
+        });
+    };
+    let bound = 1.0 / (inputs as f32).sqrt();
+    Ok(rng.symmetric(n, bound))
+}
+
 /// `y = x·W (+ c·Wc) (+ b)`; see the module docs.
 pub struct Linear<B: Bias = Param> {
     /// `[in, out]`.
@@ -55,14 +69,13 @@ impl Linear {
         })
     }
 
-    /// Weights uniform in `±1/√inputs`, zero bias.
+    /// Weights of [`uniform_weights`], zero bias.
     pub fn uniform(gpu: &Gpu, rng: &mut Rng, inputs: usize, outputs: usize) -> Result<Self> {
-        let bound = 1.0 / (inputs as f32).sqrt();
         Self::new(
             gpu,
             inputs,
             outputs,
-            &rng.symmetric(inputs * outputs, bound),
+            &uniform_weights(rng, inputs, outputs)?,
         )
     }
 

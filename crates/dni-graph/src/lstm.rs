@@ -40,9 +40,51 @@ pub struct Lstm {
     ds0: Tensor,
 }
 
+/// An LSTM's initial parameter values on the host: what [`Lstm::new`] uploads, and what the
+/// recurrent trainer's fused kernels pack for each of their runs, so that both paths start from
+/// the same weights for the same seed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LstmInit {
+    /// `[input, 4H]`.
+    pub w_x: Vec<f32>,
+    /// `[H, 4H]`.
+    pub w_h: Vec<f32>,
+    /// `[4H]`.
+    pub bias: Vec<f32>,
+}
+
+impl LstmInit {
+    /// Weights uniform in `±1/√hidden` from `rng` (`w_x`, then `w_h`), the forget gate's bias at 1
+    /// (so that the cell state is kept until the gates learn otherwise), the others at 0. Sizes
+    /// whose weight counts cannot be addressed are an error.
+    pub fn draw(rng: &mut Rng, input: usize, hidden: usize) -> Result<Self> {
+        let (i, h) = (input, hidden);
+        let h4 = h.checked_mul(4);
+        let (Some(n_x), Some(n_h)) = (
+            h4.and_then(|h4| i.checked_mul(h4)),
+            h4.and_then(|h4| h.checked_mul(h4)),
+        ) else {
+            return Err(crate::Error::shape(
+                "LstmInit::draw",
+                format!("input {i} and hidden {h}: (input + hidden)·4·hidden weights cannot be addressed"),
+            ));
+        };
+        let bound = 1.0 / (h as f32).sqrt();
+        let w_x = rng.symmetric(n_x, bound);
+        let w_h = rng.symmetric(n_h, bound);
+        let mut bias = vec![0.0; 4 * h];
+        bias[h..2 * h].fill(1.0);
+        Ok(Self { w_x, w_h, bias })
+    }
+
+    /// The values by name, as [`Lstm::params`] names them.
+    pub fn named(&self) -> [(&'static str, &[f32]); 3] {
+        [("w_x", &self.w_x), ("w_h", &self.w_h), ("bias", &self.bias)]
+    }
+}
+
 impl Lstm {
-    /// Weights uniform in `±1/√hidden` from `rng` (`w_x`, then `w_h`), the forget gate's bias at 1,
-    /// the others at 0; the carried state at zero.
+    /// The initial values of [`LstmInit::draw`]; the carried state at zero.
     pub fn new(
         gpu: &Gpu,
         input: usize,
@@ -54,25 +96,11 @@ impl Lstm {
         // Checked first, so that bad sizes are an error and not a huge allocation.
         let window = LstmWindow::new(gpu, input, hidden, batch, steps)?;
         let (i, h) = (input, hidden);
-        // The window's [B, 4H] buffers exist, so 4H and H·4H fit; input·4H is the user's to break.
-        if i.checked_mul(4 * h).is_none() {
-            return Err(crate::Error::shape(
-                "Lstm::new",
-                format!(
-                    "input {i} × 4·hidden {} is more weights than can be addressed",
-                    4 * h
-                ),
-            ));
-        }
-        let bound = 1.0 / (h as f32).sqrt();
-        let w_x = rng.symmetric(i * 4 * h, bound);
-        let w_h = rng.symmetric(h * 4 * h, bound);
-        let mut bias = vec![0.0; 4 * h];
-        bias[h..2 * h].fill(1.0);
+        let init = LstmInit::draw(rng, i, h)?;
         Ok(Self {
-            w_x: Param::new(gpu, Tensor::from_slice(gpu, &[i, 4 * h], &w_x)?)?,
-            w_h: Param::new(gpu, Tensor::from_slice(gpu, &[h, 4 * h], &w_h)?)?,
-            bias: Param::new(gpu, Tensor::from_slice(gpu, &[4 * h], &bias)?)?,
+            w_x: Param::new(gpu, Tensor::from_slice(gpu, &[i, 4 * h], &init.w_x)?)?,
+            w_h: Param::new(gpu, Tensor::from_slice(gpu, &[h, 4 * h], &init.w_h)?)?,
+            bias: Param::new(gpu, Tensor::from_slice(gpu, &[4 * h], &init.bias)?)?,
             window,
             state: Tensor::zeros(gpu, &[batch, 2 * h])?,
             ds0: Tensor::zeros(gpu, &[batch, 2 * h])?,

@@ -1,8 +1,9 @@
 //! `lstm::Lstm`, the public LSTM piece: it carries its state from window to window, its backward
 //! returns the gradient at the window's first state for a loss on the outputs and on the last state
-//! (checked by central differences at an odd shape), and it refuses data of the wrong shape.
+//! (checked by central differences at an odd shape), and it refuses data of the wrong shape. Its
+//! initial values are `LstmInit`'s, which the fused recurrent kernels pack too.
 
-use dni_graph::lstm::Lstm;
+use dni_graph::lstm::{Lstm, LstmInit};
 use dni_kernels::testing::{gpu, Lcg};
 use dni_kernels::{Gpu, Tensor};
 use dni_tasks::Rng;
@@ -134,4 +135,30 @@ fn data_of_the_wrong_shape_is_an_error() {
         .expect("an input too wide to address")
         .to_string();
     assert!(err.contains("input"), "{err}");
+}
+
+#[test]
+fn the_piece_starts_from_its_init() {
+    let gpu = gpu();
+    let net = lstm(&gpu);
+    let init = LstmInit::draw(&mut Rng::new(4), INPUT, HIDDEN).unwrap();
+    for ((name, param), (init_name, values)) in net.params().into_iter().zip(init.named()) {
+        assert_eq!(name, init_name);
+        assert_eq!(gpu.read(&param.value).unwrap(), values, "{name}");
+    }
+    // Weights within ±1/√H and not all equal; the forget gate's bias (the second quarter) at 1.
+    let bound = 1.0 / (HIDDEN as f32).sqrt();
+    for w in [&init.w_x, &init.w_h] {
+        assert!(w.iter().all(|v| v.abs() <= bound));
+        assert!(w.iter().any(|v| *v != w[0]));
+    }
+    let h = HIDDEN;
+    assert!(init.bias[h..2 * h].iter().all(|&b| b == 1.0));
+    assert!(init.bias[..h]
+        .iter()
+        .chain(&init.bias[2 * h..])
+        .all(|&b| b == 0.0));
+    // A size whose weight count overflows is an error, not a panic or a huge allocation.
+    assert!(LstmInit::draw(&mut Rng::new(4), usize::MAX / 2, 3).is_err());
+    assert!(LstmInit::draw(&mut Rng::new(4), 1, usize::MAX / 2).is_err());
 }

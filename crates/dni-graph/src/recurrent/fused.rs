@@ -4,7 +4,7 @@
 
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::ops::rnn_step::{
-    self, ctl, metric, RnnShape, RnnStep, RnnVariant, StepRule, CTL, METRICS,
+    self, ctl, metric, RnnLayout, RnnShape, RnnStep, RnnVariant, StepRule, CTL, METRICS,
 };
 use dni_kernels::{Gpu, Tensor};
 
@@ -14,6 +14,7 @@ use super::group::{BitWindow, TokenWindow};
 use super::metrics::{EvalResult, Metrics};
 use crate::error::{Error, Result};
 use crate::in_flight::InFlight;
+use crate::lstm::LstmInit;
 use dni_tasks::Rng;
 
 /// Parameter names, in the order of [`RunGroup::param_names`].
@@ -114,6 +115,27 @@ pub fn fused_unavailable(gpu: &Gpu, cfgs: &[RecurrentConfig]) -> Option<String> 
     rnn_step::does_not_fit(gpu, &shape_of(cfgs))
 }
 
+/// Where the parameter `name` (one of [`NAMES`]) lies in one run's block of the packed layout, for
+/// a core of `(input, hidden, output)`: `(start, rows, cols)`, row-major.
+fn param_range(
+    lay: &RnnLayout,
+    (i, h, o): (usize, usize, usize),
+    name: &str,
+) -> (usize, usize, usize) {
+    match name {
+        // [W_x; W_h; b], rows of 4H: the LSTM piece's three parameters back to back.
+        "lstm.w_x" => (0, i, 4 * h),
+        "lstm.w_h" => (i * 4 * h, h, 4 * h),
+        "lstm.bias" => ((i + h) * 4 * h, 1, 4 * h),
+        "readout.w" => (lay.off_r, h, o),
+        "readout.b" => (lay.off_r + h * o, 1, o),
+        "sg.w" => (lay.off_s, 2 * h, 2 * h),
+        "sg.b" => (lay.off_s + 4 * h * h, 1, 2 * h),
+        "aux.w" => (lay.off_a, h, 2 * h),
+        _ => (lay.off_a + 2 * h * h, 1, 2 * h),
+    }
+}
+
 /// K recurrent runs trained in one set of dispatches per window.
 pub(crate) struct FusedGroup {
     gpu: Gpu,
@@ -153,13 +175,20 @@ impl FusedGroup {
         let mut control = vec![0.0f32; CTL * cfgs.len()];
         for (r, c) in cfgs.iter().enumerate() {
             let p = &mut params[r * lay.p_run..(r + 1) * lay.p_run];
+            // The per-step trainer's draws, in its order: the LSTM piece's, then the readout's
+            // (the SG model and the aux head start at zero).
             let mut rng = Rng::new(c.seed);
-            let bound = 1.0 / (h as f32).sqrt();
-            // [W_x; W_h; b] rows of 4H.
-            p[..i * 4 * h].copy_from_slice(&rng.symmetric(i * 4 * h, bound));
-            p[i * 4 * h..(i + h) * 4 * h].copy_from_slice(&rng.symmetric(h * 4 * h, bound));
-            p[(i + h) * 4 * h + h..(i + h) * 4 * h + 2 * h].fill(1.0);
-            p[lay.off_r..lay.off_r + h * o].copy_from_slice(&rng.symmetric(h * o, bound));
+            let lstm = LstmInit::draw(&mut rng, i, h)?;
+            let readout = crate::linear::uniform_weights(&mut rng, h, o)?;
+            let named = lstm.named().map(|(name, v)| (format!("lstm.{name}"), v));
+            for (name, values) in named
+                .iter()
+                .map(|(n, v)| (n.as_str(), *v))
+                .chain([("readout.w", &readout[..])])
+            {
+                let (start, rows, cols) = param_range(&lay, (i, h, o), name);
+                p[start..start + rows * cols].copy_from_slice(values);
+            }
             let k = &mut control[r * CTL..(r + 1) * CTL];
             k[ctl::INJECT] = c.method.sg_scale();
             k[ctl::TRAIN_SG] = c.method.has_sg() as u8 as f32;
@@ -446,26 +475,17 @@ impl FusedGroup {
         Ok(NAMES[..n].to_vec())
     }
 
-    /// Where a named parameter lies in one run's block: rows of `cols` floats starting at `start`.
+    /// Where a named parameter lies in one run's block ([`param_range`]).
     fn param_range(&self, run: usize, name: &str) -> Result<(usize, usize, usize)> {
         if !self.param_names(run)?.contains(&name) {
             return Err(Error::UnknownParam(name.to_string()));
         }
         let c = &self.cfgs[0];
-        let (i, h, o) = (c.input, c.hidden, c.output);
-        let lay = self.step.layout();
-        // (start, rows, cols) within the run.
-        Ok(match name {
-            "lstm.w_x" => (0, i, 4 * h),
-            "lstm.w_h" => (i * 4 * h, h, 4 * h),
-            "lstm.bias" => ((i + h) * 4 * h, 1, 4 * h),
-            "readout.w" => (lay.off_r, h, o),
-            "readout.b" => (lay.off_r + h * o, 1, o),
-            "sg.w" => (lay.off_s, 2 * h, 2 * h),
-            "sg.b" => (lay.off_s + 4 * h * h, 1, 2 * h),
-            "aux.w" => (lay.off_a, h, 2 * h),
-            _ => (lay.off_a + 2 * h * h, 1, 2 * h),
-        })
+        Ok(param_range(
+            self.step.layout(),
+            (c.input, c.hidden, c.output),
+            name,
+        ))
     }
 
     fn read_named(&self, t: &Tensor, run: usize, name: &str) -> Result<Vec<f32>> {

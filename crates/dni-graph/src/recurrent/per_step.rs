@@ -137,9 +137,8 @@ impl PerStepTrainer {
         }
         let (i, h, o, b, t) = (cfg.input, cfg.hidden, cfg.output, cfg.batch, cfg.t);
         let mut rng = Rng::new(cfg.seed);
-        let bound = 1.0 / (h as f32).sqrt();
         let lstm = Lstm::new(gpu, i, h, b, t, &mut rng)?;
-        let readout = Linear::new(gpu, h, o, &rng.symmetric(h * o, bound))?;
+        let readout = Linear::uniform(gpu, &mut rng, h, o)?;
         let sg = match cfg.method.has_sg() {
             true => Some(Synthesizer::new(
                 gpu,
