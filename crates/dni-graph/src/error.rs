@@ -168,6 +168,56 @@ pub(crate) fn training_problems(
     out
 }
 
+/// More floats than any GPU buffer holds: wgpu binds at most `u32::MAX` bytes (2^30 floats) of
+/// storage on any adapter, and 2^32 is far below where `usize` products could wrap.
+pub(crate) const MAX_BUFFER_FLOATS: usize = 1 << 32;
+
+/// The sizes no adapter could hold, by key, before anything is allocated: each width key's
+/// `8·w²` floats of weights (an LSTM's `[w + w, 4w]`, or the widest pair of layers), and the
+/// `T·batch·max(input, widths)·8` floats of a window's activations (`t` is 1 for feed-forward
+/// nets), blamed on `batch`. Each adapter's own, smaller limit is checked when the model is
+/// built (`check_fits`).
+pub(crate) fn size_problems(
+    widths: &[(&'static str, usize)],
+    input: usize,
+    batch: usize,
+    t: usize,
+) -> Vec<Error> {
+    let fits = |n: Option<usize>| n.filter(|&n| n <= MAX_BUFFER_FLOATS);
+    let floats = |n: Option<usize>| n.map_or("more than 2^64".to_string(), |n| n.to_string());
+    let mut widest = input;
+    for &(key, w) in widths {
+        let weights = w.checked_mul(w).and_then(|x| x.checked_mul(8));
+        if fits(weights).is_none() {
+            return vec![Error::config(
+                key,
+                format!("{w} (8·{key}² = {} floats of weights)", floats(weights)),
+                "more than any GPU buffer holds (2^32 floats); make the model smaller",
+            )];
+        }
+        widest = widest.max(w);
+    }
+    let acts = [t, batch, widest, 8]
+        .iter()
+        .try_fold(1usize, |acc, &x| acc.checked_mul(x));
+    if fits(acts).is_none() {
+        let with_t = if t > 1 {
+            format!(" with T = {t}")
+        } else {
+            String::new()
+        };
+        return vec![Error::config(
+            "batch",
+            format!(
+                "{batch}{with_t} (T·batch·{widest}·8 = {} floats of activations)",
+                floats(acts)
+            ),
+            "more than any GPU buffer holds (2^32 floats); make the batch smaller",
+        )];
+    }
+    Vec::new()
+}
+
 pub(crate) fn config_err<T>(
     field: &'static str,
     value: impl std::fmt::Display,
@@ -186,4 +236,28 @@ pub(crate) fn check_len(what: &'static str, got: usize, expected: usize) -> Resu
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_no_adapter_holds_name_their_key() {
+        let field = |p: Vec<Error>| p.iter().map(|e| e.config_field()).collect::<Vec<_>>();
+        // The committed configs' sizes pass.
+        assert!(size_problems(&[("hidden", 256), ("sg_hidden", 1024)], 784, 256, 1).is_empty());
+        assert!(size_problems(&[("hidden", 64)], 10, 16, 5).is_empty());
+        // 8·w² past 2^32, or wrapping: the width's key, the first one only.
+        for w in [23_171, usize::MAX / 2] {
+            let p = size_problems(&[("hidden", 8), ("sg_hidden", w)], 784, 2, 1);
+            assert_eq!(field(p), [Some("sg_hidden")], "{w}");
+        }
+        assert_eq!(field(size_problems(&[("hidden", 23_170)], 1, 1, 1)), []);
+        // Activations past 2^32 or wrapping: `batch`, with T in its value.
+        let p = size_problems(&[("hidden", 64)], 784, 1 << 20, 1000);
+        assert_eq!(field(p), [Some("batch")]);
+        let p = size_problems(&[("hidden", 64)], 784, 16, usize::MAX / 4);
+        assert!(p[0].to_string().contains("with T = "), "{}", p[0]);
+    }
 }

@@ -608,10 +608,10 @@ impl Validator<'_> {
     }
 
     fn check_rnn(&mut self, r: &RecurrentSettings) {
-        // The trainer's and the probe's limits (sizes at least 1, sg_scale, aux_weight, clip, the
-        // SG model, target normalisation, the probe's ranges), as the library states them. The
-        // widths of the task's input and readout do not matter to them; the sizes below are
-        // checked against the widest anyway.
+        // The trainer's and the probe's limits (sizes at least 1 and no larger than a GPU buffer
+        // holds, sg_scale, aux_weight, clip, the SG model, target normalisation, the probe's
+        // ranges), as the library states them. The widths of the task's input and readout do not
+        // matter to them.
         let (loss, width) = match self.cfg.task.copy_kind() {
             Some(_) => (OutputLoss::SigmoidBits, 1),
             None => (OutputLoss::Softmax, 2),
@@ -621,66 +621,6 @@ impl Validator<'_> {
         self.check_f32("rnn.sg_scale", r.sg_scale);
         self.check_f32("rnn.aux_weight", r.aux_weight);
         self.check_f32("rnn.sg_lr (default lr)", r.sg_lr());
-        self.check_rnn_sizes(r);
-    }
-
-    /// Sizes whose arithmetic overflows, or whose buffers could not exist, are refused here,
-    /// before anything is allocated: the largest buffers are `4H·H` weights (per run), the
-    /// `T·B·H` activations and the `T·B·64` window data, in f32.
-    fn check_rnn_sizes(&mut self, r: &RecurrentSettings) {
-        self.check_sizes("rnn", &[("rnn.hidden", r.hidden)], r.batch, r.t);
-    }
-
-    /// Sizes whose arithmetic overflows, or whose buffers could not exist on any adapter, named
-    /// by key before anything is allocated: each `hidden`-like key's `8·h²` weights, and the
-    /// `T·batch·max(widest layer, 784)·8` activations (T is 1 for feed-forward nets).
-    pub(crate) fn check_sizes(
-        &mut self,
-        section: &str,
-        hiddens: &[(&str, usize)],
-        batch: usize,
-        t: usize,
-    ) {
-        // Far above any adapter's storage-buffer limit (wgpu's default is 128 MiB, large GPUs
-        // allow a few GiB), far below where usize arithmetic could wrap.
-        const MAX_FLOATS: usize = 1 << 32;
-        let fits = |n: Option<usize>| n.is_some_and(|n| n <= MAX_FLOATS);
-        let mut widest = 784usize;
-        for &(key, h) in hiddens {
-            let weights = h.checked_mul(h).and_then(|x| x.checked_mul(8));
-            self.check(
-                fits(weights),
-                key,
-                h,
-                &format!(
-                    "a layer of this size needs 8·{key}² = {} floats of weights, more than any \
-                     GPU buffer holds ({MAX_FLOATS})",
-                    weights.map_or("more than 2^64".to_string(), |n| n.to_string())
-                ),
-            );
-            if !fits(weights) {
-                return;
-            }
-            widest = widest.max(h);
-        }
-        let acts = t
-            .checked_mul(batch)
-            .and_then(|x| x.checked_mul(widest))
-            .and_then(|x| x.checked_mul(8));
-        self.check(
-            fits(acts),
-            &format!("{section}.batch"),
-            if t > 1 {
-                format!("{batch} (with {section}.T = {t})")
-            } else {
-                batch.to_string()
-            },
-            &format!(
-                "one step needs T·batch·{widest}·8 = {} floats of activations, more than any GPU \
-                 buffer holds ({MAX_FLOATS})",
-                acts.map_or("more than 2^64".to_string(), |n| n.to_string())
-            ),
-        );
     }
 
     /// The networks' rate and momentum as the GPU holds them, in f32 (their ranges are the

@@ -32,7 +32,7 @@ use crate::error::Error;
 pub use crate::error::Result;
 pub use eval::{ClassifierEval, EvalSet};
 pub use probe::InterfaceProbe;
-pub use settings::{FfMethod, MnistSettings};
+pub use settings::{FfMethod, MnistSettings, MNIST_PIXELS};
 pub use spec::{FfSpec, InterfaceSpec, SgSpec, SynthInputSpec};
 
 use crate::layers::StackSpec;

@@ -47,6 +47,10 @@ impl FfMethod {
     }
 }
 
+/// Features of an MNIST image (28 × 28 pixels): the widest input the settings' sizes are checked
+/// against before the data is read.
+pub const MNIST_PIXELS: usize = 28 * 28;
+
 /// Everything a file sets of an MNIST run (`[mnist]`); see the module docs.
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(
@@ -216,6 +220,15 @@ impl MnistSettings {
         if self.eval_every == 0 {
             bad("eval_every", &self.eval_every, "must be at least 1 step");
         }
+        out.extend(crate::error::size_problems(
+            &[("hidden", self.hidden), ("sg_hidden", self.sg_hidden)],
+            MNIST_PIXELS,
+            self.batch,
+            1,
+        ));
+        let mut bad = |field, value: &dyn std::fmt::Display, reason| {
+            out.push(Error::config(field, value, reason))
+        };
         if !self.method.uses_sg() {
             let why = "only applies to methods dni and cdni (remove it, or change method)";
             if self.unlock {

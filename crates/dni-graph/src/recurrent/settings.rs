@@ -226,11 +226,23 @@ impl RecurrentSettings {
 
     /// Every limit these settings break, each naming its key: the run's (a step budget, learning
     /// rates, momentum), the trainer's own ([`RecurrentConfig::problems`], for a task of
-    /// `input`/`output` widths and `loss`) and the probe's.
+    /// `input`/`output` widths and `loss`), sizes no adapter could hold, and the probe's.
     pub fn problems(&self, input: usize, output: usize, loss: OutputLoss) -> Vec<Error> {
         let mut out =
             crate::error::training_problems(self.steps, self.lr, self.momentum, self.sg_lr);
         out.extend(self.trainer_config(input, output, loss, 0).problems());
+        // Sizes no adapter could hold, unless the trainer's own arithmetic already named the key.
+        let sizes = crate::error::size_problems(
+            &[("hidden", self.hidden)],
+            input.max(output),
+            self.batch,
+            self.t,
+        );
+        for p in sizes {
+            if !out.iter().any(|q| q.config_field() == p.config_field()) {
+                out.push(p);
+            }
+        }
         if let Some(m) = self.sg_momentum.filter(|m| !(0.0..1.0).contains(m)) {
             out.push(Error::config(
                 "sg_momentum",

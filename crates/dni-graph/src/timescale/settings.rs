@@ -122,6 +122,12 @@ impl TimescaleSettings {
                 other => other,
             },
         );
+        out.extend(crate::error::size_problems(
+            &[("hidden", self.hidden)],
+            crate::ff::MNIST_PIXELS + 1,
+            self.batch,
+            self.t,
+        ));
         for (field, n) in [("steps", self.steps), ("eval_every", self.eval_every)] {
             if n == 0 {
                 out.push(Error::config(field, n, "must be at least 1 step"));

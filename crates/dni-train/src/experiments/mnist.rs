@@ -23,12 +23,6 @@ pub use dni_graph::ff::MnistSettings;
 impl Section for MnistSettings {
     fn check(&self, v: &mut Validator, base: &Path) {
         let m = self;
-        v.check_sizes(
-            "mnist",
-            &[("mnist.hidden", m.hidden), ("mnist.sg_hidden", m.sg_hidden)],
-            m.batch,
-            1,
-        );
         v.check_f32("mnist.p_update", m.p_update);
         v.check_f32("mnist.lambda", m.lambda);
         if let Some(lr) = m.sg_lr {

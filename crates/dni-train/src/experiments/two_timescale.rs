@@ -24,12 +24,6 @@ pub use dni_graph::timescale::TimescaleSettings;
 impl Section for TimescaleSettings {
     fn check(&self, v: &mut Validator, base: &Path) {
         let ts = self;
-        v.check_sizes(
-            "timescale",
-            &[("timescale.hidden", ts.hidden)],
-            ts.batch,
-            ts.t,
-        );
         v.check_f32("timescale.lr", ts.lr);
         v.check_f32("timescale.sg_scale", ts.sg_scale);
         if let Some(lr) = ts.sg_lr {
