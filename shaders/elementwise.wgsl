@@ -117,3 +117,29 @@ fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         s_y[i] = p.alpha;
     }
 }
+
+// ---- swap_leading: y[j, i, k] = x[i, j, k] for x of shape [a, b, c] ----
+// A feed-forward stack's rows are [batch, steps·features]; an LSTM reads [steps, batch, features].
+struct SwapParams {
+    n: u32,
+    a: u32,
+    b: u32,
+    c: u32,
+}
+
+@group(0) @binding(0) var<uniform> sw: SwapParams;
+@group(0) @binding(1) var<storage, read> sw_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sw_y: array<f32>;
+
+@compute @workgroup_size(256)
+fn swap_leading(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = index(gid, nwg);
+    if (o < sw.n) {
+        // o = (j·a + i)·c + k
+        let k = o % sw.c;
+        let r = o / sw.c;
+        let i = r % sw.a;
+        let j = r / sw.a;
+        sw_y[o] = sw_x[(i * sw.b + j) * sw.c + k];
+    }
+}

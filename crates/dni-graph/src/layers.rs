@@ -1,5 +1,6 @@
-//! Feed-forward layers (Linear, BatchNorm, an activation) and [`Stack`], a sequence of them with its
-//! parameters, that records its forward and backward passes into an [`Encoder`].
+//! Feed-forward layers (Linear, BatchNorm, an activation, an LSTM over each row's steps) and
+//! [`Stack`], a sequence of them with its parameters, that records its forward and backward passes
+//! into an [`Encoder`].
 //!
 //! Activations live in an [`Acts`] and backward scratch in a [`Grads`], both separate from the
 //! parameters, so one stack can run on several in-flight batches (a ring of [`Acts`]) or on an
@@ -12,7 +13,8 @@
 
 use dni_kernels::ops::batchnorm::{batchnorm_backward, batchnorm_forward, BatchNormParams};
 pub use dni_kernels::ops::elementwise::Activation;
-use dni_kernels::ops::elementwise::{activate, activate_backward};
+use dni_kernels::ops::elementwise::{activate, activate_backward, swap_leading_axes};
+use dni_kernels::ops::lstm::{LstmGrads, LstmParams, LstmWindow};
 use dni_kernels::ops::optim::Param;
 use dni_kernels::{Encoder, Gpu, Tensor};
 use dni_tasks::Rng;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::linear::Linear;
+use crate::lstm::LstmInit;
 
 /// One layer of a [`Stack`].
 #[derive(Clone, Debug)]
@@ -38,6 +41,12 @@ pub enum LayerSpec {
     BatchNorm,
     /// An elementwise activation (ReLU, tanh, sigmoid, identity); its backward reads its output.
     Activation(Activation),
+    /// An LSTM that reads each row of `steps · f` features as a sequence of `steps` steps of `f`
+    /// features (step-major: step 0's `f` features first), from a zero state, and outputs its last
+    /// hidden state, `hidden` features: a sequence encoder (MNIST read row by row is `steps = 28`).
+    /// Its backward runs BPTT through every step. Weights are [`LstmInit`]'s, as the recurrent
+    /// trainers' LSTM starts.
+    Lstm { hidden: usize, steps: usize },
     /// A layer of the user's own.
     Custom(Arc<dyn CustomLayer>),
 }
@@ -61,6 +70,13 @@ impl PartialEq for LayerSpec {
             ) => (a, b, z) == (a2, b2, z2),
             (BatchNorm, BatchNorm) => true,
             (Activation(a), Activation(b)) => a == b,
+            (
+                Lstm { hidden, steps },
+                Lstm {
+                    hidden: h2,
+                    steps: s2,
+                },
+            ) => (hidden, steps) == (h2, s2),
             (Custom(a), Custom(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
@@ -192,12 +208,22 @@ impl StackSpec {
     pub fn output(&self) -> usize {
         let mut f = self.input;
         for l in &self.layers {
-            if let LayerSpec::Linear { out, .. } = l {
-                f = *out;
+            match l {
+                LayerSpec::Linear { out, .. } => f = *out,
+                LayerSpec::Lstm { hidden, .. } => f = *hidden,
+                _ => {}
             }
         }
         f
     }
+}
+
+/// Layer `l`'s LSTM buffers in `acts`.
+fn lstm_scratch(acts: &Acts, l: usize) -> Result<&LstmScratch> {
+    acts.lstm
+        .get(l)
+        .and_then(Option::as_deref)
+        .ok_or_else(|| Error::Internal("LSTM layer buffers missing".into()))
 }
 
 pub(crate) struct BatchNorm {
@@ -211,7 +237,136 @@ pub(crate) enum Layer {
     Linear(Linear<Option<Param>>),
     BatchNorm(BatchNorm),
     Activation(Activation),
+    Lstm(LstmLayer),
     Custom(Box<dyn CustomParams>),
+}
+
+/// A built [`LayerSpec::Lstm`]: its parameters. Each batch's window (the saved gates and states
+/// that BPTT reads) lives in that batch's [`Acts`], so batches in flight do not share one.
+pub(crate) struct LstmLayer {
+    /// `[f, 4H]`, `[H, 4H]`, `[4H]`.
+    w_x: Param,
+    w_h: Param,
+    bias: Param,
+    /// Features per step.
+    input: usize,
+    hidden: usize,
+    steps: usize,
+}
+
+/// One batch's buffers of an LSTM layer.
+struct LstmScratch {
+    window: LstmWindow,
+    /// The rows as `[steps, batch, f]`, and their gradient.
+    x_seq: Tensor,
+    dx_seq: Tensor,
+    /// `[batch, 2H]` zeros: every row starts from a zero state.
+    s0: Tensor,
+    /// `[steps, batch, H]`: the loss reaches only the last step's outputs; the others stay zero.
+    dh_seq: Tensor,
+    /// `[batch, 2H]`: the gradient at the zero first state (not used).
+    ds0: Tensor,
+}
+
+impl LstmLayer {
+    fn new(
+        gpu: &Gpu,
+        uniform: &mut dyn FnMut(usize, f32) -> Vec<f32>,
+        features: usize,
+        hidden: usize,
+        steps: usize,
+    ) -> Result<Self> {
+        let layer = |why: String| Error::Layer {
+            layer: format!("Lstm {{ hidden: {hidden}, steps: {steps} }}"),
+            why,
+        };
+        if hidden == 0 || steps == 0 {
+            return Err(layer("needs at least one unit and one step".into()));
+        }
+        if !features.is_multiple_of(steps) {
+            return Err(layer(format!(
+                "reads each row as {steps} steps of equal width; {features} input features do not \
+                 divide into {steps}"
+            )));
+        }
+        let input = features / steps;
+        let init = LstmInit::draw_with(uniform, input, hidden)?;
+        let h4 = 4 * hidden;
+        Ok(Self {
+            w_x: Param::new(gpu, Tensor::from_slice(gpu, &[input, h4], &init.w_x)?)?,
+            w_h: Param::new(gpu, Tensor::from_slice(gpu, &[hidden, h4], &init.w_h)?)?,
+            bias: Param::new(gpu, Tensor::from_slice(gpu, &[h4], &init.bias)?)?,
+            input,
+            hidden,
+            steps,
+        })
+    }
+
+    fn named_params(&self) -> [(&'static str, &Param); 3] {
+        [("w_x", &self.w_x), ("w_h", &self.w_h), ("bias", &self.bias)]
+    }
+
+    fn values(&self) -> LstmParams<'_> {
+        LstmParams {
+            w_x: &self.w_x.value,
+            w_h: &self.w_h.value,
+            bias: &self.bias.value,
+        }
+    }
+
+    fn scratch(&self, gpu: &Gpu, batch: usize) -> Result<LstmScratch> {
+        let (i, h, t) = (self.input, self.hidden, self.steps);
+        Ok(LstmScratch {
+            window: LstmWindow::new(gpu, i, h, batch, t)?,
+            x_seq: Tensor::zeros(gpu, &[t * batch, i])?,
+            dx_seq: Tensor::zeros(gpu, &[t * batch, i])?,
+            s0: Tensor::zeros(gpu, &[batch, 2 * h])?,
+            dh_seq: Tensor::zeros(gpu, &[t * batch, h])?,
+            ds0: Tensor::zeros(gpu, &[batch, 2 * h])?,
+        })
+    }
+
+    /// `y` `[B, H]` = the last hidden state of the LSTM run over each row of `x` `[B, T·f]`.
+    fn forward(&self, enc: &mut Encoder, s: &LstmScratch, x: &Tensor, y: &Tensor) -> Result<()> {
+        let (b, h, t) = (s.window.batch(), self.hidden, self.steps);
+        swap_leading_axes(enc, x, [b, t, self.input], &s.x_seq)?;
+        s.window.forward(enc, self.values(), &s.x_seq, &s.s0)?;
+        enc.copy_region(s.window.h_seq(), (t - 1) * b * h, y, 0, b * h)?;
+        Ok(())
+    }
+
+    /// BPTT from `dy` at the last hidden state: every parameter's gradient (overwritten), and the
+    /// gradient at `x` into `dx` when given.
+    fn backward(
+        &self,
+        enc: &mut Encoder,
+        s: &LstmScratch,
+        dy: &Tensor,
+        dx: Option<&Tensor>,
+    ) -> Result<()> {
+        let (b, h, t) = (s.window.batch(), self.hidden, self.steps);
+        enc.copy_region(dy, 0, &s.dh_seq, (t - 1) * b * h, b * h)?;
+        let grads = LstmGrads {
+            dw_x: &self.w_x.grad,
+            dw_h: &self.w_h.grad,
+            dbias: &self.bias.grad,
+        };
+        s.window.backward(
+            enc,
+            self.values(),
+            &s.x_seq,
+            &s.s0,
+            &s.dh_seq,
+            None,
+            grads,
+            &s.ds0,
+            dx.map(|_| &s.dx_seq),
+        )?;
+        if let Some(dx) = dx {
+            swap_leading_axes(enc, &s.dx_seq, [t, b, self.input], dx)?;
+        }
+        Ok(())
+    }
 }
 
 /// A stack's parameters. Build with [`Stack::new`].
@@ -232,6 +387,9 @@ pub struct Acts {
     bn_saved: Vec<Option<(Tensor, Tensor)>>,
     /// Each custom layer's scratch (empty for the others).
     custom: Vec<Vec<Tensor>>,
+    /// Each LSTM layer's window and buffers (`None` for the others); a clone shares them, as it
+    /// shares the tensors above.
+    lstm: Vec<Option<Arc<LstmScratch>>>,
 }
 
 impl Acts {
@@ -303,6 +461,10 @@ impl Stack {
                     running_var: Tensor::from_slice(gpu, &[f], &vec![1.0; f])?,
                 })),
                 LayerSpec::Activation(act) => layers.push(Layer::Activation(act)),
+                LayerSpec::Lstm { hidden, steps } => {
+                    layers.push(Layer::Lstm(LstmLayer::new(gpu, uniform, f, hidden, steps)?));
+                    f = hidden;
+                }
                 LayerSpec::Custom(custom) => {
                     let out = custom.output(f).map_err(|why| Error::Layer {
                         layer: format!("{custom:?}"),
@@ -350,6 +512,7 @@ impl Stack {
         let mut outs = Vec::with_capacity(n - 1);
         let mut bn_saved = Vec::with_capacity(n);
         let mut custom = Vec::with_capacity(n);
+        let mut lstm = Vec::with_capacity(n);
         for (l, layer) in self.layers.iter().enumerate() {
             if l + 1 < n {
                 outs.push(Tensor::zeros(gpu, &[batch, self.widths[l]])?);
@@ -357,6 +520,10 @@ impl Stack {
             custom.push(match layer {
                 Layer::Custom(c) => c.scratch(gpu, batch)?,
                 _ => Vec::new(),
+            });
+            lstm.push(match layer {
+                Layer::Lstm(r) => Some(Arc::new(r.scratch(gpu, batch)?)),
+                _ => None,
             });
             bn_saved.push(match layer {
                 Layer::BatchNorm(_) => Some((
@@ -371,6 +538,7 @@ impl Stack {
             outs,
             bn_saved,
             custom,
+            lstm,
         })
     }
 
@@ -401,6 +569,7 @@ impl Stack {
                     v.push(&bn.beta);
                 }
                 Layer::Activation(_) => {}
+                Layer::Lstm(r) => v.extend(r.named_params().map(|(_, p)| p)),
                 Layer::Custom(c) => v.extend(c.params().into_iter().map(|(_, p)| p)),
             }
         }
@@ -422,6 +591,11 @@ impl Stack {
                     v.push(format!("l{i}.beta"));
                 }
                 Layer::Activation(_) => {}
+                Layer::Lstm(r) => v.extend(
+                    r.named_params()
+                        .into_iter()
+                        .map(|(name, _)| format!("l{i}.{name}")),
+                ),
                 Layer::Custom(c) => v.extend(
                     c.params()
                         .into_iter()
@@ -526,6 +700,7 @@ impl Stack {
                     )?;
                 }
                 Layer::Activation(act) => activate(enc, *act, x, y)?,
+                Layer::Lstm(r) => r.forward(enc, lstm_scratch(acts, l)?, x, y)?,
                 Layer::Custom(c) => c.forward(enc, x, y, &acts.custom[l])?,
             }
         }
@@ -615,6 +790,7 @@ impl Stack {
                         activate_backward(enc, *act, y, dy, dxl, false)?;
                     }
                 }
+                Layer::Lstm(r) => r.backward(enc, lstm_scratch(acts, l)?, dy, dxl)?,
                 Layer::Custom(c) => c.backward(enc, x, y, dy, dxl, &acts.custom[l])?,
             }
         }

@@ -2,7 +2,10 @@
 //! state `[h | c]` carried from one window to the next. The recurrent trainer's per-step path and
 //! both networks of the two-timescale system are built from it, and a user composes it with a
 //! [`Linear`](crate::linear::Linear) readout and an [`SgInterface`](crate::sg::SgInterface) on its
-//! state to train a recurrent model of their own with DNI (`examples/sg_on_lstm.rs`).
+//! state to train a recurrent model of their own with DNI (`examples/sg_on_lstm.rs`). Its initial
+//! values ([`LstmInit`]) also start the fused recurrent kernels' runs and the feed-forward stacks'
+//! LSTM layers ([`LayerSpec::Lstm`](crate::layers::LayerSpec::Lstm), which read each row as a
+//! sequence from a zero state and keep no state between batches).
 //!
 //! One window of `steps` steps over `batch` streams:
 //!
@@ -58,6 +61,16 @@ impl LstmInit {
     /// (so that the cell state is kept until the gates learn otherwise), the others at 0. Sizes
     /// whose weight counts cannot be addressed are an error.
     pub fn draw(rng: &mut Rng, input: usize, hidden: usize) -> Result<Self> {
+        Self::draw_with(&mut |n, bound| rng.symmetric(n, bound), input, hidden)
+    }
+
+    /// [`draw`](Self::draw) with the weights from `uniform(n, bound)` (`n` values uniform in
+    /// `±bound`): a feed-forward stack's generator, for its LSTM layers.
+    pub fn draw_with(
+        uniform: &mut dyn FnMut(usize, f32) -> Vec<f32>,
+        input: usize,
+        hidden: usize,
+    ) -> Result<Self> {
         let (i, h) = (input, hidden);
         let h4 = h.checked_mul(4);
         let (Some(n_x), Some(n_h)) = (
@@ -70,8 +83,8 @@ impl LstmInit {
             ));
         };
         let bound = 1.0 / (h as f32).sqrt();
-        let w_x = rng.symmetric(n_x, bound);
-        let w_h = rng.symmetric(n_h, bound);
+        let w_x = uniform(n_x, bound);
+        let w_h = uniform(n_h, bound);
         let mut bias = vec![0.0; 4 * h];
         bias[h..2 * h].fill(1.0);
         Ok(Self { w_x, w_h, bias })

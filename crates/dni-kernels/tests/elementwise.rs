@@ -2,7 +2,7 @@
 //! 65535 workgroups of 256 so that grid_1d's two-dimensional folding is exercised.
 
 use dni_kernels::ops::elementwise::{
-    activate, activate_backward, axpby, axpy, fill, mul, scale, Activation,
+    activate, activate_backward, axpby, axpy, fill, mul, scale, swap_leading_axes, Activation,
 };
 use dni_kernels::ops::reduce::{col_sum, sum_all};
 use dni_kernels::reference::elementwise as reference;
@@ -203,6 +203,34 @@ fn sum_all_matches_reference() {
             assert_close(&got, &[want], 1e-5, 1e-5 + 1e-7 * n as f32, &what);
         }
     }
+}
+
+#[test]
+fn swap_leading_axes_matches_reference_and_undoes_itself() {
+    let gpu = gpu();
+    // Odd shapes, one of a single step, and one past 256 workgroups.
+    for [a, b, c] in [[3, 5, 7], [1, 4, 2], [7, 1, 3], [2, 3, 1], [129, 33, 17]] {
+        let x = data(a * b * c, (a * 100 + b) as u64, 1.0);
+        let xt = t(&gpu, &x);
+        let y = Tensor::zeros(&gpu, &[b, a, c]).unwrap();
+        let got = run(&gpu, &y, |e| {
+            swap_leading_axes(e, &xt, [a, b, c], &y).unwrap()
+        });
+        assert_eq!(got, reference::swap_leading(&x, a, b, c), "[{a}, {b}, {c}]");
+        let back = Tensor::zeros(&gpu, &[a, b, c]).unwrap();
+        let again = run(&gpu, &back, |e| {
+            swap_leading_axes(e, &y, [b, a, c], &back).unwrap()
+        });
+        assert_eq!(again, x, "[{a}, {b}, {c}] and back");
+    }
+    // Sizes that do not hold the shape, and a tensor bound as both operands, are errors.
+    let x = Tensor::zeros(&gpu, &[6]).unwrap();
+    let y = Tensor::zeros(&gpu, &[5]).unwrap();
+    let mut enc = gpu.encoder();
+    assert!(swap_leading_axes(&mut enc, &x, [2, 3, 1], &y).is_err());
+    assert!(swap_leading_axes(&mut enc, &x, [2, 3, 1], &x).is_err());
+    assert!(swap_leading_axes(&mut enc, &x, [usize::MAX, 2, 1], &x).is_err());
+    assert_eq!(enc.dispatches(), 0);
 }
 
 #[test]

@@ -251,20 +251,27 @@ impl FfSpec {
         }
         for (i, layers) in self.hidden_blocks.iter().enumerate() {
             let blame = format!("block {i}: {layers:?}");
-            if layers
+            if layers.iter().any(|l| {
+                matches!(
+                    l,
+                    LayerSpec::Linear { out: 0, .. }
+                        | LayerSpec::Lstm { hidden: 0, .. }
+                        | LayerSpec::Lstm { steps: 0, .. }
+                )
+            }) {
+                cfg(
+                    "hidden_blocks",
+                    &blame,
+                    "every Linear and LSTM needs at least one output, and an LSTM one step",
+                );
+            } else if !layers
                 .iter()
-                .any(|l| matches!(l, LayerSpec::Linear { out: 0, .. }))
+                .any(|l| matches!(l, LayerSpec::Linear { .. } | LayerSpec::Lstm { .. }))
             {
                 cfg(
                     "hidden_blocks",
                     &blame,
-                    "every Linear needs at least one output",
-                );
-            } else if !layers.iter().any(|l| matches!(l, LayerSpec::Linear { .. })) {
-                cfg(
-                    "hidden_blocks",
-                    &blame,
-                    "a block needs a Linear layer, or nothing in it learns",
+                    "a block needs a Linear or LSTM layer, or nothing in it learns",
                 );
             }
         }

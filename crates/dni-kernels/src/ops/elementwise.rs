@@ -1,8 +1,9 @@
-//! Elementwise launchers: activations and their derivatives, axpy, axpby, scale, mul, fill.
+//! Elementwise launchers: activations and their derivatives, axpy, axpby, scale, mul, fill, and
+//! the swap of a tensor's two leading axes.
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::error::{shape_err, Result};
+use crate::error::{no_alias, shape_err, Result};
 use crate::gpu::{grid_1d, Encoder};
 use crate::pipeline::{Entry, Kernel, Slot};
 use crate::tensor::Tensor;
@@ -81,9 +82,19 @@ const AXPBY: Entry = entry("axpby", S_2IN_OUT);
 const MUL: Entry = entry("mul", S_2IN_OUT);
 const SCALE: Entry = entry("scale", S_INPLACE);
 const FILL: Entry = entry("fill", S_INPLACE);
+const SWAP_LEADING: Entry = entry("swap_leading", S_IN_OUT);
 
 /// Every entry point these launchers dispatch, for the contract test.
-pub const ENTRIES: &[Entry] = &[UNARY, UNARY_GRAD, AXPY, AXPBY, MUL, SCALE, FILL];
+pub const ENTRIES: &[Entry] = &[
+    UNARY,
+    UNARY_GRAD,
+    AXPY,
+    AXPBY,
+    MUL,
+    SCALE,
+    FILL,
+    SWAP_LEADING,
+];
 
 fn params(n: usize, alpha: f32, beta: f32) -> Params {
     Params {
@@ -159,4 +170,50 @@ pub fn scale(enc: &mut Encoder, alpha: f32, y: &Tensor) -> Result<()> {
 /// `y = value` everywhere.
 pub fn fill(enc: &mut Encoder, value: f32, y: &Tensor) -> Result<()> {
     launch(enc, &FILL, &[], params(y.len(), value, 0.0), &[y])
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SwapParams {
+    n: u32,
+    a: u32,
+    b: u32,
+    c: u32,
+}
+
+/// `y[j, i, k] = x[i, j, k]` for `x` of shape `[a, b, c]` (`y` is `[b, a, c]`): a batch of rows of
+/// `steps · features` becomes the `[steps, batch, features]` an LSTM reads, and back.
+pub fn swap_leading_axes(
+    enc: &mut Encoder,
+    x: &Tensor,
+    [a, b, c]: [usize; 3],
+    y: &Tensor,
+) -> Result<()> {
+    const OP: &str = "swap_leading_axes";
+    let n = a.checked_mul(b).and_then(|ab| ab.checked_mul(c));
+    let n = match n.and_then(|n| u32::try_from(n).ok()) {
+        Some(n) if x.len() == n as usize && y.len() == n as usize => n,
+        _ => {
+            return shape_err(
+                OP,
+                format!(
+                    "x {:?} and y {:?} must both hold [{a}, {b}, {c}] (fewer than 2^32 elements)",
+                    x.shape(),
+                    y.shape()
+                ),
+            )
+        }
+    };
+    no_alias(OP, &[x], &[y])?;
+    let gpu = enc.gpu().clone();
+    let pipeline = gpu.pipeline_for(&SWAP_LEADING, &[])?;
+    let params = SwapParams {
+        n,
+        a: a as u32,
+        b: b as u32,
+        c: c as u32,
+    };
+    let bind = gpu.bind(&pipeline, bytemuck::bytes_of(&params), &[x, y])?;
+    enc.dispatch(&pipeline, &bind, grid_1d(n as usize, 256));
+    Ok(())
 }

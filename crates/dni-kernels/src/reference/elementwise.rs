@@ -37,3 +37,15 @@ pub fn col_sum(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     }
     out
 }
+
+/// `x` of shape `[a, b, c]` with its two leading axes swapped: `[b, a, c]`.
+pub fn swap_leading(x: &[f32], a: usize, b: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; a * b * c];
+    for i in 0..a {
+        for j in 0..b {
+            let (src, dst) = ((i * b + j) * c, (j * a + i) * c);
+            out[dst..dst + c].copy_from_slice(&x[src..src + c]);
+        }
+    }
+    out
+}
