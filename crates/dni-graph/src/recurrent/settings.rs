@@ -2,6 +2,18 @@
 //! `serde` feature): the trainer's sizes, method and optimisers in flat keys, the step budget and
 //! the probe. The task supplies the rest (input and output widths, the loss, the seed) when it
 //! builds the trainer's [`RecurrentConfig`] with [`RecurrentSettings::trainer_config`].
+//!
+//! Why a file form beside the trainer's config: they say different things. The file's keys are
+//! flat and few (an optimiser is a kind, a rate and a momentum; the method is a name and its
+//! numbers sit beside it) and it holds what a run needs around the trainer (the budget, the rate's
+//! half-life, the probe); the trainer's config is structured and complete (any
+//! [`OptimConfig`](dni_kernels::ops::optim::OptimConfig), betas included; [`Method`] with its
+//! settings inside; the task's widths and loss) and knows nothing of budgets. One maps onto the
+//! other in one function, [`trainer_config`](RecurrentSettings::trainer_config), and every limit
+//! is stated once, by the trainer's [`problems`](RecurrentConfig::problems), which
+//! [`problems`](RecurrentSettings::problems) reports under the file's keys. The feed-forward
+//! (`MnistSettings` → `FfSpec`) and two-timescale (`TimescaleSettings` → `TimescaleConfig`) file
+//! forms are built the same way.
 
 use dni_kernels::ops::optim::OptimKind;
 
