@@ -61,12 +61,7 @@ fn run(steps: u64, first: InterfaceSpec) -> Result<(f64, f64)> {
     let spec = spec(input, first);
     let batch = spec.batch;
     let mut net = FfNet::new(&gpu, spec)?;
-    let names: Vec<String> = net
-        .params()
-        .iter()
-        .map(|(name, p)| format!("{name} {:?}", p.value.shape()))
-        .collect();
-    println!("parameters: {}", names.join(", "));
+    // The LSTM's parameters are named like any layer's: block0.l0.w_x, block0.l0.w_h, block0.l0.bias.
     let before = net.evaluate(&test)?.error;
     let mut shuffler = EpochShuffler::new(data.train.n, batch, 1)?;
     let mut source =
