@@ -25,8 +25,10 @@ use crate::error::{Error, Result};
 use crate::linear::Linear;
 use crate::lstm::LstmInit;
 
-/// One layer of a [`Stack`].
+/// One layer of a [`Stack`]. Non-exhaustive: a `match` outside this crate needs a `_` arm, so that a
+/// new kind of layer is not a breaking change.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum LayerSpec {
     /// `y = x·W (+ c·Wc) (+ b)`; `c` is the stack's context (first layer only).
     Linear {

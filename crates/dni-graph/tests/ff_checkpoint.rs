@@ -1,8 +1,10 @@
 //! Feed-forward checkpoints: `export_state` then `import_state` into a fresh network continues the
 //! single-thread schedule bit for bit (DNI with a conditioned SG, `p_update` < 1, complete unlock,
-//! batch norm), and a checkpoint of another shape is refused, naming the buffer.
+//! batch norm; and a network with an LSTM layer), and a checkpoint of another shape is refused,
+//! naming the buffer.
 
 use dni_graph::ff::{FfNet, FfSpec, InterfaceSpec, Schedule, SgSpec, SynthInputSpec};
+use dni_graph::layers::LayerSpec;
 use dni_graph::recurrent::StateBuf;
 use dni_kernels::ops::optim::OptimConfig;
 use dni_kernels::testing::{gpu, Lcg};
@@ -111,6 +113,54 @@ fn single_thread_resume_is_bit_exact_and_shapes_are_checked() {
     let mut other = FfNet::new(&gpu, wide).unwrap();
     let e = other.import_state(&state).unwrap_err().to_string();
     assert!(e.contains("values"), "{e}");
+}
+
+#[test]
+fn a_network_with_an_lstm_layer_resumes_bit_exactly() {
+    // Each row read as 3 steps of 2 features by an LSTM block, a cDNI interface, then a hidden
+    // block and the head.
+    let spec = |seed| {
+        let blocks = vec![
+            vec![LayerSpec::Lstm {
+                hidden: 5,
+                steps: 3,
+            }],
+            vec![LayerSpec::linear(4), LayerSpec::RELU],
+        ];
+        let mut s = FfSpec::new(INPUT, blocks, CLASSES, BATCH, OptimConfig::adam(1e-2));
+        s.interfaces[0] = InterfaceSpec::dni(SgSpec::linear(true));
+        s.seed = seed;
+        s
+    };
+    let gpu = gpu();
+    let mut whole = FfNet::new(&gpu, spec(3)).unwrap();
+    whole
+        .train(6, &mut source(0), Schedule::SingleThread)
+        .unwrap();
+    let mut first = FfNet::new(&gpu, spec(3)).unwrap();
+    first
+        .train(3, &mut source(0), Schedule::SingleThread)
+        .unwrap();
+    let state = first.export_state().unwrap();
+    let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"block0.l0.w_h.value"), "{names:?}");
+    let mut resumed = FfNet::new(&gpu, spec(77)).unwrap();
+    resumed.import_state(&state).unwrap();
+    resumed
+        .train(3, &mut source(3), Schedule::SingleThread)
+        .unwrap();
+    assert_eq!(bits(&whole), bits(&resumed), "parameters differ");
+    assert_eq!(
+        whole.take_metrics().unwrap(),
+        resumed.take_metrics().unwrap()
+    );
+    // The LSTM learnt: its recurrent weights moved from their start.
+    let start = FfNet::new(&gpu, spec(3)).unwrap();
+    let w_h = |net: &FfNet| {
+        gpu.read(&net.param("block0.l0.w_h").unwrap().value)
+            .unwrap()
+    };
+    assert_ne!(w_h(&start), w_h(&whole));
 }
 
 #[test]

@@ -264,7 +264,7 @@ fn reference_shape(
             LayerSpec::BatchNorm => bn = true,
             LayerSpec::Activation(a) => acts.push(*a),
             LayerSpec::Custom(c) => panic!("the reference has no {c:?}"),
-            LayerSpec::Lstm { .. } => panic!("the reference has no LSTM (tests/lstm_layer.rs)"),
+            other => panic!("the reference has no {other:?} (the LSTM's is tests/lstm_layer.rs)"),
         }
     }
     assert_eq!(
