@@ -203,6 +203,12 @@ impl MnistSettings {
                 other => other,
             },
         ));
+        out.extend(crate::error::size_problems(
+            &[("hidden", self.hidden), ("sg_hidden", self.sg_hidden)],
+            MNIST_PIXELS,
+            self.batch,
+            1,
+        ));
         let mut bad = |field, value: &dyn std::fmt::Display, reason| {
             out.push(Error::config(field, value, reason))
         };
@@ -220,15 +226,6 @@ impl MnistSettings {
         if self.eval_every == 0 {
             bad("eval_every", &self.eval_every, "must be at least 1 step");
         }
-        out.extend(crate::error::size_problems(
-            &[("hidden", self.hidden), ("sg_hidden", self.sg_hidden)],
-            MNIST_PIXELS,
-            self.batch,
-            1,
-        ));
-        let mut bad = |field, value: &dyn std::fmt::Display, reason| {
-            out.push(Error::config(field, value, reason))
-        };
         if !self.method.uses_sg() {
             let why = "only applies to methods dni and cdni (remove it, or change method)";
             if self.unlock {

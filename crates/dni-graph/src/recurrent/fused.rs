@@ -180,12 +180,12 @@ impl FusedGroup {
             let mut rng = Rng::new(c.seed);
             let lstm = LstmInit::draw(&mut rng, i, h)?;
             let readout = crate::linear::uniform_weights(&mut rng, h, o)?;
-            let named = lstm.named().map(|(name, v)| (format!("lstm.{name}"), v));
-            for (name, values) in named
-                .iter()
-                .map(|(n, v)| (n.as_str(), *v))
-                .chain([("readout.w", &readout[..])])
-            {
+            for (name, values) in [
+                ("lstm.w_x", &lstm.w_x),
+                ("lstm.w_h", &lstm.w_h),
+                ("lstm.bias", &lstm.bias),
+                ("readout.w", &readout),
+            ] {
                 let (start, rows, cols) = param_range(&lay, (i, h, o), name);
                 p[start..start + rows * cols].copy_from_slice(values);
             }
