@@ -427,6 +427,8 @@ fn bad_input_is_a_clear_error_never_a_crash() {
             err.contains(key) && err.contains("copy.toml"),
             "{set}: {err}"
         );
+        // The CLI checks sizes with a placeholder input width, which the message must not quote.
+        assert!(!err.contains("(input 1)"), "{set}: {err}");
     }
     for (cfg, set, key) in [
         (

@@ -209,9 +209,15 @@ impl RecurrentConfig {
             .and_then(|ih| mul(&[ih, 4, h]))
             .filter(|_| mul(&[4, h, h]).is_some());
         let Some(weights) = weights else {
+            // Name the input only where it tips the product over: a caller checking the hidden
+            // size alone passes a placeholder input.
+            let value = match mul(&[4, h, h]) {
+                Some(_) => format!("{h} (input {i})"),
+                None => h.to_string(),
+            };
             return config_err(
                 "hidden",
-                format!("{h} (input {i})"),
+                value,
                 "(input + hidden)·4·hidden overflows the address space",
             );
         };
